@@ -133,7 +133,10 @@ void gguf_free(struct gguf *g);
 
 uint32_t gguf_version(const struct gguf *g);
 size_t gguf_alignment(const struct gguf *g);
-/* Offset of the data section in the buffer, and the buffer itself. */
+/*
+ * Offset of the data section in the buffer, and the buffer itself. The offset
+ * is at most len: a file without tensors may end before the header's padding.
+ */
 size_t gguf_data_offset(const struct gguf *g);
 const void *gguf_buffer(const struct gguf *g, size_t *len);
 
@@ -145,7 +148,8 @@ enum gguf_vtype gguf_kv_type(const struct gguf *g, int64_t i);
 
 /*
  * Typed getters by key. Return 0, -ENOENT if the key is absent, -EINVAL if
- * the value has another type, -ERANGE if it does not fit.
+ * the value has another type, -ERANGE if it does not fit; *out is written
+ * only on success, so it may hold a default.
  * gguf_get_i64 accepts every integer type; gguf_get_f64 accepts float32,
  * float64 and integers.
  */
@@ -204,6 +208,9 @@ void gguf_writer_set_i32(struct gguf_writer *w, const char *key, int32_t v);
 void gguf_writer_set_f32(struct gguf_writer *w, const char *key, float v);
 void gguf_writer_set_bool(struct gguf_writer *w, const char *key, bool v);
 void gguf_writer_set_str(struct gguf_writer *w, const char *key, const char *v);
+/* A scalar of any numeric or bool type t; v points to one value of that type. */
+void gguf_writer_set_scalar(struct gguf_writer *w, const char *key, enum gguf_vtype t,
+                            const void *v);
 /* Numeric array of n elements of type t, copied. */
 void gguf_writer_set_arr(struct gguf_writer *w, const char *key, enum gguf_vtype t,
                          const void *data, uint64_t n);
@@ -213,8 +220,8 @@ void gguf_writer_set_arr_str(struct gguf_writer *w, const char *key,
 void gguf_writer_copy_kv(struct gguf_writer *w, const struct gguf *g, int64_t i);
 
 /*
- * Adds a tensor. data (nbytes, which must equal the type's size for ne) is
- * borrowed until gguf_writer_write() returns.
+ * Adds a tensor (name unique). data (nbytes, which must equal the type's size
+ * for ne) is borrowed until gguf_writer_write() returns.
  */
 void gguf_writer_add_tensor(struct gguf_writer *w, const char *name, enum gguf_ttype type,
                             uint32_t n_dims, const int64_t *ne, const void *data,
