@@ -78,4 +78,152 @@ float engine__vec_dot(enum gguf_ttype t, int64_t n, const void *row, const float
 void engine__matmul(struct engine_pool *pool, enum gguf_ttype t, const void *w,
                     int64_t n_out, int64_t k, const float *x, int64_t m, float *y);
 
+/* ---- Additions: type traits, pool scratch, variant choice ------------- */
+
+/* Elements per block and bytes per block of a supported type (0 otherwise). */
+int64_t engine__type_blck(enum gguf_ttype t);
+size_t engine__type_bsize(enum gguf_ttype t);
+/* Bytes of a row of n elements of type t (n a multiple of the block size). */
+size_t engine__row_size(enum gguf_ttype t, int64_t n);
+
+/*
+ * Per-thread scratch memory of a pool, 64-byte aligned, reused across calls.
+ * engine__pool_scratch(p, ith, n) returns thread ith's buffer grown to at
+ * least n bytes (old contents are lost when it grows); only thread ith (or
+ * the caller, for ith 0, outside engine__pool_run) may use it, and it stays
+ * valid until the next call for that thread. It aborts if memory runs out:
+ * call engine__pool_reserve() at load time with the largest size you will
+ * need (engine__matmul_scratch) to get -ENOMEM there instead.
+ */
+void *engine__pool_scratch(struct engine_pool *p, int ith, size_t n);
+/* Grows every thread's scratch to n bytes. Returns 0 or -ENOMEM. */
+int engine__pool_reserve(struct engine_pool *p, size_t n);
+/* Per-thread scratch bytes engine__matmul needs for these shapes (m <= m_max). */
+size_t engine__matmul_scratch(enum gguf_ttype t, int64_t k, int64_t m_max);
+
+/*
+ * Forces a kernel variant ("scalar", "avx2", "avx512") for tests and
+ * benchmarks. Returns 0, -ENOENT for an unknown name or -ENOTSUP if this
+ * CPU lacks the instructions. Not thread-safe against running matmuls.
+ */
+int engine__kernels_force(const char *name);
+
+/* ---- Block layouts (ggml's) and kernel variants ----------------------- */
+
+#define ENGINE_QK 32    /* elements of a Q8_0 / Q4_0 block */
+#define ENGINE_QK_K 256 /* elements of a K-quant super-block */
+
+struct engine_block_q8_0 {
+    uint16_t d;                      /* f16 scale */
+    int8_t qs[ENGINE_QK];            /* value j = qs[j] * d */
+};
+struct engine_block_q4_0 {
+    uint16_t d;                      /* f16 scale */
+    uint8_t qs[ENGINE_QK / 2];       /* j < 16: low nibble of qs[j]; j >= 16: high nibble of qs[j-16] */
+};
+struct engine_block_q4_k {
+    uint16_t d, dmin;                /* f16 super-scales of the 6-bit scales and mins */
+    uint8_t scales[12];              /* 8 x (6-bit scale, 6-bit min), packed */
+    uint8_t qs[ENGINE_QK_K / 2];     /* 32-byte chunk c: low nibbles = sub-block 2c, high = 2c+1 */
+};
+struct engine_block_q6_k {
+    uint8_t ql[ENGINE_QK_K / 2];     /* low 4 bits */
+    uint8_t qh[ENGINE_QK_K / 4];     /* high 2 bits */
+    int8_t scales[ENGINE_QK_K / 16]; /* one per 16 elements */
+    uint16_t d;                      /* f16 super-scale */
+};
+struct engine_block_q8_k {
+    float d;
+    int8_t qs[ENGINE_QK_K];
+    int16_t bsums[ENGINE_QK_K / 16]; /* sums of qs in groups of 16 */
+};
+
+_Static_assert(sizeof(struct engine_block_q8_0) == 34, "q8_0 block is 34 bytes");
+_Static_assert(sizeof(struct engine_block_q4_0) == 18, "q4_0 block is 18 bytes");
+_Static_assert(sizeof(struct engine_block_q4_k) == 144, "q4_k block is 144 bytes");
+_Static_assert(sizeof(struct engine_block_q6_k) == 210, "q6_k block is 210 bytes");
+_Static_assert(sizeof(struct engine_block_q8_k) == 292, "q8_k block is 292 bytes");
+
+/* Scale j (0..7) and min j of a Q4_K block's packed 12 bytes. */
+static inline void
+engine__q4k_scale_min(const uint8_t *s, int j, int *sc, int *mn)
+{
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *mn = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+        *mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+/*
+ * Activation rows, converted once per matmul for the integer kernels (our own
+ * layout, not ggml's; rows are ENGINE_ACT_ALIGN-aligned):
+ *   Q8A (for Q8_0, Q4_0 weights): int8 qs[k], pad to 64; float d[k/32];
+ *       int32 c[k/32] = -8 * sum of the block's qs (the Q4_0 offset).
+ *   Q8K (for Q4_K, Q6_K weights): int8 qs[k], pad to 64; float d[k/256];
+ *       int16 bsums[k/16] (sums of qs in groups of 16).
+ * Each block of 32 (Q8A) or 256 (Q8K) has d = amax / 127 and
+ * qs = round-to-nearest-even(x * (127 / amax)), so |qs| <= 127.
+ */
+enum engine_act { ENGINE_ACT_F32, ENGINE_ACT_Q8A, ENGINE_ACT_Q8K };
+#define ENGINE_ACT_ALIGN 64
+
+static inline size_t
+engine__align64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
+static inline float *
+engine__act_d(const void *row, int64_t k)
+{
+    return (float *)((char *)row + engine__align64((size_t)k));
+}
+
+static inline int32_t *
+engine__act_c(const void *row, int64_t k)
+{
+    return (int32_t *)(engine__act_d(row, k) + k / ENGINE_QK);
+}
+
+static inline int16_t *
+engine__act_bsums(const void *row, int64_t k)
+{
+    return (int16_t *)(engine__act_d(row, k) + k / ENGINE_QK_K);
+}
+
+/* Bytes of one converted activation row of k elements (a multiple of 64). */
+size_t engine__act_row_size(enum engine_act a, int64_t k);
+
+/*
+ * y[r * ldy + i] = dot(weight row i, activation row r) for i < n, r < m:
+ * w holds n rows wstride bytes apart, a holds m converted rows astride bytes
+ * apart. Every (i, r) pair is summed in the same order whatever n and m are,
+ * so a row's result never depends on the batch it was computed in.
+ */
+typedef void (*engine_gemv_fn)(int64_t k, const void *w, size_t wstride, int64_t n,
+                               const void *a, size_t astride, int64_t m, float *y,
+                               int64_t ldy);
+typedef void (*engine_row_fn)(const void *src, float *dst, int64_t n);
+typedef void (*engine_act_fn)(const float *x, void *dst, int64_t k);
+
+/* One SIMD variant: kernels per weight type, and the activation converters. */
+struct engine_variant {
+    const char *name;
+    engine_act_fn act[3];                 /* by enum engine_act; [F32] unused */
+    struct {
+        enum engine_act act;              /* format the activation is converted to */
+        engine_gemv_fn gemv;
+        engine_row_fn dequant;            /* n elements to f32 */
+    } type[GGUF_T_COUNT];
+};
+
+extern const struct engine_variant engine__variant_scalar;
+extern const struct engine_variant engine__variant_avx2;
+extern const struct engine_variant engine__variant_avx512;
+/* The variant in use (engine__kernels_init must have run). */
+const struct engine_variant *engine__variant(void);
+
 #endif

@@ -1,0 +1,267 @@
+/*
+ * matmul.c - engine__matmul, the one hot spot of the forward pass, and the
+ * choice of kernel variant.
+ *
+ * Small batches (decode, m < the type's gemm_min_m) convert the activation
+ * rows once (to 8-bit blocks for the quantized types) and stream the weight
+ * rows through the variant's gemv kernel: pool threads claim chunks of rows
+ * from a shared counter, and each weight row is used for all m activation
+ * rows while it is in cache. Larger batches (prefill) have each thread
+ * dequantize panels of weight rows to f32 in its scratch buffer and hand them
+ * to OpenBLAS sgemm, single-threaded, so math threads never exceed the pool.
+ */
+#include <assert.h>
+#include <cblas.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+
+/* ---- Variant choice --------------------------------------------------- */
+
+static _Atomic(const struct engine_variant *) active;
+
+static bool
+cpu_has(const struct engine_variant *v)
+{
+    __builtin_cpu_init();
+    if (v->type[GGUF_T_F32].gemv == NULL) /* variant not built in */
+        return false;
+    if (v == &engine__variant_avx512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16") &&
+               __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    if (v == &engine__variant_avx2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    return true;
+}
+
+static void
+init_once(void)
+{
+    /* Our pool does the threading; OpenBLAS must not start threads of its own. */
+    openblas_set_num_threads(1);
+    const struct engine_variant *best = &engine__variant_scalar;
+    if (cpu_has(&engine__variant_avx512))
+        best = &engine__variant_avx512;
+    else if (cpu_has(&engine__variant_avx2))
+        best = &engine__variant_avx2;
+    atomic_store(&active, best);
+}
+
+void
+engine__kernels_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init_once);
+}
+
+const struct engine_variant *
+engine__variant(void)
+{
+    const struct engine_variant *v = atomic_load_explicit(&active, memory_order_acquire);
+    if (v != NULL)
+        return v;
+    engine__kernels_init();
+    return atomic_load(&active);
+}
+
+const char *
+engine__kernels_name(void)
+{
+    return engine__variant()->name;
+}
+
+int
+engine__kernels_force(const char *name)
+{
+    static const struct engine_variant *const all[] = {
+        &engine__variant_scalar, &engine__variant_avx2, &engine__variant_avx512,
+    };
+    engine__kernels_init();
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        if (strcmp(all[i]->name, name) != 0)
+            continue;
+        if (!cpu_has(all[i]))
+            return -ENOTSUP;
+        atomic_store(&active, all[i]);
+        return 0;
+    }
+    return -ENOENT;
+}
+
+/* ---- Shapes and thresholds -------------------------------------------- */
+
+/*
+ * From this many activation rows on, dequantizing panels for sgemm beats the
+ * integer kernels (measured with tests/bench_kernels.c on Zen 5, 2 threads).
+ */
+static int64_t
+gemm_min_m(enum gguf_ttype t)
+{
+    (void)t;
+    return 32;
+}
+
+/* Weight rows per sgemm panel: about 256 KB of f32, so it stays in L2. */
+static int64_t
+panel_rows(int64_t k)
+{
+    int64_t rows = (256 * 1024 / 4) / k;
+    rows = rows < 16 ? 16 : rows > 256 ? 256 : rows;
+    return rows & ~(int64_t)15;
+}
+
+size_t
+engine__matmul_scratch(enum gguf_ttype t, int64_t k, int64_t m_max)
+{
+    enum engine_act a = engine__variant()->type[t].act;
+    int64_t m_gemv = m_max < gemm_min_m(t) ? m_max : gemm_min_m(t) - 1;
+    size_t act = a == ENGINE_ACT_F32 ? 0 : (size_t)m_gemv * engine__act_row_size(a, k);
+    size_t panel = (size_t)panel_rows(k) * (size_t)k * sizeof(float);
+    return act > panel ? act : panel;
+}
+
+float
+engine__vec_dot(enum gguf_ttype t, int64_t n, const void *row, const float *x)
+{
+    assert(engine__type_supported(t) && n > 0 && n % engine__type_blck(t) == 0);
+    const struct engine_variant *v = engine__variant();
+    enum engine_act a = v->type[t].act;
+    void *buf = NULL;
+    if (a != ENGINE_ACT_F32) {
+        buf = aligned_alloc(ENGINE_ACT_ALIGN, engine__act_row_size(a, n));
+        if (buf == NULL) {
+            fprintf(stderr, "loraserve: out of memory in engine__vec_dot\n");
+            abort();
+        }
+        v->act[a](x, buf, n);
+    }
+    float y = 0;
+    v->type[t].gemv(n, row, 0, 1, buf ? buf : x, 0, 1, &y, 1);
+    free(buf);
+    return y;
+}
+
+/* ---- Small batches: integer / f32 gemv kernels ------------------------- */
+
+struct mm_job {
+    struct engine_pool *pool;
+    const struct engine_variant *v;
+    enum gguf_ttype t;
+    const char *w;
+    size_t wstride;
+    int64_t n_out, k, m;
+    const float *x;
+    const void *a;                  /* converted activation rows, or x */
+    size_t astride;
+    float *y;
+    int64_t chunk;                  /* weight rows claimed at a time */
+    _Atomic int64_t next;           /* first unclaimed weight row */
+};
+
+static bool
+claim(struct mm_job *j, int64_t *i0, int64_t *i1)
+{
+    *i0 = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
+    *i1 = *i0 + j->chunk < j->n_out ? *i0 + j->chunk : j->n_out;
+    return *i0 < j->n_out;
+}
+
+static void
+gemv_task(int ith, int nth, void *arg)
+{
+    (void)ith, (void)nth;
+    struct mm_job *j = arg;
+    int64_t i0, i1;
+    while (claim(j, &i0, &i1))
+        j->v->type[j->t].gemv(j->k, j->w + i0 * j->wstride, j->wstride, i1 - i0, j->a,
+                              j->astride, j->m, j->y + i0, j->n_out);
+}
+
+/* Rows per claim: about 8 claims per thread, a multiple of 4, at least 4. */
+static int64_t
+gemv_chunk(int64_t n_out, int nth)
+{
+    int64_t c = (n_out + 8 * nth - 1) / (8 * nth);
+    return (c + 3) & ~(int64_t)3;
+}
+
+static void
+matmul_gemv(struct mm_job *j)
+{
+    enum engine_act a = j->v->type[j->t].act;
+    if (a == ENGINE_ACT_F32) {
+        j->a = j->x;
+        j->astride = (size_t)j->k * sizeof(float);
+    } else {
+        j->astride = engine__act_row_size(a, j->k);
+        char *buf = engine__pool_scratch(j->pool, 0, j->astride * (size_t)j->m);
+        for (int64_t r = 0; r < j->m; r++)
+            j->v->act[a](j->x + r * j->k, buf + r * j->astride, j->k);
+        j->a = buf;
+    }
+    j->chunk = gemv_chunk(j->n_out, engine__pool_size(j->pool));
+    engine__pool_run(j->pool, gemv_task, j);
+}
+
+/* ---- Large batches: dequantized panels and sgemm ----------------------- */
+
+static void
+gemm_task(int ith, int nth, void *arg)
+{
+    (void)nth;
+    struct mm_job *j = arg;
+    bool f32 = j->t == GGUF_T_F32;
+    float *panel = f32 ? NULL : engine__pool_scratch(j->pool, ith, (size_t)j->chunk *
+                                                                  (size_t)j->k * sizeof(float));
+    int64_t i0, i1;
+    while (claim(j, &i0, &i1)) {
+        const float *b = (const float *)(j->w + i0 * j->wstride);
+        if (!f32) {
+            for (int64_t i = i0; i < i1; i++)
+                j->v->type[j->t].dequant(j->w + i * j->wstride, panel + (i - i0) * j->k, j->k);
+            b = panel;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->m, (int)(i1 - i0),
+                    (int)j->k, 1.0f, j->x, (int)j->k, b, (int)j->k, 0.0f, j->y + i0,
+                    (int)j->n_out);
+    }
+}
+
+static void
+matmul_gemm(struct mm_job *j)
+{
+    int nth = engine__pool_size(j->pool);
+    if (j->t == GGUF_T_F32) /* no panels to fill: a few big slices */
+        j->chunk = (j->n_out + 4 * nth - 1) / (4 * nth);
+    else
+        j->chunk = panel_rows(j->k);
+    engine__pool_run(j->pool, gemm_task, j);
+}
+
+void
+engine__matmul(struct engine_pool *pool, enum gguf_ttype t, const void *w, int64_t n_out,
+               int64_t k, const float *x, int64_t m, float *y)
+{
+    assert(pool != NULL && engine__type_supported(t));
+    assert(k > 0 && k % engine__type_blck(t) == 0 && n_out >= 0 && m >= 0);
+    assert(k <= INT32_MAX && n_out <= INT32_MAX && m <= INT32_MAX);
+    if (m == 0 || n_out == 0)
+        return;
+    struct mm_job j = {
+        .pool = pool, .v = engine__variant(), .t = t, .w = w,
+        .wstride = engine__row_size(t, k), .n_out = n_out, .k = k, .m = m, .x = x, .y = y,
+    };
+    if (m >= gemm_min_m(t))
+        matmul_gemm(&j);
+    else
+        matmul_gemv(&j);
+}

@@ -1,0 +1,531 @@
+/*
+ * simd_avx2.c - the AVX2 + FMA + F16C kernel variant.
+ *
+ * This file alone is compiled with -mavx2 -mfma -mf16c; nothing in it runs
+ * before engine__kernels_init() has checked the CPU. Integer dots use
+ * maddubs (u8 x s8 -> s16 pairs) then madd (-> s32), with the sign trick for
+ * Q8_0 (|w| x sign(x, w)) and the activation's -8 * sum term for Q4_0.
+ *
+ * Each gemv passes over a weight row once for up to four activation rows
+ * (DOT_ROWS), so a batch reads the weights once; every (row, activation)
+ * pair is summed in the same order whatever the batch, so results do not
+ * depend on m. Q4_K and Q6_K sums are exact integers per super-block and are
+ * added to the float sum exactly as the scalar reference does.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels.h"
+
+#define DOT_ROWS 4
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* ---- Helpers ---------------------------------------------------------- */
+
+ALWAYS_INLINE float
+hsum_ps(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+ALWAYS_INLINE int
+hsum_epi32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+ALWAYS_INLINE float
+f16(uint16_t h)
+{
+    return _cvtsh_ss(h);
+}
+
+/* Sum of u8 x s8 products in groups of four, as 8 s32 lanes. */
+ALWAYS_INLINE __m256i
+dot_u8s8(__m256i u, __m256i s)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/*
+ * The gemv driver: for each weight row, the activation rows in groups of
+ * DOT_ROWS (then the remainder), calling DOTN with a constant row count so
+ * the per-row accumulators live in registers.
+ */
+#define GEMV(name, DOTN)                                                               \
+    static void name(int64_t k, const void *w, size_t wstride, int64_t n, const void *a, \
+                     size_t astride, int64_t m, float *y, int64_t ldy)                   \
+    {                                                                                    \
+        for (int64_t i = 0; i < n; i++) {                                                \
+            const void *wr = (const char *)w + i * wstride;                              \
+            int64_t r = 0;                                                               \
+            for (; r + DOT_ROWS <= m; r += DOT_ROWS)                                     \
+                DOTN(k, wr, (const char *)a + r * astride, astride, DOT_ROWS,            \
+                     y + r * ldy + i, ldy);                                              \
+            const char *ar = (const char *)a + r * astride;                              \
+            float *yr = y + r * ldy + i;                                                 \
+            switch (m - r) {                                                             \
+            case 3: DOTN(k, wr, ar, astride, 3, yr, ldy); break;                         \
+            case 2: DOTN(k, wr, ar, astride, 2, yr, ldy); break;                         \
+            case 1: DOTN(k, wr, ar, astride, 1, yr, ldy); break;                         \
+            default: break;                                                              \
+            }                                                                            \
+        }                                                                                \
+    }
+
+/* ---- Float weights ---------------------------------------------------- */
+
+ALWAYS_INLINE __m256
+load8_f32(const void *p)
+{
+    return _mm256_loadu_ps(p);
+}
+
+ALWAYS_INLINE __m256
+load8_f16(const void *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128(p));
+}
+
+ALWAYS_INLINE __m256
+load8_bf16(const void *p)
+{
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+/*
+ * Float rows: two accumulators of 8 lanes per pair (16 elements a step),
+ * summed as a tree at the end, then the k % 16 tail in order.
+ */
+#define DOT_FLOAT(name, T, LOAD8, CONV)                                                 \
+    ALWAYS_INLINE void name(int64_t k, const void *wr, const char *a, size_t astride,   \
+                            int R, float *y, int64_t ldy)                               \
+    {                                                                                   \
+        const T *w = wr;                                                                \
+        __m256 acc0[DOT_ROWS], acc1[DOT_ROWS];                                          \
+        for (int r = 0; r < R; r++)                                                     \
+            acc0[r] = acc1[r] = _mm256_setzero_ps();                                    \
+        int64_t i = 0;                                                                  \
+        for (; i + 16 <= k; i += 16) {                                                  \
+            __m256 w0 = LOAD8(w + i), w1 = LOAD8(w + i + 8);                            \
+            for (int r = 0; r < R; r++) {                                               \
+                const float *x = (const float *)(a + r * astride) + i;                  \
+                acc0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), acc0[r]);             \
+                acc1[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), acc1[r]);         \
+            }                                                                           \
+        }                                                                               \
+        for (int r = 0; r < R; r++) {                                                   \
+            const float *x = (const float *)(a + r * astride);                          \
+            float s = hsum_ps(_mm256_add_ps(acc0[r], acc1[r]));                         \
+            for (int64_t t = i; t < k; t++)                                             \
+                s += CONV(w[t]) * x[t];                                                 \
+            y[r * ldy] = s;                                                             \
+        }                                                                               \
+    }
+
+#define AS_F32(v) (v)
+#define BF16(v) engine__bf16_to_f32(v)
+DOT_FLOAT(dotn_f32, float, load8_f32, AS_F32)
+DOT_FLOAT(dotn_f16, uint16_t, load8_f16, f16)
+DOT_FLOAT(dotn_bf16, uint16_t, load8_bf16, BF16)
+GEMV(gemv_f32, dotn_f32)
+GEMV(gemv_f16, dotn_f16)
+GEMV(gemv_bf16, dotn_bf16)
+
+/* ---- Q8_0 and Q4_0 against Q8A activations ---------------------------- */
+
+ALWAYS_INLINE void
+dotn_q8_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float *y,
+          int64_t ldy)
+{
+    const struct engine_block_q8_0 *w = wr;
+    const float *dx[DOT_ROWS];
+    __m256 acc[DOT_ROWS];
+    for (int r = 0; r < R; r++) {
+        dx[r] = engine__act_d(a + r * astride, k);
+        acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / ENGINE_QK; b++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)w[b].qs);
+        __m256i aq = _mm256_sign_epi8(q, q);
+        __m256 dw = _mm256_set1_ps(f16(w[b].d));
+        for (int r = 0; r < R; r++) {
+            __m256i x = _mm256_load_si256((const __m256i *)(a + r * astride) + b);
+            __m256 p = _mm256_cvtepi32_ps(dot_u8s8(aq, _mm256_sign_epi8(x, q)));
+            acc[r] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw, _mm256_set1_ps(dx[r][b])), acc[r]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        y[r * ldy] = hsum_ps(acc[r]);
+}
+
+ALWAYS_INLINE void
+dotn_q4_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float *y,
+          int64_t ldy)
+{
+    const struct engine_block_q4_0 *w = wr;
+    const float *dx[DOT_ROWS];
+    const int32_t *cx[DOT_ROWS];
+    __m256 acc[DOT_ROWS];
+    for (int r = 0; r < R; r++) {
+        dx[r] = engine__act_d(a + r * astride, k);
+        cx[r] = engine__act_c(a + r * astride, k);
+        acc[r] = _mm256_setzero_ps();
+    }
+    const __m256i lo4 = _mm256_set1_epi8(0x0f);
+    for (int64_t b = 0; b < k / ENGINE_QK; b++) {
+        __m128i q = _mm_loadu_si128((const __m128i *)w[b].qs);
+        __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lo4);
+        __m256 dw = _mm256_set1_ps(f16(w[b].d));
+        for (int r = 0; r < R; r++) {
+            __m256i x = _mm256_load_si256((const __m256i *)(a + r * astride) + b);
+            __m256i c = _mm256_zextsi128_si256(_mm_cvtsi32_si128(cx[r][b]));
+            __m256 p = _mm256_cvtepi32_ps(_mm256_add_epi32(dot_u8s8(u, x), c));
+            acc[r] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw, _mm256_set1_ps(dx[r][b])), acc[r]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        y[r * ldy] = hsum_ps(acc[r]);
+}
+
+GEMV(gemv_q8_0, dotn_q8_0)
+GEMV(gemv_q4_0, dotn_q4_0)
+
+/* ---- Q4_K and Q6_K against Q8K activations ---------------------------- */
+
+/*
+ * The 8 scales and 8 mins of a Q4_K block as 16 bytes [sc0..7, mn0..7]:
+ * bytes 0-3 hold sc0-3 (low 6 bits) and the top 2 bits of sc4-7, bytes 4-7
+ * the same for the mins, bytes 8-11 the low 4 bits of sc4-7 and mn4-7.
+ */
+ALWAYS_INLINE __m128i
+q4k_scales(const uint8_t *s)
+{
+    uint32_t u[3];
+    memcpy(u, s, 12);
+    uint32_t sc03 = u[0] & 0x3f3f3f3f, mn03 = u[1] & 0x3f3f3f3f;
+    uint32_t sc47 = (u[2] & 0x0f0f0f0f) | ((u[0] >> 2) & 0x30303030);
+    uint32_t mn47 = ((u[2] >> 4) & 0x0f0f0f0f) | ((u[1] >> 2) & 0x30303030);
+    return _mm_set_epi32((int)mn47, (int)mn03, (int)sc47, (int)sc03);
+}
+
+/* Per-pair integer sums of one Q4_K super-block: main and min terms. */
+ALWAYS_INLINE void
+q4k_block(const struct engine_block_q4_k *w, const char *a, size_t astride, int64_t k,
+          int64_t b, int R, int *isum, int *msum)
+{
+    __m128i s8 = q4k_scales(w->scales);
+    __m256i s16 = _mm256_cvtepu8_epi16(s8);                       /* sc0..7, mn0..7 */
+    __m256i sc = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(s16));
+    __m128i mn = _mm256_extracti128_si256(s16, 1);
+    __m256i mn2 = _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn));
+    __m256i iacc[DOT_ROWS];
+    for (int r = 0; r < R; r++)
+        iacc[r] = _mm256_setzero_si256();
+    const __m256i lo4 = _mm256_set1_epi8(0x0f);
+    for (int c = 0; c < 4; c++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)w->qs + c);
+        __m256i ql = _mm256_and_si256(q, lo4), qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), lo4);
+        /* broadcast scale 2c and 2c+1 (16-bit) to every lane */
+        __m256i sl = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(0x0100 + 0x0202 * 2 * c)));
+        __m256i sh = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(0x0302 + 0x0202 * 2 * c)));
+        for (int r = 0; r < R; r++) {
+            const __m256i *x = (const __m256i *)(a + r * astride + b * ENGINE_QK_K) + 2 * c;
+            __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(ql, _mm256_load_si256(x)), sl);
+            __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(qh, _mm256_load_si256(x + 1)), sh);
+            iacc[r] = _mm256_add_epi32(iacc[r], _mm256_add_epi32(pl, ph));
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        const int16_t *bs = engine__act_bsums(a + r * astride, k) + 16 * b;
+        __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), mn2);
+        isum[r] = hsum_epi32(iacc[r]);
+        msum[r] = hsum_epi32(m);
+    }
+}
+
+ALWAYS_INLINE void
+dotn_q4_k(int64_t k, const void *wr, const char *a, size_t astride, int R, float *y,
+          int64_t ldy)
+{
+    const struct engine_block_q4_k *w = wr;
+    float sum[DOT_ROWS] = { 0 };
+    for (int64_t b = 0; b < k / ENGINE_QK_K; b++) {
+        int isum[DOT_ROWS], msum[DOT_ROWS];
+        q4k_block(&w[b], a, astride, k, b, R, isum, msum);
+        float d = f16(w[b].d), dmin = f16(w[b].dmin);
+        for (int r = 0; r < R; r++) {
+            float dx = engine__act_d(a + r * astride, k)[b];
+            sum[r] = sum[r] + d * dx * (float)isum[r];
+            sum[r] = sum[r] - dmin * dx * (float)msum[r];
+        }
+    }
+    for (int r = 0; r < R; r++)
+        y[r * ldy] = sum[r];
+}
+
+/* The four 32-element quarters of one 128-element half of a Q6_K block, 0..63. */
+ALWAYS_INLINE void
+q6k_unpack(const uint8_t *ql, const uint8_t *qh, __m256i q[4])
+{
+    const __m256i lo4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(0x30);
+    __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+    __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+    __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+    q[0] = _mm256_or_si256(_mm256_and_si256(l0, lo4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m2));
+    q[1] = _mm256_or_si256(_mm256_and_si256(l1, lo4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m2));
+    q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4), _mm256_and_si256(h, m2));
+    q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
+                           _mm256_and_si256(_mm256_srli_epi16(h, 2), m2));
+}
+
+/* Integer sum of one Q6_K super-block per pair: sum_g sc_g * sum (q - 32) x. */
+ALWAYS_INLINE void
+q6k_block(const struct engine_block_q6_k *w, const char *a, size_t astride, int64_t k,
+          int64_t b, int R, int *isum)
+{
+    __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w->scales));
+    __m256i iacc[DOT_ROWS];
+    for (int r = 0; r < R; r++)
+        iacc[r] = _mm256_setzero_si256();
+    for (int half = 0; half < 2; half++) {
+        __m256i q[4];
+        q6k_unpack(w->ql + 64 * half, w->qh + 32 * half, q);
+        __m256i sh = _mm256_broadcastsi128_si256(half ? _mm256_extracti128_si256(sc16, 1)
+                                                      : _mm256_castsi256_si128(sc16));
+        for (int j = 0; j < 4; j++) {
+            /* low lane: scale of group 2j, high lane: group 2j + 1 (16-bit each) */
+            __m256i pick = _mm256_set_m128i(_mm_set1_epi16((short)(0x0302 + 0x0404 * j)),
+                                            _mm_set1_epi16((short)(0x0100 + 0x0404 * j)));
+            __m256i s = _mm256_shuffle_epi8(sh, pick);
+            for (int r = 0; r < R; r++) {
+                const __m256i *x = (const __m256i *)(a + r * astride + b * ENGINE_QK_K) +
+                                   4 * half + j;
+                __m256i p = _mm256_maddubs_epi16(q[j], _mm256_load_si256(x));
+                iacc[r] = _mm256_add_epi32(iacc[r], _mm256_madd_epi16(p, s));
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        const int16_t *bs = engine__act_bsums(a + r * astride, k) + 16 * b;
+        __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), sc16);
+        isum[r] = hsum_epi32(iacc[r]) - 32 * hsum_epi32(c);
+    }
+}
+
+ALWAYS_INLINE void
+dotn_q6_k(int64_t k, const void *wr, const char *a, size_t astride, int R, float *y,
+          int64_t ldy)
+{
+    const struct engine_block_q6_k *w = wr;
+    float sum[DOT_ROWS] = { 0 };
+    for (int64_t b = 0; b < k / ENGINE_QK_K; b++) {
+        int isum[DOT_ROWS];
+        q6k_block(&w[b], a, astride, k, b, R, isum);
+        float d = f16(w[b].d);
+        for (int r = 0; r < R; r++) {
+            float dx = engine__act_d(a + r * astride, k)[b];
+            sum[r] = sum[r] + d * dx * (float)isum[r];
+        }
+    }
+    for (int r = 0; r < R; r++)
+        y[r * ldy] = sum[r];
+}
+
+GEMV(gemv_q4_k, dotn_q4_k)
+GEMV(gemv_q6_k, dotn_q6_k)
+
+/* ---- Activation conversion -------------------------------------------- */
+
+/* Largest |x| of n floats (n a multiple of 32). */
+ALWAYS_INLINE float
+amax_ps(const float *x, int n)
+{
+    const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 m = _mm256_setzero_ps();
+    for (int j = 0; j < n; j += 8)
+        m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(x + j), abs));
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/*
+ * Rounds 32 values x * id to nearest even, stores them as int8 and returns
+ * the four int32 vectors (elements 0-7, 8-15, 16-23, 24-31).
+ */
+ALWAYS_INLINE void
+quant32(const float *x, __m256 id, int8_t *qs, __m256i v[4])
+{
+    for (int j = 0; j < 4; j++)
+        v[j] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * j), id));
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+    /* packs interleave the 128-bit lanes: put the 8 dwords back in order */
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_store_si256((__m256i *)qs, p);
+}
+
+static void
+act_q8a(const float *x, void *dst, int64_t k)
+{
+    int8_t *qs = dst;
+    float *d = engine__act_d(dst, k);
+    int32_t *c = engine__act_c(dst, k);
+    for (int64_t b = 0; b < k / ENGINE_QK; b++, x += ENGINE_QK) {
+        float amax = amax_ps(x, ENGINE_QK);
+        __m256i v[4];
+        quant32(x, _mm256_set1_ps(amax > 0 ? 127.0f / amax : 0), qs + b * ENGINE_QK, v);
+        d[b] = amax / 127.0f;
+        __m256i s = _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3]));
+        c[b] = -8 * hsum_epi32(s);
+    }
+}
+
+static void
+act_q8k(const float *x, void *dst, int64_t k)
+{
+    int8_t *qs = dst;
+    float *d = engine__act_d(dst, k);
+    int16_t *bs = engine__act_bsums(dst, k);
+    for (int64_t b = 0; b < k / ENGINE_QK_K; b++, x += ENGINE_QK_K) {
+        float amax = amax_ps(x, ENGINE_QK_K);
+        __m256 id = _mm256_set1_ps(amax > 0 ? 127.0f / amax : 0);
+        d[b] = amax / 127.0f;
+        for (int j = 0; j < ENGINE_QK_K / 32; j++) {
+            __m256i v[4];
+            quant32(x + 32 * j, id, qs + b * ENGINE_QK_K + 32 * j, v);
+            bs[16 * b + 2 * j] = (int16_t)hsum_epi32(_mm256_add_epi32(v[0], v[1]));
+            bs[16 * b + 2 * j + 1] = (int16_t)hsum_epi32(_mm256_add_epi32(v[2], v[3]));
+        }
+    }
+}
+
+/* ---- Dequantization (for sgemm panels) -------------------------------- */
+
+static void
+dequant_f32(const void *src, float *dst, int64_t n)
+{
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+static void
+dequant_f16(const void *src, float *dst, int64_t n)
+{
+    const uint16_t *s = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, load8_f16(s + i));
+    for (; i < n; i++)
+        dst[i] = f16(s[i]);
+}
+
+static void
+dequant_bf16(const void *src, float *dst, int64_t n)
+{
+    const uint16_t *s = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, load8_bf16(s + i));
+    for (; i < n; i++)
+        dst[i] = engine__bf16_to_f32(s[i]);
+}
+
+/* 8 bytes as int32 lanes, times d. */
+ALWAYS_INLINE void
+store8_i8(float *dst, const void *q, __m256 d)
+{
+    __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q));
+    _mm256_storeu_ps(dst, _mm256_mul_ps(_mm256_cvtepi32_ps(v), d));
+}
+
+static void
+dequant_q8_0(const void *src, float *dst, int64_t n)
+{
+    const struct engine_block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / ENGINE_QK; i++, dst += ENGINE_QK) {
+        __m256 d = _mm256_set1_ps(f16(b[i].d));
+        for (int j = 0; j < ENGINE_QK; j += 8)
+            store8_i8(dst + j, b[i].qs + j, d);
+    }
+}
+
+static void
+dequant_q4_0(const void *src, float *dst, int64_t n)
+{
+    const struct engine_block_q4_0 *b = src;
+    const __m128i lo4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+    for (int64_t i = 0; i < n / ENGINE_QK; i++, dst += ENGINE_QK) {
+        __m256 d = _mm256_set1_ps(f16(b[i].d));
+        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+        int8_t v[32];
+        _mm_storeu_si128((__m128i *)v, _mm_sub_epi8(_mm_and_si128(q, lo4), eight));
+        _mm_storeu_si128((__m128i *)(v + 16),
+                         _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), lo4), eight));
+        for (int j = 0; j < ENGINE_QK; j += 8)
+            store8_i8(dst + j, v + j, d);
+    }
+}
+
+static void
+dequant_q4_k(const void *src, float *dst, int64_t n)
+{
+    const struct engine_block_q4_k *b = src;
+    for (int64_t i = 0; i < n / ENGINE_QK_K; i++) {
+        uint8_t s[16];
+        _mm_storeu_si128((__m128i *)s, q4k_scales(b[i].scales));
+        float d = f16(b[i].d), dmin = f16(b[i].dmin);
+        for (int j = 0; j < 8; j++, dst += 32) {
+            __m256 ds = _mm256_set1_ps(d * s[j]), dm = _mm256_set1_ps(dmin * s[8 + j]);
+            const uint8_t *q = b[i].qs + 32 * (j / 2);
+            for (int l = 0; l < 32; l += 8) {
+                __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + l)));
+                v = _mm256_and_si256(_mm256_srli_epi32(v, 4 * (j & 1)), _mm256_set1_epi32(15));
+                _mm256_storeu_ps(dst + l, _mm256_sub_ps(_mm256_mul_ps(ds, _mm256_cvtepi32_ps(v)), dm));
+            }
+        }
+    }
+}
+
+static void
+dequant_q6_k(const void *src, float *dst, int64_t n)
+{
+    const struct engine_block_q6_k *b = src;
+    for (int64_t i = 0; i < n / ENGINE_QK_K; i++) {
+        float d = f16(b[i].d);
+        for (int half = 0; half < 2; half++) {
+            __m256i q[4];
+            q6k_unpack(b[i].ql + 64 * half, b[i].qh + 32 * half, q);
+            int8_t v[128];
+            for (int j = 0; j < 4; j++)
+                _mm256_storeu_si256((__m256i *)(v + 32 * j), _mm256_sub_epi8(q[j], _mm256_set1_epi8(32)));
+            for (int g = 0; g < 8; g++) {
+                __m256 s = _mm256_set1_ps(d * b[i].scales[8 * half + g]);
+                store8_i8(dst + 16 * g, v + 16 * g, s);
+                store8_i8(dst + 16 * g + 8, v + 16 * g + 8, s);
+            }
+            dst += 128;
+        }
+    }
+}
+
+const struct engine_variant engine__variant_avx2 = {
+    .name = "avx2",
+    .act = { [ENGINE_ACT_Q8A] = act_q8a, [ENGINE_ACT_Q8K] = act_q8k },
+    .type = {
+        [GGUF_T_F32] = { ENGINE_ACT_F32, gemv_f32, dequant_f32 },
+        [GGUF_T_F16] = { ENGINE_ACT_F32, gemv_f16, dequant_f16 },
+        [GGUF_T_BF16] = { ENGINE_ACT_F32, gemv_bf16, dequant_bf16 },
+        [GGUF_T_Q8_0] = { ENGINE_ACT_Q8A, gemv_q8_0, dequant_q8_0 },
+        [GGUF_T_Q4_0] = { ENGINE_ACT_Q8A, gemv_q4_0, dequant_q4_0 },
+        [GGUF_T_Q4_K] = { ENGINE_ACT_Q8K, gemv_q4_k, dequant_q4_k },
+        [GGUF_T_Q6_K] = { ENGINE_ACT_Q8K, gemv_q6_k, dequant_q6_k },
+    },
+};

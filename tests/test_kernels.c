@@ -1,0 +1,736 @@
+/*
+ * test_kernels.c - tensor types, kernels, matmul and the thread pool.
+ *
+ * Expected values are computed here from the formats' definitions (bit
+ * formulas, hand-packed blocks, double-precision dots), never by calling the
+ * code under test a second way. Every SIMD variant the CPU supports is run
+ * against the scalar reference.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../engine/kernels.h"
+#include "check.h"
+
+/* ---- Helpers ---------------------------------------------------------- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t
+rng_next(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double
+rng_uniform(void)
+{
+    return ((rng_next() >> 11) + 0.5) * 0x1p-53;
+}
+
+static float
+rng_normal(void)
+{
+    return (float)(sqrt(-2 * log(rng_uniform())) * cos(2 * M_PI * rng_uniform()));
+}
+
+static float *
+normal_vec(int64_t n, float std)
+{
+    float *v = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        v[i] = std * rng_normal();
+    return v;
+}
+
+static uint32_t
+bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float
+from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* The f16 value of h from its fields, in double. */
+static double
+f16_value(uint16_t h)
+{
+    int s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
+    double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY)
+                                                : ldexp(1024 + m, e - 25);
+    return s ? -v : v;
+}
+
+static const enum gguf_ttype all_types[] = {
+    GGUF_T_F32, GGUF_T_F16, GGUF_T_BF16, GGUF_T_Q8_0, GGUF_T_Q4_0, GGUF_T_Q4_K, GGUF_T_Q6_K,
+};
+#define N_TYPES (int)(sizeof(all_types) / sizeof(all_types[0]))
+
+static const char *const variants[] = { "scalar", "avx2", "avx512" };
+
+static void
+restore_best_variant(void)
+{
+    for (int v = 2; v >= 0; v--)
+        if (engine__kernels_force(variants[v]) == 0)
+            return;
+}
+
+static bool
+is_quantized(enum gguf_ttype t)
+{
+    return t != GGUF_T_F32 && t != GGUF_T_F16 && t != GGUF_T_BF16;
+}
+
+/* A quantized copy of n_rows rows of x (k each); caller frees. */
+static void *
+quantize_rows(enum gguf_ttype t, const float *x, int64_t n_rows, int64_t k)
+{
+    size_t rs = engine__row_size(t, k);
+    char *q = malloc(rs * (size_t)n_rows);
+    for (int64_t r = 0; r < n_rows; r++)
+        engine__quantize_row(t, x + r * k, q + r * rs, k);
+    return q;
+}
+
+/*
+ * The bound on |vec_dot - exact dot of the stored row with x| that the 8-bit
+ * activation allows: each x_i moves by at most half a step of its block
+ * (amax / 254), plus float rounding of the sums.
+ */
+static double
+dot_bound(enum gguf_ttype t, const float *w, const float *x, int64_t k)
+{
+    int64_t blk = t == GGUF_T_Q4_K || t == GGUF_T_Q6_K ? 256 : 32;
+    double bound = 0, mag = 0;
+    for (int64_t b = 0; b < k; b += blk) {
+        double amax = 0;
+        for (int64_t i = b; i < b + blk && i < k; i++)
+            amax = fmax(amax, fabs(x[i]));
+        for (int64_t i = b; i < b + blk && i < k; i++) {
+            bound += is_quantized(t) ? fabs(w[i]) * amax / 254 : 0;
+            mag += fabs((double)w[i] * x[i]);
+        }
+    }
+    return bound * 1.01 + 1e-5 * mag + 1e-30;
+}
+
+static double
+dot_double(const float *w, const float *x, int64_t k)
+{
+    double s = 0;
+    for (int64_t i = 0; i < k; i++)
+        s += (double)w[i] * x[i];
+    return s;
+}
+
+/* ---- Half precision --------------------------------------------------- */
+
+static void
+test_f16_known_values(void)
+{
+    CHECK_EQ(engine__f32_to_f16(1.0f), 0x3c00);
+    CHECK_EQ(engine__f32_to_f16(-2.0f), 0xc000);
+    CHECK_EQ(engine__f32_to_f16(65504.0f), 0x7bff);
+    CHECK_EQ(engine__f32_to_f16(65519.0f), 0x7bff);           /* below the tie */
+    CHECK_EQ(engine__f32_to_f16(65520.0f), 0x7c00);           /* tie rounds to even: inf */
+    CHECK_EQ(engine__f32_to_f16(1e10f), 0x7c00);
+    CHECK_EQ(engine__f32_to_f16(INFINITY), 0x7c00);
+    CHECK_EQ(engine__f32_to_f16(-INFINITY), 0xfc00);
+    CHECK_EQ(engine__f32_to_f16(0x1p-14f), 0x0400);           /* smallest normal */
+    CHECK_EQ(engine__f32_to_f16(0x1p-24f), 0x0001);           /* smallest subnormal */
+    CHECK_EQ(engine__f32_to_f16(1023 * 0x1p-24f), 0x03ff);    /* largest subnormal */
+    CHECK_EQ(engine__f32_to_f16(0x1p-25f), 0x0000);           /* tie between 0 and 1: even */
+    CHECK_EQ(engine__f32_to_f16(0x1.000002p-25f), 0x0001);    /* just above the tie */
+    CHECK_EQ(engine__f32_to_f16(3 * 0x1p-25f), 0x0002);       /* 1.5 units: even */
+    CHECK_EQ(engine__f32_to_f16(5 * 0x1p-25f), 0x0002);       /* 2.5 units: even */
+    CHECK_EQ(engine__f32_to_f16(-0.0f), 0x8000);
+    CHECK_EQ(engine__f32_to_f16(1 + 0x1p-11f), 0x3c00);       /* tie: to even 0x3c00 */
+    CHECK_EQ(engine__f32_to_f16(1 + 3 * 0x1p-11f), 0x3c02);   /* tie: to even 0x3c02 */
+    CHECK_EQ(engine__f32_to_f16(1 + 0x1p-11f + 0x1p-20f), 0x3c01);
+    CHECK_EQ(engine__f32_to_f16(2047 * 0x1p-11f), 0x3bff);    /* largest below 1 */
+    CHECK_EQ(engine__f32_to_f16(4095 * 0x1p-12f), 0x3c00);    /* tie: carries into exponent */
+    uint16_t nan = engine__f32_to_f16(NAN);
+    CHECK((nan & 0x7c00) == 0x7c00 && (nan & 0x3ff) != 0);
+    uint16_t snan = engine__f32_to_f16(from_bits(0x7f800001)); /* payload only in low bits */
+    CHECK((snan & 0x7c00) == 0x7c00 && (snan & 0x3ff) != 0);
+
+    CHECK(engine__f16_to_f32(0x3c00) == 1.0f);
+    CHECK(engine__f16_to_f32(0x7bff) == 65504.0f);
+    CHECK(engine__f16_to_f32(0x0001) == 0x1p-24f);
+    CHECK(engine__f16_to_f32(0x7c00) == INFINITY);
+    CHECK(engine__f16_to_f32(0xfc00) == -INFINITY);
+    CHECK(isnan(engine__f16_to_f32(0x7e00)) && isnan(engine__f16_to_f32(0x7c01)));
+    CHECK(bits(engine__f16_to_f32(0x8000)) == 0x80000000u);
+}
+
+static void
+test_f16_all_values(void)
+{
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = engine__f16_to_f32((uint16_t)h);
+        double want = f16_value((uint16_t)h);
+        if (isnan(want)) {
+            bad += !isnan(f) || !isnan(engine__f16_to_f32(engine__f32_to_f16(f)));
+            continue;
+        }
+        bad += (double)f != want || ((h & 0x8000) != 0) != (signbit(f) != 0);
+        bad += engine__f32_to_f16(f) != h;   /* exact round trip */
+    }
+    CHECK_EQ(bad, 0);
+}
+
+/* f32 -> f16 against the compiler's _Float16 conversion (libgcc, round to nearest even). */
+static void
+test_f16_random_vs_compiler(void)
+{
+    int bad = 0;
+    for (int i = 0; i < 1000000; i++) {
+        uint32_t u = (uint32_t)rng_next();
+        if (i % 2) /* half of them near the f16 range, where rounding is interesting */
+            u = (u & 0x80000000u) | (0x33000000u + (u % (0x47800000u - 0x33000000u)));
+        float f = from_bits(u);
+        if (isnan(f))
+            continue;
+        _Float16 h = (_Float16)f;
+        uint16_t want;
+        memcpy(&want, &h, 2);
+        bad += engine__f32_to_f16(f) != want;
+    }
+    CHECK_EQ(bad, 0);
+}
+
+static void
+test_bf16(void)
+{
+    CHECK_EQ(engine__f32_to_bf16(1.0f), 0x3f80);
+    CHECK_EQ(engine__f32_to_bf16(-1.0f), 0xbf80);
+    CHECK_EQ(engine__f32_to_bf16(from_bits(0x3f808000)), 0x3f80); /* tie: even */
+    CHECK_EQ(engine__f32_to_bf16(from_bits(0x3f818000)), 0x3f82); /* tie: even */
+    CHECK_EQ(engine__f32_to_bf16(from_bits(0x3f808001)), 0x3f81);
+    CHECK_EQ(engine__f32_to_bf16(from_bits(0x3f807fff)), 0x3f80);
+    CHECK_EQ(engine__f32_to_bf16(INFINITY), 0x7f80);
+    CHECK_EQ(engine__f32_to_bf16(from_bits(0x7f7fffff)), 0x7f80);  /* FLT_MAX rounds to inf */
+    uint16_t n1 = engine__f32_to_bf16(from_bits(0x7f800001)), n2 = engine__f32_to_bf16(NAN);
+    CHECK((n1 & 0x7f80) == 0x7f80 && (n1 & 0x7f) != 0);
+    CHECK((n2 & 0x7f80) == 0x7f80 && (n2 & 0x7f) != 0);
+    CHECK(engine__bf16_to_f32(0x3f80) == 1.0f);
+    CHECK(engine__bf16_to_f32(0x4049) == from_bits(0x40490000));
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = engine__bf16_to_f32((uint16_t)h);
+        bad += bits(f) != h << 16;
+        if (!isnan(f))
+            bad += engine__f32_to_bf16(f) != h;
+    }
+    CHECK_EQ(bad, 0);
+}
+
+/* ---- Hand-built blocks ------------------------------------------------ */
+
+static void
+put16(uint8_t *p, uint16_t v)
+{
+    p[0] = v & 0xff;
+    p[1] = v >> 8;
+}
+
+static void
+test_dequant_q8_0_block(void)
+{
+    uint8_t blk[34];
+    put16(blk, 0x3800); /* d = 0.5 */
+    for (int j = 0; j < 32; j++)
+        blk[2 + j] = (uint8_t)(int8_t)(j * 8 - 128); /* -128 .. 120 */
+    float out[32];
+    engine__dequantize_row(GGUF_T_Q8_0, blk, out, 32);
+    int bad = 0;
+    for (int j = 0; j < 32; j++)
+        bad += out[j] != (j * 8 - 128) * 0.5f;
+    CHECK_EQ(bad, 0);
+}
+
+static void
+test_dequant_q4_0_block(void)
+{
+    uint8_t blk[18];
+    put16(blk, 0x3800); /* d = 0.5 */
+    for (int j = 0; j < 16; j++)
+        blk[2 + j] = (uint8_t)(j | ((15 - j) << 4));
+    float out[32];
+    engine__dequantize_row(GGUF_T_Q4_0, blk, out, 32);
+    int bad = 0;
+    for (int j = 0; j < 16; j++) {
+        bad += out[j] != (j - 8) * 0.5f;
+        bad += out[j + 16] != ((15 - j) - 8) * 0.5f;
+    }
+    CHECK_EQ(bad, 0);
+}
+
+static const int q4k_sc[8] = { 1, 17, 33, 63, 5, 40, 60, 22 };
+static const int q4k_mn[8] = { 0, 63, 2, 30, 48, 7, 16, 33 };
+
+/* Packs a Q4_K block from its parts, following the documented bit layout. */
+static void
+pack_q4_k(uint8_t *blk, uint16_t d, uint16_t dmin, const int *sc, const int *mn, const int *q)
+{
+    memset(blk, 0, 144);
+    put16(blk, d);
+    put16(blk + 2, dmin);
+    uint8_t *s = blk + 4, *qs = blk + 16;
+    for (int j = 0; j < 4; j++) {
+        s[j] = (uint8_t)((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+        s[j + 4] = (uint8_t)((mn[j] & 63) | ((mn[j + 4] >> 4) << 6));
+        s[j + 8] = (uint8_t)((sc[j + 4] & 15) | ((mn[j + 4] & 15) << 4));
+    }
+    for (int e = 0; e < 256; e++) {
+        int c = e / 64, p = e % 64;
+        qs[32 * c + p % 32] |= (uint8_t)(p < 32 ? q[e] : q[e] << 4);
+    }
+}
+
+static void
+test_dequant_q4_k_block(void)
+{
+    int q[256];
+    for (int e = 0; e < 256; e++)
+        q[e] = (e * 7 + 3) % 16;
+    uint8_t blk[144];
+    pack_q4_k(blk, 0x3c00, 0x3800, q4k_sc, q4k_mn, q); /* d = 1, dmin = 0.5 */
+    float out[256];
+    engine__dequantize_row(GGUF_T_Q4_K, blk, out, 256);
+    int bad = 0;
+    for (int e = 0; e < 256; e++)
+        bad += out[e] != 1.0f * q4k_sc[e / 32] * q[e] - 0.5f * q4k_mn[e / 32];
+    CHECK_EQ(bad, 0);
+}
+
+static void
+pack_q6_k(uint8_t *blk, uint16_t d, const int *sc, const int *q)
+{
+    memset(blk, 0, 210);
+    uint8_t *ql = blk, *qh = blk + 128;
+    for (int e = 0; e < 256; e++) {
+        int h = e / 128, r = e % 128, l = r % 32, quarter = r / 32;
+        int li = 64 * h + l + 32 * (quarter & 1);
+        ql[li] |= (uint8_t)(quarter < 2 ? q[e] & 15 : (q[e] & 15) << 4);
+        qh[32 * h + l] |= (uint8_t)((q[e] >> 4) << (2 * quarter));
+    }
+    for (int g = 0; g < 16; g++)
+        blk[192 + g] = (uint8_t)(int8_t)sc[g];
+    put16(blk + 208, d);
+}
+
+static void
+test_dequant_q6_k_block(void)
+{
+    int q[256], sc[16];
+    for (int e = 0; e < 256; e++)
+        q[e] = (e * 5 + 1) % 64;
+    for (int g = 0; g < 16; g++)
+        sc[g] = g * 17 - 128; /* -128 .. 127 */
+    uint8_t blk[210];
+    pack_q6_k(blk, 0x3400, sc, q); /* d = 0.25 */
+    float out[256];
+    engine__dequantize_row(GGUF_T_Q6_K, blk, out, 256);
+    int bad = 0;
+    for (int e = 0; e < 256; e++)
+        bad += out[e] != 0.25f * sc[e / 16] * (q[e] - 32);
+    CHECK_EQ(bad, 0);
+}
+
+static void
+test_dequant_float_types(void)
+{
+    uint16_t h[3] = { 0x3c00, 0xc400, 0x3555 };   /* 1, -4, 0.333251953125 */
+    uint16_t b[3] = { 0x3f80, 0xc080, 0x3eab };   /* 1, -4, 0.333984375 */
+    float f[3] = { 1, -4, 0.25f }, out[3];
+    engine__dequantize_row(GGUF_T_F16, h, out, 3);
+    CHECK(out[0] == 1 && out[1] == -4 && out[2] == 0.333251953125f);
+    engine__dequantize_row(GGUF_T_BF16, b, out, 3);
+    CHECK(out[0] == 1 && out[1] == -4 && out[2] == 0.333984375f);
+    engine__dequantize_row(GGUF_T_F32, f, out, 3);
+    CHECK(memcmp(out, f, sizeof(f)) == 0);
+}
+
+static void
+test_type_traits(void)
+{
+    CHECK_EQ(engine__row_size(GGUF_T_Q8_0, 64), 68);
+    CHECK_EQ(engine__row_size(GGUF_T_Q4_0, 64), 36);
+    CHECK_EQ(engine__row_size(GGUF_T_Q4_K, 512), 288);
+    CHECK_EQ(engine__row_size(GGUF_T_Q6_K, 512), 420);
+    CHECK_EQ(engine__row_size(GGUF_T_F16, 3), 6);
+    CHECK_EQ(engine__row_size(GGUF_T_BF16, 3), 6);
+    CHECK_EQ(engine__row_size(GGUF_T_F32, 3), 12);
+    CHECK(!engine__type_supported(GGUF_T_Q5_K));
+    CHECK(!engine__type_supported((enum gguf_ttype)99));
+    CHECK(engine__type_quantizable(GGUF_T_Q6_K));
+}
+
+/* ---- Quantization quality --------------------------------------------- */
+
+static double
+roundtrip_rmse(enum gguf_ttype t, const float *x, int64_t n)
+{
+    void *q = quantize_rows(t, x, 1, n);
+    float *y = malloc((size_t)n * sizeof(float));
+    engine__dequantize_row(t, q, y, n);
+    double se = 0;
+    for (int64_t i = 0; i < n; i++)
+        se += ((double)y[i] - x[i]) * ((double)y[i] - x[i]);
+    free(q);
+    free(y);
+    return sqrt(se / n);
+}
+
+static void
+test_quantize_rmse(void)
+{
+    const int64_t n = 256 * 64;
+    float *x = normal_vec(n, 1.0f);
+    double r[GGUF_T_COUNT];
+    for (int i = 0; i < N_TYPES; i++)
+        r[all_types[i]] = roundtrip_rmse(all_types[i], x, n);
+    printf("     rmse/std: f16 %.5f bf16 %.5f q8_0 %.5f q6_k %.5f q4_k %.5f q4_0 %.5f\n",
+           r[GGUF_T_F16], r[GGUF_T_BF16], r[GGUF_T_Q8_0], r[GGUF_T_Q6_K], r[GGUF_T_Q4_K],
+           r[GGUF_T_Q4_0]);
+    CHECK(r[GGUF_T_F32] == 0);
+    CHECK(r[GGUF_T_F16] < 3e-4);
+    CHECK(r[GGUF_T_BF16] < 3e-3);
+    CHECK(r[GGUF_T_Q8_0] < 0.01);
+    CHECK(r[GGUF_T_Q6_K] < 0.02);
+    CHECK(r[GGUF_T_Q4_K] < 0.075);
+    CHECK(r[GGUF_T_Q4_0] < 0.09);
+    CHECK(r[GGUF_T_Q6_K] < 0.4 * r[GGUF_T_Q4_K]);
+    CHECK(r[GGUF_T_Q4_K] < r[GGUF_T_Q4_0]);
+    free(x);
+}
+
+/* Zero, constant and tiny rows must come back finite (and zero stays zero). */
+static void
+test_quantize_degenerate_rows(void)
+{
+    const float vals[] = { 0.0f, 0.3f, -2.5f, 1e-30f, 7e4f };
+    float x[256], y[256];
+    for (size_t v = 0; v < sizeof(vals) / sizeof(vals[0]); v++) {
+        for (int i = 0; i < 256; i++)
+            x[i] = vals[v];
+        for (int t = 0; t < N_TYPES; t++) {
+            if (all_types[t] == GGUF_T_F16 && vals[v] > 65504)
+                continue;
+            void *q = quantize_rows(all_types[t], x, 1, 256);
+            engine__dequantize_row(all_types[t], q, y, 256);
+            int bad = 0;
+            for (int i = 0; i < 256; i++)
+                bad += !isfinite(y[i]) || fabsf(y[i] - x[i]) > 0.02f * fabsf(x[i]) + 1e-6f;
+            if (bad)
+                fprintf(stderr, "type %d value %g: %d bad\n", all_types[t], vals[v], bad);
+            CHECK_EQ(bad, 0);
+            free(q);
+        }
+    }
+}
+
+/* ---- Dot products ----------------------------------------------------- */
+
+/* vec_dot of every type against a double dot of the dequantized row. */
+static void
+check_vec_dot_type(enum gguf_ttype t, int64_t k)
+{
+    float *w = normal_vec(k, 0.05f), *x = normal_vec(k, 1.0f), *wd = malloc(k * sizeof(float));
+    if (k > 3)
+        x[3] = 9; /* an outlier, as real activations have */
+    void *q = quantize_rows(t, w, 1, k);
+    engine__dequantize_row(t, q, wd, k);
+    double want = dot_double(wd, x, k), got = engine__vec_dot(t, k, q, x);
+    double bound = dot_bound(t, wd, x, k);
+    if (!(fabs(got - want) <= bound))
+        fprintf(stderr, "%s type %d k %lld: got %.9g want %.9g bound %.3g\n",
+                engine__kernels_name(), t, (long long)k, got, want, bound);
+    CHECK(fabs(got - want) <= bound);
+    free(w), free(x), free(wd), free(q);
+}
+
+static void
+test_vec_dot_all_variants(void)
+{
+    for (size_t v = 0; v < sizeof(variants) / sizeof(variants[0]); v++) {
+        if (engine__kernels_force(variants[v]) != 0)
+            continue;
+        for (int t = 0; t < N_TYPES; t++) {
+            check_vec_dot_type(all_types[t], 512);
+            check_vec_dot_type(all_types[t], 2048);
+            if (!is_quantized(all_types[t]))
+                for (int64_t k = 1; k < 40; k += 3) /* tails of every length */
+                    check_vec_dot_type(all_types[t], k);
+        }
+    }
+    engine__kernels_force("scalar");
+    CHECK_STR(engine__kernels_name(), "scalar");
+    CHECK_EQ(engine__kernels_force("nope"), -ENOENT);
+    restore_best_variant();
+}
+
+/*
+ * Each SIMD variant against the scalar one on the same rows: K-quants sum in
+ * the same order and must agree to the bit; the others within float rounding.
+ */
+static void
+compare_variant(const char *name, enum gguf_ttype t, int64_t k, int64_t n)
+{
+    float *w = normal_vec(n * k, 0.05f), *x = normal_vec(k, 1.0f);
+    float *ws = malloc(n * k * sizeof(float)), *wv = malloc(n * k * sizeof(float));
+    char *q = quantize_rows(t, w, n, k);
+    size_t rs = engine__row_size(t, k);
+    int bad = 0, deq_bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        engine__kernels_force("scalar");
+        float s = engine__vec_dot(t, k, q + i * rs, x);
+        engine__dequantize_row(t, q + i * rs, ws + i * k, k);
+        engine__kernels_force(name);
+        float v = engine__vec_dot(t, k, q + i * rs, x);
+        engine__dequantize_row(t, q + i * rs, wv + i * k, k);
+        bool exact = t == GGUF_T_Q4_K || t == GGUF_T_Q6_K;
+        double mag = 0;
+        for (int64_t j = 0; j < k; j++)
+            mag += fabs((double)ws[i * k + j] * x[j]);
+        bad += exact ? bits(s) != bits(v) : fabs((double)s - v) > 1e-5 * mag;
+        deq_bad += memcmp(ws + i * k, wv + i * k, k * sizeof(float)) != 0;
+    }
+    if (bad || deq_bad)
+        fprintf(stderr, "%s type %d: %d dots, %d rows differ from scalar\n", name, t, bad,
+                deq_bad);
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(deq_bad, 0);
+    free(w), free(x), free(ws), free(wv), free(q);
+}
+
+static void
+test_simd_vs_scalar(void)
+{
+    for (size_t v = 1; v < sizeof(variants) / sizeof(variants[0]); v++) {
+        if (engine__kernels_force(variants[v]) != 0) {
+            printf("     (%s not supported here)\n", variants[v]);
+            continue;
+        }
+        for (int t = 0; t < N_TYPES; t++)
+            compare_variant(variants[v], all_types[t], 768, 16);
+        compare_variant(variants[v], GGUF_T_F16, 37, 4);
+    }
+    restore_best_variant();
+}
+
+/* ---- Matmul ----------------------------------------------------------- */
+
+/*
+ * One matmul against references: each result within the activation bound of
+ * the double dot of dequantized weights; small batches (the gemv path) also
+ * equal vec_dot to the bit.
+ */
+static int
+check_matmul(struct engine_pool *pool, enum gguf_ttype t, int64_t n_out, int64_t k, int64_t m)
+{
+    float *w = normal_vec(n_out * k, 0.05f), *x = normal_vec(m * k, 1.0f);
+    float *wd = malloc(n_out * k * sizeof(float)), *y = malloc((m * n_out + 1) * sizeof(float));
+    char *q = quantize_rows(t, w, n_out, k);
+    size_t rs = engine__row_size(t, k);
+    for (int64_t i = 0; i < n_out; i++)
+        engine__dequantize_row(t, q + i * rs, wd + i * k, k);
+    y[m * n_out] = 12345.0f; /* sentinel: nothing past the end is written */
+    engine__matmul(pool, t, q, n_out, k, x, m, y);
+    int bad = 0;
+    for (int64_t r = 0; r < m; r++) {
+        for (int64_t i = 0; i < n_out; i++) {
+            float got = y[r * n_out + i];
+            double want = dot_double(wd + i * k, x + r * k, k);
+            bad += !(fabs(got - want) <= dot_bound(t, wd + i * k, x + r * k, k) + 1e-5);
+            if (m < 32)
+                bad += bits(got) != bits(engine__vec_dot(t, k, q + i * rs, x + r * k));
+        }
+    }
+    bad += y[m * n_out] != 12345.0f;
+    free(w), free(x), free(wd), free(y), free(q);
+    return bad;
+}
+
+static void
+test_matmul_shapes(void)
+{
+    static const int64_t ms[] = { 1, 2, 3, 7, 16, 33, 128 };
+    for (int nth = 1; nth <= 2; nth++) {
+        struct engine_pool *pool = NULL;
+        CHECK_EQ(engine__pool_new(nth, &pool), 0);
+        for (int t = 0; t < N_TYPES; t++) {
+            for (size_t mi = 0; mi < sizeof(ms) / sizeof(ms[0]); mi++) {
+                int bad = check_matmul(pool, all_types[t], 67, 512, ms[mi]);
+                if (bad)
+                    fprintf(stderr, "%s threads %d type %d m %lld: %d bad\n",
+                            engine__kernels_name(), nth, all_types[t], (long long)ms[mi], bad);
+                CHECK_EQ(bad, 0);
+            }
+            if (!is_quantized(all_types[t])) {
+                CHECK_EQ(check_matmul(pool, all_types[t], 5, 37, 3), 0);
+                CHECK_EQ(check_matmul(pool, all_types[t], 5, 37, 40), 0);
+            }
+        }
+        engine__pool_free(pool);
+    }
+}
+
+static void
+test_matmul_all_variants(void)
+{
+    struct engine_pool *pool = NULL;
+    CHECK_EQ(engine__pool_new(2, &pool), 0);
+    for (size_t v = 0; v < sizeof(variants) / sizeof(variants[0]); v++) {
+        if (engine__kernels_force(variants[v]) != 0)
+            continue;
+        for (int t = 0; t < N_TYPES; t++)
+            for (int64_t m = 1; m <= 5; m += 4)
+                CHECK_EQ(check_matmul(pool, all_types[t], 33, 256, m), 0);
+    }
+    engine__pool_free(pool);
+    test_simd_vs_scalar(); /* leaves the best variant selected */
+}
+
+static void
+test_matmul_empty(void)
+{
+    struct engine_pool *pool = NULL;
+    CHECK_EQ(engine__pool_new(2, &pool), 0);
+    float y = 7, x[32] = { 0 };
+    uint8_t w[34] = { 0 };
+    engine__matmul(pool, GGUF_T_Q8_0, w, 1, 32, x, 0, &y);
+    engine__matmul(pool, GGUF_T_Q8_0, w, 0, 32, x, 1, &y);
+    CHECK(y == 7);
+    CHECK(engine__matmul_scratch(GGUF_T_Q4_K, 4096, 512) >= 4096);
+    CHECK_EQ(engine__pool_reserve(pool, 1 << 20), 0);
+    engine__pool_free(pool);
+}
+
+/* ---- Thread pool ------------------------------------------------------ */
+
+struct count_job {
+    _Atomic int calls;
+    _Atomic int mask;
+    int nth_seen;
+};
+
+static void
+count_task(int ith, int nth, void *arg)
+{
+    struct count_job *j = arg;
+    atomic_fetch_add(&j->calls, 1);
+    atomic_fetch_or(&j->mask, 1 << ith);
+    if (ith == 0)
+        j->nth_seen = nth;
+}
+
+static void
+test_pool_runs_every_thread(void)
+{
+    for (int n = 1; n <= 4; n++) {
+        struct engine_pool *pool = NULL;
+        CHECK_EQ(engine__pool_new(n, &pool), 0);
+        CHECK_EQ(engine__pool_size(pool), n);
+        struct count_job j = { 0 };
+        engine__pool_run(pool, count_task, &j);
+        CHECK_EQ(j.calls, n);
+        CHECK_EQ(j.mask, (1 << n) - 1);
+        CHECK_EQ(j.nth_seen, n);
+        engine__pool_free(pool);
+    }
+    engine__pool_free(NULL);
+}
+
+static double
+seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void
+test_pool_many_jobs(void)
+{
+    struct engine_pool *pool = NULL;
+    CHECK_EQ(engine__pool_new(2, &pool), 0);
+    struct count_job j = { 0 };
+    double t0 = seconds();
+    for (int i = 0; i < 100000; i++)
+        engine__pool_run(pool, count_task, &j);
+    double dt = seconds() - t0;
+    printf("     100000 jobs on 2 threads: %.1f us each\n", dt * 1e6 / 100000);
+    CHECK_EQ(j.calls, 200000);
+    CHECK(dt < 30); /* generous: other processes may hold a core */
+    /* after the spin window the worker sleeps; it must still wake for the next job */
+    usleep(20000);
+    engine__pool_run(pool, count_task, &j);
+    CHECK_EQ(j.calls, 200002);
+    engine__pool_free(pool);
+}
+
+static void
+test_pool_scratch(void)
+{
+    struct engine_pool *pool = NULL;
+    CHECK_EQ(engine__pool_new(2, &pool), 0);
+    char *a = engine__pool_scratch(pool, 1, 100);
+    CHECK(((uintptr_t)a & 63) == 0);
+    memset(a, 1, 100);
+    CHECK(engine__pool_scratch(pool, 1, 50) == a); /* no shrinking */
+    char *b = engine__pool_scratch(pool, 1, 100000);
+    memset(b, 2, 100000);
+    CHECK(engine__pool_scratch(pool, 0, 10) != b);
+    engine__pool_free(pool);
+}
+
+int
+main(int argc, char **argv)
+{
+    engine__kernels_init();
+    printf("     kernels: %s\n", engine__kernels_name());
+    static const struct check_test tests[] = {
+        { "f16_known_values", test_f16_known_values },
+        { "f16_all_values", test_f16_all_values },
+        { "f16_random_vs_compiler", test_f16_random_vs_compiler },
+        { "bf16", test_bf16 },
+        { "type_traits", test_type_traits },
+        { "dequant_q8_0_block", test_dequant_q8_0_block },
+        { "dequant_q4_0_block", test_dequant_q4_0_block },
+        { "dequant_q4_k_block", test_dequant_q4_k_block },
+        { "dequant_q6_k_block", test_dequant_q6_k_block },
+        { "dequant_float_types", test_dequant_float_types },
+        { "quantize_rmse", test_quantize_rmse },
+        { "quantize_degenerate_rows", test_quantize_degenerate_rows },
+        { "vec_dot_all_variants", test_vec_dot_all_variants },
+        { "simd_vs_scalar", test_simd_vs_scalar },
+        { "matmul_shapes", test_matmul_shapes },
+        { "matmul_all_variants", test_matmul_all_variants },
+        { "matmul_empty", test_matmul_empty },
+        { "pool_runs_every_thread", test_pool_runs_every_thread },
+        { "pool_many_jobs", test_pool_many_jobs },
+        { "pool_scratch", test_pool_scratch },
+        { NULL, NULL },
+    };
+    return check_main(tests, argc, argv);
+}
