@@ -262,7 +262,8 @@ split_frag(const struct tokenizer *t, const char *text, struct tok_frag fr, int3
         if (m == NULL)
             return frag_push(out, off, len, -1);
         size_t at = (size_t)(m - text), left = at - off;
-        while ((attr & TOK_ATTR_LSTRIP) && left > 0 && isspace((unsigned char)text[off + left - 1]))
+        while ((attr & TOK_ATTR_LSTRIP) && left > 0 &&
+               isspace((unsigned char)text[off + left - 1]))
             left--;
         int rc = left > 0 ? frag_push(out, off, left, -1) : 0;
         if (rc == 0)

@@ -37,6 +37,10 @@ enum tokenizer_ttype {
  * Returns 0, -EINVAL (unknown model or pre-tokenizer, missing or malformed
  * metadata, e.g. a bad "<0x..>" byte token) or -ENOMEM, with a one-line
  * message in err. The caller owns *out; release with tokenizer_free().
+ * Stricter than llama.cpp, which warns and goes on: a special token id out
+ * of range (-1 or 0xFFFFFFFF mean "none"), a scores/token_type array whose
+ * length differs from the token count, a duplicate token or a merge that is
+ * not "a b" are errors.
  */
 int tokenizer_new(const struct gguf *g, struct tokenizer **out, char *err, size_t errlen);
 void tokenizer_free(struct tokenizer *t); /* accepts NULL */
@@ -45,8 +49,12 @@ void tokenizer_free(struct tokenizer *t); /* accepts NULL */
  * Encodes text[0..len). add_special adds BOS (and EOS) where the vocabulary
  * says so (tokenizer.ggml.add_bos_token / add_eos_token); parse_special
  * turns the text of control and user-defined tokens into those tokens.
- * Returns 0 and a malloc'd array the caller frees with free(), or -ENOMEM,
- * or -EINVAL if text is not valid UTF-8.
+ * As in llama.cpp, user-defined tokens are split out even without
+ * parse_special, and for "llama" a leading space goes before the text and
+ * before text that follows a special token (when add_space_prefix).
+ * Returns 0 and a malloc'd array the caller frees with free() (not NULL even
+ * when empty), or -ENOMEM, or -EINVAL if text is not valid UTF-8 (or, in
+ * theory, if PCRE2 gives up on a pre-tokenizer regex).
  */
 int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len,
                      bool add_special, bool parse_special, int32_t **ids, size_t *n_ids);
@@ -64,8 +72,11 @@ int tokenizer_piece(const struct tokenizer *t, int32_t id, bool special, char *b
 /*
  * Decodes ids into buf as llama.cpp's detokenizer does (for "llama", the
  * leading space of the first piece is dropped if the vocabulary adds one and
- * remove_leading_space is set). Returns the length (may exceed len: then buf
- * holds a prefix), or -EINVAL.
+ * remove_leading_space is set; a BOS first takes that strip, printing
+ * nothing). The result is the pieces joined: llama.cpp's clean_spaces pass
+ * for some BPE vocabularies (" ?" -> "?") is not applied. Returns the length
+ * (may exceed len: then buf holds a prefix; buf may be NULL if len is 0), or
+ * -EINVAL for an id out of range.
  */
 int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, bool special,
                      bool remove_leading_space, char *buf, size_t len);

@@ -593,6 +593,65 @@ test_spm_merges(void)
     tokenizer_free(t);
 }
 
+/* BOS/EOS as the flags say; "<unk>" is matched in text only with parse_special. */
+static void
+test_add_flags(void)
+{
+    struct gguf_writer *w = spm_writer(tiny_tokens, tiny_scores, tiny_types, TINY_N);
+    gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", false);
+    gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", true);
+    gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", false);
+    struct tokenizer *t = NULL;
+    char err[256];
+    CHECK_EQ(load_writer(w, &t, err, sizeof(err)), 0);
+    if (t == NULL)
+        return;
+    CHECK(!tokenizer_add_bos(t));
+    const int32_t eos[] = {7, 2}; /* no space prefix: "ab" */
+    check_ids(t, "ab", true, false, eos, 2);
+    check_ids(t, "ab", false, false, eos, 1);
+    const int32_t unk[] = {5, 0, 6};
+    check_ids(t, "a<unk>b", false, true, unk, 3);
+    char *s = dec(t, unk, 3, true, true); /* no space prefix, so nothing to strip */
+    CHECK_STR(s, "a<unk>b");
+    free(s);
+    tokenizer_free(t);
+}
+
+/* llama.cpp's per-model strip rules: phi-3 rstrips after special tokens, jina lstrips <mask>. */
+static void
+test_strip_rules(void)
+{
+    const char *toks[TINY_N + 1];
+    float sc[TINY_N + 1] = {0};
+    int32_t ty[TINY_N + 1];
+    memcpy(toks, tiny_tokens, sizeof(tiny_tokens));
+    memcpy(sc, tiny_scores, sizeof(tiny_scores));
+    memcpy(ty, tiny_types, sizeof(tiny_types));
+    toks[TINY_N] = "<mask>";
+    ty[TINY_N] = TOKENIZER_USER_DEFINED;
+    const struct {
+        const char *key, *value, *text;
+        int32_t want[4];
+        size_t n;
+    } cases[] = {
+        {"general.name", "kjv", "<tool>  a", {10, 4, 4, 8}, 4},
+        {"general.name", "Phi-3-mini", "<tool>  a", {10, 8}, 2},
+        {"general.name", "kjv", "a <mask>", {8, 4, 11}, 3},
+        {"general.architecture", "jina-bert-v3", "a <mask>", {8, 11}, 2},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct gguf_writer *w = spm_writer(toks, sc, ty, TINY_N + 1);
+        gguf_writer_set_str(w, cases[i].key, cases[i].value);
+        struct tokenizer *t = NULL;
+        char err[256];
+        CHECK_EQ(load_writer(w, &t, err, sizeof(err)), 0);
+        if (t != NULL)
+            check_ids(t, cases[i].text, false, true, cases[i].want, cases[i].n);
+        tokenizer_free(t);
+    }
+}
+
 /* ---- Byte-level BPE vocabularies built in memory ---------------------------- */
 
 /* GPT-2's bytes_to_unicode: the code point standing for byte b. */
@@ -869,6 +928,8 @@ main(int argc, char **argv)
         {"bad_ids", test_bad_ids},
         {"bad_merges", test_bad_merges},
         {"spm_merges", test_spm_merges},
+        {"add_flags", test_add_flags},
+        {"strip_rules", test_strip_rules},
         {"bpe_rules", test_bpe_rules},
         {"bpe_ignore_merges", test_bpe_ignore_merges},
         {"pre_names", test_pre_names},
