@@ -1,0 +1,59 @@
+/*
+ * engine_int.h - struct bodies and helpers shared inside engine/ only.
+ */
+#ifndef LORASERVE_ENGINE_INT_H
+#define LORASERVE_ENGINE_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "kernels.h"
+
+/* A weight matrix as stored in the file: n_out rows of k elements of type. */
+struct engine_weight {
+    enum gguf_ttype type;
+    int64_t k;
+    int64_t n_out;
+    const void *data;
+};
+
+struct engine_layer {
+    float *attn_norm;              /* (n_embd) */
+    struct engine_weight wq;       /* (n_head * head_dim, n_embd) */
+    struct engine_weight wk;       /* (n_head_kv * head_dim, n_embd) */
+    struct engine_weight wv;       /* (n_head_kv * head_dim, n_embd) */
+    struct engine_weight wo;       /* (n_embd, n_head * head_dim) */
+    float *bq, *bk, *bv;           /* qwen2 only */
+    float *ffn_norm;               /* (n_embd) */
+    struct engine_weight w_gate;   /* (n_ff, n_embd) */
+    struct engine_weight w_up;     /* (n_ff, n_embd) */
+    struct engine_weight w_down;   /* (n_embd, n_ff) */
+};
+
+struct engine_model {
+    struct gguf *gguf;
+    struct tokenizer *tok;
+    struct engine_hparams hp;
+    struct engine_weight tok_embd; /* (n_vocab, n_embd) */
+    struct engine_weight output;   /* (n_vocab, n_embd); tok_embd if tied */
+    float *output_norm;            /* (n_embd) */
+    float *rope_freqs;             /* (n_rot / 2) frequency divisors, or NULL */
+    struct engine_layer *layers;   /* (n_layer) */
+    size_t bytes;
+    int64_t n_params;
+};
+
+/* Fixed-size bookkeeping allocations: abort with a message on failure. */
+void *engine__xmalloc(size_t n);
+void *engine__xcalloc(size_t n, size_t size);
+char *engine__xstrdup(const char *s);
+
+/* Allocation of a size that comes from input: NULL on failure or overflow. */
+void *engine__try_alloc(size_t n, size_t size);
+
+/* Formats "prefix: message" into err (snprintf-like, always NUL-terminated). */
+void engine__err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

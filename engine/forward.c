@@ -1,0 +1,399 @@
+/*
+ * forward.c - the LLaMA forward pass over a batch of token rows.
+ *
+ * Reads top to bottom like the math (llama2.c's run.c, batched):
+ *   x = embed(tokens)
+ *   per layer: x += Wo . attn(rope(Wq . norm(x)), rope(Wk . norm(x)), Wv . norm(x))
+ *              x += Wdown . (silu(Wgate . norm(x)) * (Wup . norm(x)))
+ *   logits = Wout . norm(x)      (only for the rows that want logits)
+ * Every matrix product goes through engine__matmul, once for all rows of the
+ * batch. K and V are stored in the cache (f32, one contiguous block of n_ctx
+ * positions per sequence and layer) before attention, so a row attends to
+ * every earlier position of its own sequence, including rows of this batch.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_int.h"
+
+struct engine_ctx {
+    struct engine_model *m;
+    struct engine_pool *pool;
+    int n_ctx;
+    int n_seq;
+    int n_threads;
+    float *kcache;      /* (n_seq, n_layer, n_ctx, kv_dim) */
+    float *vcache;      /* (n_seq, n_layer, n_ctx, kv_dim) */
+    int *seq_len;       /* (n_seq) positions cached */
+    int *seq_next;      /* (n_seq) scratch for check_batch */
+    float *att;         /* (n_threads, n_ctx) attention scores */
+    /* Activations for up to cap rows, regrown as needed. */
+    int cap;
+    float *x, *xb, *q, *k, *v, *ao, *hb, *hb2, *xl;
+};
+
+/* ---- Context ---------------------------------------------------------- */
+
+static size_t
+kv_dim(const struct engine_model *m)
+{
+    return (size_t)m->hp.n_head_kv * (size_t)m->hp.head_dim;
+}
+
+int
+engine_ctx_new(struct engine_model *m, int n_ctx, int n_seq, int n_threads,
+               struct engine_ctx **out)
+{
+    *out = NULL;
+    if (n_ctx < 1 || n_seq < 1 || n_threads < 1 || n_threads > 1024)
+        return -EINVAL;
+    struct engine_ctx *c = engine__xcalloc(1, sizeof(*c));
+    c->m = m;
+    c->n_ctx = n_ctx;
+    c->n_seq = n_seq;
+    c->n_threads = n_threads;
+    size_t per, total;
+    int rc = -ENOMEM;
+    if (__builtin_mul_overflow((size_t)n_ctx, kv_dim(m), &per) ||
+        __builtin_mul_overflow(per, (size_t)m->hp.n_layer * (size_t)n_seq, &total))
+        goto out;
+    c->kcache = engine__try_alloc(total, sizeof(float));
+    c->vcache = engine__try_alloc(total, sizeof(float));
+    c->seq_len = engine__try_alloc((size_t)n_seq, sizeof(int));
+    c->seq_next = engine__try_alloc((size_t)n_seq, sizeof(int));
+    c->att = engine__try_alloc((size_t)n_threads * (size_t)n_ctx, sizeof(float));
+    if (!c->kcache || !c->vcache || !c->seq_len || !c->seq_next || !c->att)
+        goto out;
+    memset(c->seq_len, 0, (size_t)n_seq * sizeof(int));
+    if ((rc = engine__pool_new(n_threads, &c->pool)) < 0)
+        goto out;
+    *out = c;
+    c = NULL;
+    rc = 0;
+out:
+    engine_ctx_free(c);
+    return rc;
+}
+
+static void
+free_rows(struct engine_ctx *c)
+{
+    float **bufs[] = { &c->x, &c->xb, &c->q, &c->k, &c->v, &c->ao, &c->hb, &c->hb2, &c->xl };
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
+        free(*bufs[i]);
+        *bufs[i] = NULL;
+    }
+    c->cap = 0;
+}
+
+void
+engine_ctx_free(struct engine_ctx *c)
+{
+    if (c == NULL)
+        return;
+    free_rows(c);
+    engine__pool_free(c->pool);
+    free(c->kcache);
+    free(c->vcache);
+    free(c->seq_len);
+    free(c->seq_next);
+    free(c->att);
+    free(c);
+}
+
+int
+engine_ctx_n_ctx(const struct engine_ctx *c)
+{
+    return c->n_ctx;
+}
+
+void
+engine_seq_truncate(struct engine_ctx *c, int seq, int p0)
+{
+    if (seq >= 0 && seq < c->n_seq && p0 >= 0 && p0 < c->seq_len[seq])
+        c->seq_len[seq] = p0;
+}
+
+/* Makes room for n rows of activations. */
+static int
+reserve_rows(struct engine_ctx *c, int n)
+{
+    if (n <= c->cap)
+        return 0;
+    const struct engine_hparams *hp = &c->m->hp;
+    size_t e = (size_t)hp->n_embd, qd = (size_t)hp->n_head * hp->head_dim;
+    size_t kd = kv_dim(c->m), f = (size_t)hp->n_ff, nn = (size_t)n;
+    free_rows(c);
+    c->x = engine__try_alloc(nn * e, sizeof(float));
+    c->xb = engine__try_alloc(nn * (e > qd ? e : qd), sizeof(float));
+    c->q = engine__try_alloc(nn * qd, sizeof(float));
+    c->k = engine__try_alloc(nn * kd, sizeof(float));
+    c->v = engine__try_alloc(nn * kd, sizeof(float));
+    c->ao = engine__try_alloc(nn * qd, sizeof(float));
+    c->hb = engine__try_alloc(nn * f, sizeof(float));
+    c->hb2 = engine__try_alloc(nn * f, sizeof(float));
+    c->xl = engine__try_alloc(nn * e, sizeof(float));
+    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->ao || !c->hb || !c->hb2 || !c->xl) {
+        free_rows(c);
+        return -ENOMEM;
+    }
+    c->cap = n;
+    return 0;
+}
+
+/* ---- Building blocks -------------------------------------------------- */
+
+static void
+rmsnorm(float *out, const float *x, const float *w, int n, float eps)
+{
+    float ss = 0.0f;
+    for (int i = 0; i < n; i++)
+        ss += x[i] * x[i];
+    float scale = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int i = 0; i < n; i++)
+        out[i] = x[i] * scale * w[i];
+}
+
+static void
+rmsnorm_rows(float *out, const float *x, const float *w, int rows, int n, float eps)
+{
+    for (int r = 0; r < rows; r++)
+        rmsnorm(out + (size_t)r * n, x + (size_t)r * n, w, n, eps);
+}
+
+/*
+ * Rotates the first n_rot dimensions of each of n_heads heads of one row at
+ * position pos. Pairs are (2i, 2i+1), or (i, i + n_rot/2) in NEOX mode. The
+ * angle pos * base^(-2i/n_rot) is computed in double, as the reference does.
+ */
+static void
+rope(const struct engine_model *m, float *v, int n_heads, int pos)
+{
+    const struct engine_hparams *hp = &m->hp;
+    int half = hp->n_rot / 2;
+    float cs[2048], sn[2048];
+    for (int i = 0; i < half && i < 2048; i++) {
+        double theta = (double)pos * hp->rope_freq_scale *
+                       pow((double)hp->rope_base, -2.0 * i / hp->n_rot);
+        if (m->rope_freqs != NULL)
+            theta /= m->rope_freqs[i];
+        float t = (float)theta;
+        cs[i] = cosf(t);
+        sn[i] = sinf(t);
+    }
+    for (int h = 0; h < n_heads; h++) {
+        float *p = v + (size_t)h * hp->head_dim;
+        for (int i = 0; i < half; i++) {
+            int a = hp->rope_neox ? i : 2 * i, b = hp->rope_neox ? i + half : 2 * i + 1;
+            float x0 = p[a], x1 = p[b];
+            p[a] = x0 * cs[i] - x1 * sn[i];
+            p[b] = x0 * sn[i] + x1 * cs[i];
+        }
+    }
+}
+
+static void
+add_bias(float *y, const float *b, int rows, int n)
+{
+    if (b == NULL)
+        return;
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < n; i++)
+            y[(size_t)r * n + i] += b[i];
+}
+
+static void
+matmul(struct engine_ctx *c, const struct engine_weight *w, const float *x, int rows, float *y)
+{
+    engine__matmul(c->pool, w->type, w->data, w->n_out, w->k, x, rows, y);
+}
+
+/* ---- Attention -------------------------------------------------------- */
+
+struct attn_job {
+    struct engine_ctx *c;
+    const struct engine_batch *b;
+    int layer;
+};
+
+static float *
+cache_at(struct engine_ctx *c, float *cache, int seq, int layer, int pos)
+{
+    const struct engine_hparams *hp = &c->m->hp;
+    size_t idx = (((size_t)seq * hp->n_layer + layer) * c->n_ctx + pos) * kv_dim(c->m);
+    return cache + idx;
+}
+
+/* One (row, head) pair: softmax(q . K^T / sqrt(d)) . V over positions 0..pos. */
+static void
+attend(struct engine_ctx *c, const struct attn_job *j, int row, int h, float *att)
+{
+    const struct engine_hparams *hp = &c->m->hp;
+    int hd = hp->head_dim, kvh = h / (hp->n_head / hp->n_head_kv);
+    int seq = j->b->seq[row], pos = j->b->pos[row];
+    const float *q = c->q + (size_t)row * hp->n_head * hd + (size_t)h * hd;
+    float scale = 1.0f / sqrtf((float)hd), max = -INFINITY;
+    for (int t = 0; t <= pos; t++) {
+        const float *k = cache_at(c, c->kcache, seq, j->layer, t) + (size_t)kvh * hd;
+        float s = 0.0f;
+        for (int i = 0; i < hd; i++)
+            s += q[i] * k[i];
+        att[t] = s * scale;
+        max = att[t] > max ? att[t] : max;
+    }
+    float sum = 0.0f;
+    for (int t = 0; t <= pos; t++) {
+        att[t] = expf(att[t] - max);
+        sum += att[t];
+    }
+    float *o = c->ao + (size_t)row * hp->n_head * hd + (size_t)h * hd;
+    memset(o, 0, (size_t)hd * sizeof(float));
+    for (int t = 0; t <= pos; t++) {
+        const float *v = cache_at(c, c->vcache, seq, j->layer, t) + (size_t)kvh * hd;
+        float a = att[t] / sum;
+        for (int i = 0; i < hd; i++)
+            o[i] += a * v[i];
+    }
+}
+
+static void
+attn_task(int ith, int nth, void *arg)
+{
+    struct attn_job *j = arg;
+    struct engine_ctx *c = j->c;
+    int n_head = c->m->hp.n_head, total = j->b->n * n_head;
+    float *att = c->att + (size_t)ith * c->n_ctx;
+    for (int w = ith; w < total; w += nth)
+        attend(c, j, w / n_head, w % n_head, att);
+}
+
+/* ---- The layer -------------------------------------------------------- */
+
+static void
+store_kv(struct engine_ctx *c, const struct engine_batch *b, int layer)
+{
+    size_t kd = kv_dim(c->m);
+    for (int r = 0; r < b->n; r++) {
+        memcpy(cache_at(c, c->kcache, b->seq[r], layer, b->pos[r]), c->k + r * kd,
+               kd * sizeof(float));
+        memcpy(cache_at(c, c->vcache, b->seq[r], layer, b->pos[r]), c->v + r * kd,
+               kd * sizeof(float));
+    }
+}
+
+static void
+attention_block(struct engine_ctx *c, const struct engine_batch *b, int il)
+{
+    const struct engine_hparams *hp = &c->m->hp;
+    const struct engine_layer *ly = &c->m->layers[il];
+    int n = b->n, e = hp->n_embd, qd = hp->n_head * hp->head_dim, kd = (int)kv_dim(c->m);
+
+    /* xb = norm(x); q, k, v = xb . W^T (+ bias) */
+    rmsnorm_rows(c->xb, c->x, ly->attn_norm, n, e, hp->rms_eps);
+    matmul(c, &ly->wq, c->xb, n, c->q);
+    matmul(c, &ly->wk, c->xb, n, c->k);
+    matmul(c, &ly->wv, c->xb, n, c->v);
+    add_bias(c->q, ly->bq, n, qd);
+    add_bias(c->k, ly->bk, n, kd);
+    add_bias(c->v, ly->bv, n, kd);
+
+    /* Rotate q and k by position, then cache k and v. */
+    for (int r = 0; r < n; r++) {
+        rope(c->m, c->q + (size_t)r * qd, hp->n_head, b->pos[r]);
+        rope(c->m, c->k + (size_t)r * kd, hp->n_head_kv, b->pos[r]);
+    }
+    store_kv(c, b, il);
+
+    /* Causal attention per (row, head), then x += ao . Wo^T */
+    struct attn_job job = { c, b, il };
+    engine__pool_run(c->pool, attn_task, &job);
+    matmul(c, &ly->wo, c->ao, n, c->xb);
+    for (size_t i = 0; i < (size_t)n * e; i++)
+        c->x[i] += c->xb[i];
+}
+
+static void
+ffn_block(struct engine_ctx *c, int n, int il)
+{
+    const struct engine_hparams *hp = &c->m->hp;
+    const struct engine_layer *ly = &c->m->layers[il];
+    int e = hp->n_embd;
+
+    /* x += Wdown . (silu(Wgate . norm(x)) * (Wup . norm(x))) */
+    rmsnorm_rows(c->xb, c->x, ly->ffn_norm, n, e, hp->rms_eps);
+    matmul(c, &ly->w_gate, c->xb, n, c->hb);
+    matmul(c, &ly->w_up, c->xb, n, c->hb2);
+    for (size_t i = 0; i < (size_t)n * hp->n_ff; i++) {
+        float g = c->hb[i];
+        c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
+    }
+    matmul(c, &ly->w_down, c->hb, n, c->xb);
+    for (size_t i = 0; i < (size_t)n * e; i++)
+        c->x[i] += c->xb[i];
+}
+
+/* ---- Decode ----------------------------------------------------------- */
+
+/* Checks tokens, sequences and positions; positions must extend each cache. */
+static int
+check_batch(struct engine_ctx *c, const struct engine_batch *b)
+{
+    int *next = c->seq_next;
+    memcpy(next, c->seq_len, (size_t)c->n_seq * sizeof(int));
+    for (int r = 0; r < b->n; r++) {
+        int s = b->seq[r];
+        if (b->tokens[r] < 0 || b->tokens[r] >= c->m->hp.n_vocab || s < 0 || s >= c->n_seq)
+            return -EINVAL;
+        if (b->pos[r] != next[s] || b->pos[r] >= c->n_ctx)
+            return -EINVAL;
+        next[s]++;
+    }
+    return 0;
+}
+
+static void
+embed(struct engine_ctx *c, const struct engine_batch *b)
+{
+    const struct engine_weight *w = &c->m->tok_embd;
+    size_t rs = gguf_row_size(w->type, w->k);
+    for (int r = 0; r < b->n; r++)
+        engine__dequantize_row(w->type, (const char *)w->data + (size_t)b->tokens[r] * rs,
+                               c->x + (size_t)r * w->k, w->k);
+}
+
+static void
+output_logits(struct engine_ctx *c, const struct engine_batch *b, float *out)
+{
+    const struct engine_hparams *hp = &c->m->hp;
+    int e = hp->n_embd, n_out = 0;
+    for (int r = 0; r < b->n; r++) {
+        if (b->logits != NULL && !b->logits[r])
+            continue;
+        rmsnorm(c->xl + (size_t)n_out * e, c->x + (size_t)r * e, c->m->output_norm, e,
+                hp->rms_eps);
+        n_out++;
+    }
+    if (n_out > 0)
+        matmul(c, &c->m->output, c->xl, n_out, out);
+}
+
+int
+engine_decode(struct engine_ctx *c, const struct engine_batch *b, float *out)
+{
+    if (b->n <= 0)
+        return b->n == 0 ? 0 : -EINVAL;
+    int rc = check_batch(c, b);
+    if (rc < 0 || (rc = reserve_rows(c, b->n)) < 0)
+        return rc;
+    embed(c, b);
+    for (int il = 0; il < c->m->hp.n_layer; il++) {
+        attention_block(c, b, il);
+        ffn_block(c, b->n, il);
+    }
+    output_logits(c, b, out);
+    for (int r = 0; r < b->n; r++)
+        c->seq_len[b->seq[r]] = b->pos[r] + 1;
+    return 0;
+}

@@ -1,0 +1,393 @@
+/*
+ * model.c - loading a LLaMA-family model (llama, qwen2) from a GGUF file.
+ *
+ * Weights stay in the read-only mapping of the file: a struct engine_weight
+ * points into it. Only the small 1-D tensors (norms, biases, RoPE frequency
+ * factors) are converted to owned f32 arrays, whatever their stored type.
+ * Every tensor's presence, shape and type is checked here, once, so the
+ * forward pass never checks again.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_int.h"
+
+#define MAX_LAYERS 1024
+#define MAX_DIM (1 << 20)
+
+struct loader {
+    struct engine_model *m;
+    const char *path;
+    char *err;
+    size_t errlen;
+};
+
+/* ---- Hyperparameters -------------------------------------------------- */
+
+static int
+get_int(struct loader *L, const char *arch, const char *suffix, int def, bool required,
+        int lo, int hi, int *out)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "%s.%s", arch, suffix);
+    int64_t v = 0;
+    int rc = gguf_get_i64(L->m->gguf, key, &v);
+    if (rc == -ENOENT && !required) {
+        *out = def;
+        return 0;
+    }
+    if (rc == -ENOENT) {
+        engine__err(L->err, L->errlen, "%s: missing key %s", L->path, key);
+        return -EINVAL;
+    }
+    if (rc < 0 || v < lo || v > hi) {
+        engine__err(L->err, L->errlen, "%s: %s = %lld is out of range [%d, %d]", L->path, key,
+                     (long long)v, lo, hi);
+        return -EINVAL;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int
+get_float(struct loader *L, const char *arch, const char *suffix, float def, float *out)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "%s.%s", arch, suffix);
+    double v = def;
+    int rc = gguf_get_f64(L->m->gguf, key, &v);
+    if (rc < 0 && rc != -ENOENT) {
+        engine__err(L->err, L->errlen, "%s: %s is not a number", L->path, key);
+        return -EINVAL;
+    }
+    if (!isfinite(v)) {
+        engine__err(L->err, L->errlen, "%s: %s = %g is not finite", L->path, key, v);
+        return -EINVAL;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+static int
+read_arch(struct loader *L)
+{
+    struct engine_hparams *hp = &L->m->hp;
+    struct gguf_str s;
+    if (gguf_get_str(L->m->gguf, "general.architecture", &s) < 0) {
+        engine__err(L->err, L->errlen, "%s: missing key general.architecture", L->path);
+        return -EINVAL;
+    }
+    if (!((s.len == 5 && memcmp(s.ptr, "llama", 5) == 0) ||
+          (s.len == 5 && memcmp(s.ptr, "qwen2", 5) == 0))) {
+        engine__err(L->err, L->errlen,
+                    "%s: architecture '%.*s' is not supported (expected llama or qwen2)",
+                    L->path, (int)(s.len > 64 ? 64 : s.len), s.ptr);
+        return -EINVAL;
+    }
+    memcpy(hp->arch, s.ptr, s.len);
+    hp->arch[s.len] = '\0';
+    hp->rope_neox = strcmp(hp->arch, "qwen2") == 0;
+    hp->qkv_bias = hp->rope_neox;
+    return 0;
+}
+
+static int
+read_rope_scaling(struct loader *L)
+{
+    struct engine_hparams *hp = &L->m->hp;
+    char key[128];
+    snprintf(key, sizeof(key), "%s.rope.scaling.type", hp->arch);
+    struct gguf_str s = { "none", 4 };
+    gguf_get_str(L->m->gguf, key, &s);
+    float factor = 1.0f;
+    if (get_float(L, hp->arch, "rope.scaling.factor", 1.0f, &factor) < 0)
+        return -EINVAL;
+    if (factor == 1.0f && get_float(L, hp->arch, "rope.scale_linear", 1.0f, &factor) < 0)
+        return -EINVAL;
+    bool linear = s.len == 6 && memcmp(s.ptr, "linear", 6) == 0;
+    bool none = s.len == 4 && memcmp(s.ptr, "none", 4) == 0;
+    if (!linear && !none) {
+        engine__err(L->err, L->errlen, "%s: %s '%.*s' is not supported (expected linear or none)",
+                    L->path, key, (int)(s.len > 32 ? 32 : s.len), s.ptr);
+        return -EINVAL;
+    }
+    if (!(factor > 0.0f) || factor > 1024.0f) {
+        engine__err(L->err, L->errlen, "%s: rope scaling factor %g is out of range (0, 1024]",
+                    L->path, factor);
+        return -EINVAL;
+    }
+    hp->rope_freq_scale = linear ? 1.0f / factor : 1.0f;
+    return 0;
+}
+
+static int
+read_hparams(struct loader *L)
+{
+    struct engine_hparams *hp = &L->m->hp;
+    const char *a = hp->arch;
+    int rc = 0;
+    if ((rc = get_int(L, a, "embedding_length", 0, true, 1, MAX_DIM, &hp->n_embd)) < 0 ||
+        (rc = get_int(L, a, "block_count", 0, true, 1, MAX_LAYERS, &hp->n_layer)) < 0 ||
+        (rc = get_int(L, a, "attention.head_count", 0, true, 1, 4096, &hp->n_head)) < 0 ||
+        (rc = get_int(L, a, "attention.head_count_kv", hp->n_head, false, 1, hp->n_head,
+                      &hp->n_head_kv)) < 0 ||
+        (rc = get_int(L, a, "feed_forward_length", 0, true, 1, MAX_DIM, &hp->n_ff)) < 0 ||
+        (rc = get_int(L, a, "context_length", 2048, false, 1, 1 << 24, &hp->n_ctx_train)) < 0)
+        return rc;
+    if (hp->n_head % hp->n_head_kv != 0) {
+        engine__err(L->err, L->errlen, "%s: head_count %d is not a multiple of head_count_kv %d",
+                    L->path, hp->n_head, hp->n_head_kv);
+        return -EINVAL;
+    }
+    int def_hd = hp->n_embd % hp->n_head == 0 ? hp->n_embd / hp->n_head : 0;
+    if ((rc = get_int(L, a, "attention.key_length", def_hd, def_hd == 0, 1, 4096,
+                      &hp->head_dim)) < 0 ||
+        (rc = get_int(L, a, "rope.dimension_count", hp->head_dim, false, 2, hp->head_dim,
+                      &hp->n_rot)) < 0)
+        return rc;
+    if (hp->n_rot % 2 != 0) {
+        engine__err(L->err, L->errlen, "%s: rope.dimension_count %d is odd", L->path, hp->n_rot);
+        return -EINVAL;
+    }
+    if ((rc = get_float(L, a, "attention.layer_norm_rms_epsilon", 1e-5f, &hp->rms_eps)) < 0 ||
+        (rc = get_float(L, a, "rope.freq_base", 10000.0f, &hp->rope_base)) < 0)
+        return rc;
+    if (!(hp->rope_base > 0.0f) || !(hp->rms_eps >= 0.0f)) {
+        engine__err(L->err, L->errlen, "%s: rope.freq_base %g or rms epsilon %g out of range",
+                    L->path, hp->rope_base, hp->rms_eps);
+        return -EINVAL;
+    }
+    return read_rope_scaling(L);
+}
+
+/* ---- Tensors ---------------------------------------------------------- */
+
+static const struct gguf_tensor *
+find(struct loader *L, const char *name, bool required, int *rc)
+{
+    const struct gguf_tensor *t = gguf_find_tensor(L->m->gguf, name);
+    if (t == NULL && required && *rc == 0) {
+        engine__err(L->err, L->errlen, "%s: missing tensor %s", L->path, name);
+        *rc = -EINVAL;
+    }
+    return t;
+}
+
+static int
+check_shape(struct loader *L, const struct gguf_tensor *t, int64_t ne0, int64_t ne1)
+{
+    int64_t want_dims = ne1 > 0 ? 2 : 1;
+    bool ok = t->ne[0] == ne0 && (ne1 > 0 ? t->ne[1] == ne1 : t->ne[1] == 1) &&
+              t->ne[2] == 1 && t->ne[3] == 1;
+    if (!ok) {
+        engine__err(L->err, L->errlen,
+                    "%s: tensor %s has shape [%lld, %lld, %lld, %lld], expected [%lld%s%lld]",
+                    L->path, t->name, (long long)t->ne[0], (long long)t->ne[1],
+                    (long long)t->ne[2], (long long)t->ne[3], (long long)ne0,
+                    want_dims == 2 ? ", " : "", want_dims == 2 ? (long long)ne1 : 0LL);
+        return -EINVAL;
+    }
+    if (!engine__type_supported(t->type)) {
+        engine__err(L->err, L->errlen, "%s: tensor %s has type %s, which is not supported "
+                    "(f32, f16, bf16, q8_0, q4_0, q4_K, q6_K)", L->path, t->name,
+                    gguf_ttype_name(t->type));
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int
+load_weight(struct loader *L, const char *name, int64_t k, int64_t n_out, bool required,
+            struct engine_weight *w)
+{
+    int rc = 0;
+    const struct gguf_tensor *t = find(L, name, required, &rc);
+    if (t == NULL)
+        return rc;
+    if ((rc = check_shape(L, t, k, n_out)) < 0)
+        return rc;
+    *w = (struct engine_weight){ t->type, k, n_out, t->data };
+    L->m->n_params += k * n_out;
+    return 0;
+}
+
+/* Converts a 1-D tensor of n elements to an owned f32 array (NULL if absent). */
+static int
+load_vector(struct loader *L, const char *name, int64_t n, bool required, float **out)
+{
+    int rc = 0;
+    *out = NULL;
+    const struct gguf_tensor *t = find(L, name, required, &rc);
+    if (t == NULL)
+        return rc;
+    if ((rc = check_shape(L, t, n, 0)) < 0)
+        return rc;
+    float *v = engine__try_alloc((size_t)n, sizeof(float));
+    if (v == NULL)
+        return -ENOMEM;
+    engine__dequantize_row(t->type, t->data, v, n);
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(v[i])) {
+            engine__err(L->err, L->errlen, "%s: tensor %s holds a non-finite value at %lld",
+                        L->path, name, (long long)i);
+            free(v);
+            return -EINVAL;
+        }
+    }
+    *out = v;
+    L->m->n_params += n;
+    return 0;
+}
+
+static int
+load_layer(struct loader *L, int il)
+{
+    const struct engine_hparams *hp = &L->m->hp;
+    struct engine_layer *ly = &L->m->layers[il];
+    int64_t e = hp->n_embd, q = (int64_t)hp->n_head * hp->head_dim;
+    int64_t kv = (int64_t)hp->n_head_kv * hp->head_dim, f = hp->n_ff;
+    char n[12][96];
+    const char *sfx[12] = { "attn_norm.weight", "attn_q.weight", "attn_k.weight",
+                            "attn_v.weight", "attn_output.weight", "ffn_norm.weight",
+                            "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight",
+                            "attn_q.bias", "attn_k.bias", "attn_v.bias" };
+    for (int i = 0; i < 12; i++)
+        snprintf(n[i], sizeof(n[i]), "blk.%d.%s", il, sfx[i]);
+    int rc = 0;
+    if ((rc = load_vector(L, n[0], e, true, &ly->attn_norm)) < 0 ||
+        (rc = load_weight(L, n[1], e, q, true, &ly->wq)) < 0 ||
+        (rc = load_weight(L, n[2], e, kv, true, &ly->wk)) < 0 ||
+        (rc = load_weight(L, n[3], e, kv, true, &ly->wv)) < 0 ||
+        (rc = load_weight(L, n[4], q, e, true, &ly->wo)) < 0 ||
+        (rc = load_vector(L, n[5], e, true, &ly->ffn_norm)) < 0 ||
+        (rc = load_weight(L, n[6], e, f, true, &ly->w_gate)) < 0 ||
+        (rc = load_weight(L, n[7], e, f, true, &ly->w_up)) < 0 ||
+        (rc = load_weight(L, n[8], f, e, true, &ly->w_down)) < 0)
+        return rc;
+    bool need = hp->qkv_bias;
+    if ((rc = load_vector(L, n[9], q, need, &ly->bq)) < 0 ||
+        (rc = load_vector(L, n[10], kv, need, &ly->bk)) < 0 ||
+        (rc = load_vector(L, n[11], kv, need, &ly->bv)) < 0)
+        return rc;
+    return 0;
+}
+
+static int
+load_tensors(struct loader *L)
+{
+    struct engine_model *m = L->m;
+    struct engine_hparams *hp = &m->hp;
+    int rc = 0;
+    if ((rc = load_weight(L, "token_embd.weight", hp->n_embd, hp->n_vocab, true,
+                          &m->tok_embd)) < 0 ||
+        (rc = load_vector(L, "output_norm.weight", hp->n_embd, true, &m->output_norm)) < 0 ||
+        (rc = load_weight(L, "output.weight", hp->n_embd, hp->n_vocab, false, &m->output)) < 0 ||
+        (rc = load_vector(L, "rope_freqs.weight", hp->n_rot / 2, false, &m->rope_freqs)) < 0)
+        return rc;
+    hp->tied_output = m->output.data == NULL;
+    if (hp->tied_output)
+        m->output = m->tok_embd;
+    m->layers = engine__xcalloc((size_t)hp->n_layer, sizeof(*m->layers));
+    for (int il = 0; il < hp->n_layer; il++)
+        if ((rc = load_layer(L, il)) < 0)
+            return rc;
+    return 0;
+}
+
+static int
+read_vocab(struct loader *L)
+{
+    struct engine_model *m = L->m;
+    char terr[512] = "";
+    int rc = tokenizer_new(m->gguf, &m->tok, terr, sizeof(terr));
+    if (rc < 0) {
+        engine__err(L->err, L->errlen, "%s: %s", L->path, terr);
+        return rc;
+    }
+    m->hp.n_vocab = tokenizer_n_vocab(m->tok);
+    const struct gguf_tensor *t = gguf_find_tensor(m->gguf, "token_embd.weight");
+    if (t != NULL && t->ne[1] != m->hp.n_vocab) {
+        engine__err(L->err, L->errlen, "%s: token_embd.weight has %lld rows but the vocabulary "
+                    "has %d tokens", L->path, (long long)t->ne[1], m->hp.n_vocab);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---- Public ----------------------------------------------------------- */
+
+int
+engine_model_open(const char *path, struct engine_model **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    engine__kernels_init();
+    struct engine_model *m = engine__xcalloc(1, sizeof(*m));
+    struct loader L = { m, path, err, errlen };
+    int rc = gguf_open(path, &m->gguf, err, errlen);
+    if (rc < 0)
+        goto out;
+    if ((rc = read_arch(&L)) < 0 || (rc = read_hparams(&L)) < 0 || (rc = read_vocab(&L)) < 0 ||
+        (rc = load_tensors(&L)) < 0)
+        goto out;
+    for (int64_t i = 0; i < gguf_n_tensors(m->gguf); i++)
+        m->bytes += gguf_tensor(m->gguf, i)->nbytes;
+    *out = m;
+    m = NULL;
+out:
+    engine_model_free(m);
+    return rc;
+}
+
+void
+engine_model_free(struct engine_model *m)
+{
+    if (m == NULL)
+        return;
+    for (int il = 0; m->layers != NULL && il < m->hp.n_layer; il++) {
+        struct engine_layer *ly = &m->layers[il];
+        free(ly->attn_norm);
+        free(ly->ffn_norm);
+        free(ly->bq);
+        free(ly->bk);
+        free(ly->bv);
+    }
+    free(m->layers);
+    free(m->output_norm);
+    free(m->rope_freqs);
+    tokenizer_free(m->tok);
+    gguf_free(m->gguf);
+    free(m);
+}
+
+const struct engine_hparams *
+engine_model_hparams(const struct engine_model *m)
+{
+    return &m->hp;
+}
+
+const struct tokenizer *
+engine_model_tokenizer(const struct engine_model *m)
+{
+    return m->tok;
+}
+
+const struct gguf *
+engine_model_gguf(const struct engine_model *m)
+{
+    return m->gguf;
+}
+
+size_t
+engine_model_bytes(const struct engine_model *m)
+{
+    return m->bytes;
+}
+
+int64_t
+engine_model_n_params(const struct engine_model *m)
+{
+    return m->n_params;
+}

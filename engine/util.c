@@ -1,0 +1,67 @@
+/*
+ * util.c - allocation and error-message helpers of the engine.
+ *
+ * Bookkeeping of fixed size aborts on allocation failure (there is nothing
+ * sensible to do); sizes taken from input go through engine__try_alloc and
+ * fail with -ENOMEM instead.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_int.h"
+
+static void
+oom(size_t n)
+{
+    fprintf(stderr, "loraserve: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *
+engine__xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (p == NULL)
+        oom(n);
+    return p;
+}
+
+void *
+engine__xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (p == NULL)
+        oom(n * size);
+    return p;
+}
+
+char *
+engine__xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = engine__xmalloc(n);
+    memcpy(p, s, n);
+    return p;
+}
+
+void *
+engine__try_alloc(size_t n, size_t size)
+{
+    size_t total;
+    if (__builtin_mul_overflow(n, size, &total))
+        return NULL;
+    return malloc(total ? total : 1);
+}
+
+void
+engine__err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
