@@ -108,6 +108,12 @@ size_t engine__matmul_scratch(enum gguf_ttype t, int64_t k, int64_t m_max);
  */
 int engine__kernels_force(const char *name);
 
+/*
+ * Benchmarks only: from gemm_min_m activation rows on, engine__matmul uses
+ * dequantized panels and sgemm (0 restores the built-in per-type choice).
+ */
+void engine__matmul_tune(int64_t gemm_min_m);
+
 /* ---- Block layouts (ggml's) and kernel variants ----------------------- */
 
 #define ENGINE_QK 32    /* elements of a Q8_0 / Q4_0 block */

@@ -103,9 +103,20 @@ engine__kernels_force(const char *name)
  * From this many activation rows on, dequantizing panels for sgemm beats the
  * integer kernels (measured with tests/bench_kernels.c on Zen 5, 2 threads).
  */
+static _Atomic int64_t gemm_min_override;
+
+void
+engine__matmul_tune(int64_t gemm_min_m)
+{
+    atomic_store(&gemm_min_override, gemm_min_m);
+}
+
 static int64_t
 gemm_min_m(enum gguf_ttype t)
 {
+    int64_t o = atomic_load_explicit(&gemm_min_override, memory_order_relaxed);
+    if (o > 0)
+        return o;
     (void)t;
     return 32;
 }

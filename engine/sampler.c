@@ -92,7 +92,8 @@ engine_sampler_new(const struct engine_sampling *p, int n_vocab, struct engine_s
         engine_sampler_free(s);
         return -ENOMEM;
     }
-    memcpy(s->bias, p->bias, (size_t)p->n_bias * sizeof(*s->bias));
+    if (p->n_bias > 0)
+        memcpy(s->bias, p->bias, (size_t)p->n_bias * sizeof(*s->bias));
     s->p.bias = s->bias;
     memset(s->count, 0, (size_t)n_vocab * sizeof(int));
     uint64_t x = p->seed;

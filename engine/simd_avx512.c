@@ -1,4 +1,519 @@
-/* simd_avx512.c - placeholder while the AVX-512 variant is written. */
+/*
+ * simd_avx512.c - the AVX-512 (F, BW, VL, DQ, VNNI, BF16) kernel variant.
+ *
+ * This file alone is compiled with -mavx512*; nothing in it runs before
+ * engine__kernels_init() has checked the CPU. Float rows use 16 lanes with
+ * masked tails. Integer dots use vpdpbusd (u8 x s8 summed into s32) for
+ * Q8_0 (sign trick) and Q4_0 (the accumulator starts at the activation's
+ * -8 * sum), and maddubs + vpdpwssd (scale applied as s16) for the 6-bit
+ * scales of Q4_K and Q6_K, two sub-blocks per 512-bit register.
+ *
+ * As in the AVX2 variant, each weight row serves up to DOT_ROWS activation
+ * rows, every (row, activation) pair is summed in the same order whatever
+ * the batch, and Q4_K / Q6_K super-block sums are exact integers added to the
+ * float sum exactly as the scalar reference adds them.
+ */
+#include <immintrin.h>
+#include <string.h>
+
 #include "kernels.h"
 
-const struct engine_variant engine__variant_avx512 = { .name = "avx512" };
+#define DOT_ROWS 4
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* ---- Helpers ---------------------------------------------------------- */
+
+ALWAYS_INLINE float
+hsum_ps256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+ALWAYS_INLINE float
+hsum_ps512(__m512 v)
+{
+    return hsum_ps256(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
+
+ALWAYS_INLINE int
+hsum_epi32_256(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+ALWAYS_INLINE int
+hsum_epi32_512(__m512i v)
+{
+    return hsum_epi32_256(_mm256_add_epi32(_mm512_castsi512_si256(v),
+                                           _mm512_extracti64x4_epi64(v, 1)));
+}
+
+ALWAYS_INLINE float
+f16(uint16_t h)
+{
+    return _cvtsh_ss(h);
+}
+
+/* Two 32-byte pieces as one 512-bit register. */
+ALWAYS_INLINE __m512i
+load2x256(const void *lo, const void *hi)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(lo)),
+                              _mm256_loadu_si256(hi), 1);
+}
+
+/* The GEMV driver: see simd_avx2.c. */
+#define GEMV(name, DOTN)                                                               \
+    static void name(int64_t k, const void *w, size_t wstride, int64_t n, const void *a, \
+                     size_t astride, int64_t m, float *y, int64_t ldy)                   \
+    {                                                                                    \
+        for (int64_t i = 0; i < n; i++) {                                                \
+            const void *wr = (const char *)w + i * wstride;                              \
+            int64_t r = 0;                                                               \
+            for (; r + DOT_ROWS <= m; r += DOT_ROWS)                                     \
+                DOTN(k, wr, (const char *)a + r * astride, astride, DOT_ROWS,            \
+                     y + r * ldy + i, ldy);                                              \
+            const char *ar = (const char *)a + r * astride;                              \
+            float *yr = y + r * ldy + i;                                                 \
+            switch (m - r) {                                                             \
+            case 3: DOTN(k, wr, ar, astride, 3, yr, ldy); break;                         \
+            case 2: DOTN(k, wr, ar, astride, 2, yr, ldy); break;                         \
+            case 1: DOTN(k, wr, ar, astride, 1, yr, ldy); break;                         \
+            default: break;                                                              \
+            }                                                                            \
+        }                                                                                \
+    }
+
+/* ---- Float weights ---------------------------------------------------- */
+
+ALWAYS_INLINE __m512
+load16_f32(const void *p, __mmask16 m)
+{
+    return _mm512_maskz_loadu_ps(m, p);
+}
+
+ALWAYS_INLINE __m512
+load16_f16(const void *p, __mmask16 m)
+{
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+
+ALWAYS_INLINE __m512
+load16_bf16(const void *p, __mmask16 m)
+{
+    __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+/*
+ * Float rows: two accumulators of 16 lanes per pair (32 elements a step),
+ * then one 16-element step and a masked tail into the first, then a tree sum.
+ */
+#define DOT_FLOAT(name, T, LOAD16)                                                      \
+    ALWAYS_INLINE void name(int64_t k, const void *wr, const char *a, size_t astride,   \
+                            int R, float *y, int64_t ldy)                               \
+    {                                                                                   \
+        const T *w = wr;                                                                \
+        __m512 acc0[DOT_ROWS], acc1[DOT_ROWS];                                          \
+        for (int r = 0; r < R; r++)                                                     \
+            acc0[r] = acc1[r] = _mm512_setzero_ps();                                    \
+        int64_t i = 0;                                                                  \
+        for (; i + 32 <= k; i += 32) {                                                  \
+            __m512 w0 = LOAD16(w + i, 0xffff), w1 = LOAD16(w + i + 16, 0xffff);         \
+            for (int r = 0; r < R; r++) {                                               \
+                const float *x = (const float *)(a + r * astride) + i;                  \
+                acc0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x), acc0[r]);             \
+                acc1[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + 16), acc1[r]);        \
+            }                                                                           \
+        }                                                                               \
+        for (; i < k; i += 16) {                                                        \
+            __mmask16 m = k - i >= 16 ? 0xffff : (__mmask16)((1u << (k - i)) - 1);      \
+            __m512 w0 = LOAD16(w + i, m);                                               \
+            for (int r = 0; r < R; r++) {                                               \
+                const float *x = (const float *)(a + r * astride) + i;                  \
+                acc0[r] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x), acc0[r]);    \
+            }                                                                           \
+        }                                                                               \
+        for (int r = 0; r < R; r++)                                                     \
+            y[r * ldy] = hsum_ps512(_mm512_add_ps(acc0[r], acc1[r]));                   \
+    }
+
+DOT_FLOAT(dotn_f32, float, load16_f32)
+DOT_FLOAT(dotn_f16, uint16_t, load16_f16)
+DOT_FLOAT(dotn_bf16, uint16_t, load16_bf16)
+GEMV(gemv_f32, dotn_f32)
+GEMV(gemv_f16, dotn_f16)
+GEMV(gemv_bf16, dotn_bf16)
+
+/* ---- Q8_0 and Q4_0 against Q8A activations ---------------------------- */
+
+ALWAYS_INLINE void
+dotn_q8_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float *y,
+          int64_t ldy)
+{
+    const struct engine_block_q8_0 *w = wr;
+    const float *dx[DOT_ROWS];
+    __m256 acc[DOT_ROWS];
+    for (int r = 0; r < R; r++) {
+        dx[r] = engine__act_d(a + r * astride, k);
+        acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < k / ENGINE_QK; b++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)w[b].qs);
+        __m256i aq = _mm256_abs_epi8(q);
+        __m256 dw = _mm256_set1_ps(f16(w[b].d));
+        for (int r = 0; r < R; r++) {
+            __m256i x = _mm256_load_si256((const __m256i *)(a + r * astride) + b);
+            __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, _mm256_sign_epi8(x, q));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                     _mm256_mul_ps(dw, _mm256_set1_ps(dx[r][b])), acc[r]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        y[r * ldy] = hsum_ps256(acc[r]);
+}
+
+ALWAYS_INLINE void
+dotn_q4_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float *y,
+          int64_t ldy)
+{
+    const struct engine_block_q4_0 *w = wr;
+    const float *dx[DOT_ROWS];
+    const int32_t *cx[DOT_ROWS];
+    __m256 acc[DOT_ROWS];
+    for (int r = 0; r < R; r++) {
+        dx[r] = engine__act_d(a + r * astride, k);
+        cx[r] = engine__act_c(a + r * astride, k);
+        acc[r] = _mm256_setzero_ps();
+    }
+    const __m256i lo4 = _mm256_set1_epi8(0x0f);
+    for (int64_t b = 0; b < k / ENGINE_QK; b++) {
+        __m128i q = _mm_loadu_si128((const __m128i *)w[b].qs);
+        __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lo4);
+        __m256 dw = _mm256_set1_ps(f16(w[b].d));
+        for (int r = 0; r < R; r++) {
+            __m256i x = _mm256_load_si256((const __m256i *)(a + r * astride) + b);
+            __m256i c = _mm256_zextsi128_si256(_mm_cvtsi32_si128(cx[r][b]));
+            __m256i p = _mm256_dpbusd_epi32(c, u, x);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                     _mm256_mul_ps(dw, _mm256_set1_ps(dx[r][b])), acc[r]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        y[r * ldy] = hsum_ps256(acc[r]);
+}
+
+GEMV(gemv_q8_0, dotn_q8_0)
+GEMV(gemv_q4_0, dotn_q4_0)
+
+/* ---- Q4_K and Q6_K against Q8K activations ---------------------------- */
+
+/* [sc0..7, mn0..7] of a Q4_K block; see simd_avx2.c. */
+ALWAYS_INLINE __m128i
+q4k_scales(const uint8_t *s)
+{
+    uint32_t u[3];
+    memcpy(u, s, 12);
+    uint32_t sc03 = u[0] & 0x3f3f3f3f, mn03 = u[1] & 0x3f3f3f3f;
+    uint32_t sc47 = (u[2] & 0x0f0f0f0f) | ((u[0] >> 2) & 0x30303030);
+    uint32_t mn47 = ((u[2] >> 4) & 0x0f0f0f0f) | ((u[1] >> 2) & 0x30303030);
+    return _mm_set_epi32((int)mn47, (int)mn03, (int)sc47, (int)sc03);
+}
+
+/* 16-bit element i of v in the low 256 bits and element j in the high 256 bits. */
+ALWAYS_INLINE __m512i
+spread2(__m512i v, int i, int j)
+{
+    __m512i idx = _mm512_inserti64x4(_mm512_set1_epi16((short)i), _mm256_set1_epi16((short)j), 1);
+    return _mm512_permutexvar_epi16(idx, v);
+}
+
+/*
+ * One Q4_K super-block: the 128 bytes of nibbles as two registers, each
+ * holding two 32-byte chunks; low nibbles are sub-blocks (0, 2) and (4, 6),
+ * high nibbles (1, 3) and (5, 7).
+ */
+ALWAYS_INLINE void
+q4k_block(const struct engine_block_q4_k *w, const char *a, size_t astride, int64_t k,
+          int64_t b, int R, int *isum, int *msum)
+{
+    __m256i s16 = _mm256_cvtepu8_epi16(q4k_scales(w->scales));    /* sc0..7, mn0..7 */
+    __m512i s = _mm512_castsi256_si512(s16);
+    __m512i sc[4] = { spread2(s, 0, 2), spread2(s, 1, 3), spread2(s, 4, 6), spread2(s, 5, 7) };
+    __m128i mn = _mm256_extracti128_si256(s16, 1);
+    __m256i mn2 = _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn));
+    const __m512i lo4 = _mm512_set1_epi8(0x0f);
+    __m512i q[4];
+    for (int h = 0; h < 2; h++) {
+        __m512i v = _mm512_loadu_si512(w->qs + 64 * h);
+        q[2 * h] = _mm512_and_si512(v, lo4);
+        q[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+    }
+    for (int r = 0; r < R; r++) {
+        const char *x = a + r * astride + b * ENGINE_QK_K;
+        __m512i acc = _mm512_setzero_si512();
+        for (int j = 0; j < 4; j++) {
+            /* register j holds sub-blocks s0 = 4(j/2) + (j%2) and s0 + 2 */
+            int s0 = 4 * (j / 2) + (j % 2);
+            __m512i xv = load2x256(x + 32 * s0, x + 32 * (s0 + 2));
+            acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(q[j], xv), sc[j]);
+        }
+        const int16_t *bs = engine__act_bsums(a + r * astride, k) + 16 * b;
+        __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), mn2);
+        isum[r] = hsum_epi32_512(acc);
+        msum[r] = hsum_epi32_256(m);
+    }
+}
+
+ALWAYS_INLINE void
+dotn_q4_k(int64_t k, const void *wr, const char *a, size_t astride, int R, float *y,
+          int64_t ldy)
+{
+    const struct engine_block_q4_k *w = wr;
+    float sum[DOT_ROWS] = { 0 };
+    for (int64_t b = 0; b < k / ENGINE_QK_K; b++) {
+        int isum[DOT_ROWS], msum[DOT_ROWS];
+        q4k_block(&w[b], a, astride, k, b, R, isum, msum);
+        float d = f16(w[b].d), dmin = f16(w[b].dmin);
+        for (int r = 0; r < R; r++) {
+            float dx = engine__act_d(a + r * astride, k)[b];
+            sum[r] = sum[r] + d * dx * (float)isum[r];
+            sum[r] = sum[r] - dmin * dx * (float)msum[r];
+        }
+    }
+    for (int r = 0; r < R; r++)
+        y[r * ldy] = sum[r];
+}
+
+/*
+ * One 128-element half of a Q6_K block as two registers of 6-bit values:
+ * q[0] = quarters 0 and 1 (elements 0-63), q[1] = quarters 2 and 3 (64-127).
+ * ql holds quarters (0 | 1) in its low nibbles and (2 | 3) in its high
+ * nibbles; qh holds quarter i's top bits at bits 2i, 2i+1.
+ */
+ALWAYS_INLINE void
+q6k_unpack(const uint8_t *ql, const uint8_t *qh, __m512i q[2])
+{
+    const __m512i lo4 = _mm512_set1_epi8(0x0f), m2 = _mm512_set1_epi8(0x30);
+    const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+    __m512i l = _mm512_loadu_si512(ql);
+    __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qh));
+    q[0] = _mm512_or_si512(_mm512_and_si512(l, lo4), _mm512_and_si512(_mm512_sllv_epi16(h, shl), m2));
+    q[1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), lo4),
+                           _mm512_and_si512(_mm512_srlv_epi16(h, shr), m2));
+}
+
+/* Integer sum of one Q6_K super-block per pair: sum_g sc_g * sum (q - 32) x. */
+ALWAYS_INLINE void
+q6k_block(const struct engine_block_q6_k *w, const char *a, size_t astride, int64_t k,
+          int64_t b, int R, int *isum)
+{
+    __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w->scales));
+    __m512i s = _mm512_castsi256_si512(sc16), sc[4];
+    for (int j = 0; j < 4; j++) /* groups 4j .. 4j+3, one per 128-bit lane */
+        sc[j] = _mm512_permutexvar_epi16(
+            _mm512_add_epi16(_mm512_set1_epi16((short)(4 * j)),
+                             _mm512_set_epi64(0x0003000300030003, 0x0003000300030003,
+                                              0x0002000200020002, 0x0002000200020002,
+                                              0x0001000100010001, 0x0001000100010001, 0, 0)),
+            s);
+    __m512i q[4];
+    q6k_unpack(w->ql, w->qh, q);
+    q6k_unpack(w->ql + 64, w->qh + 32, q + 2);
+    for (int r = 0; r < R; r++) {
+        const __m512i *x = (const __m512i *)(a + r * astride + b * ENGINE_QK_K);
+        __m512i acc = _mm512_setzero_si512();
+        for (int j = 0; j < 4; j++)
+            acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(q[j], _mm512_load_si512(x + j)),
+                                      sc[j]);
+        const int16_t *bs = engine__act_bsums(a + r * astride, k) + 16 * b;
+        __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), sc16);
+        isum[r] = hsum_epi32_512(acc) - 32 * hsum_epi32_256(c);
+    }
+}
+
+ALWAYS_INLINE void
+dotn_q6_k(int64_t k, const void *wr, const char *a, size_t astride, int R, float *y,
+          int64_t ldy)
+{
+    const struct engine_block_q6_k *w = wr;
+    float sum[DOT_ROWS] = { 0 };
+    for (int64_t b = 0; b < k / ENGINE_QK_K; b++) {
+        int isum[DOT_ROWS];
+        q6k_block(&w[b], a, astride, k, b, R, isum);
+        float d = f16(w[b].d);
+        for (int r = 0; r < R; r++) {
+            float dx = engine__act_d(a + r * astride, k)[b];
+            sum[r] = sum[r] + d * dx * (float)isum[r];
+        }
+    }
+    for (int r = 0; r < R; r++)
+        y[r * ldy] = sum[r];
+}
+
+GEMV(gemv_q4_k, dotn_q4_k)
+GEMV(gemv_q6_k, dotn_q6_k)
+
+/* ---- Activation conversion -------------------------------------------- */
+
+ALWAYS_INLINE float
+amax_ps(const float *x, int n)
+{
+    __m512 m = _mm512_setzero_ps();
+    for (int j = 0; j < n; j += 16)
+        m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
+    return _mm512_reduce_max_ps(m);
+}
+
+/* 16 values x * id rounded to nearest even, stored as int8; returns them as int32. */
+ALWAYS_INLINE __m512i
+quant16(const float *x, __m512 id, int8_t *qs)
+{
+    __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x), id));
+    _mm_storeu_si128((__m128i *)qs, _mm512_cvtepi32_epi8(v)); /* |v| <= 127: exact */
+    return v;
+}
+
+static void
+act_q8a(const float *x, void *dst, int64_t k)
+{
+    int8_t *qs = dst;
+    float *d = engine__act_d(dst, k);
+    int32_t *c = engine__act_c(dst, k);
+    for (int64_t b = 0; b < k / ENGINE_QK; b++, x += ENGINE_QK) {
+        float amax = amax_ps(x, ENGINE_QK);
+        __m512 id = _mm512_set1_ps(amax > 0 ? 127.0f / amax : 0);
+        d[b] = amax / 127.0f;
+        __m512i s = _mm512_add_epi32(quant16(x, id, qs + b * ENGINE_QK),
+                                     quant16(x + 16, id, qs + b * ENGINE_QK + 16));
+        c[b] = -8 * _mm512_reduce_add_epi32(s);
+    }
+}
+
+static void
+act_q8k(const float *x, void *dst, int64_t k)
+{
+    int8_t *qs = dst;
+    float *d = engine__act_d(dst, k);
+    int16_t *bs = engine__act_bsums(dst, k);
+    for (int64_t b = 0; b < k / ENGINE_QK_K; b++, x += ENGINE_QK_K) {
+        float amax = amax_ps(x, ENGINE_QK_K);
+        __m512 id = _mm512_set1_ps(amax > 0 ? 127.0f / amax : 0);
+        d[b] = amax / 127.0f;
+        for (int g = 0; g < 16; g++)
+            bs[16 * b + g] = (int16_t)_mm512_reduce_add_epi32(
+                quant16(x + 16 * g, id, qs + b * ENGINE_QK_K + 16 * g));
+    }
+}
+
+/* ---- Dequantization (for sgemm panels) -------------------------------- */
+
+static void
+dequant_f32(const void *src, float *dst, int64_t n)
+{
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+#define DEQUANT_FLOAT(name, T, LOAD16)                                           \
+    static void name(const void *src, float *dst, int64_t n)                     \
+    {                                                                            \
+        const T *s = src;                                                        \
+        for (int64_t i = 0; i < n; i += 16) {                                    \
+            __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1); \
+            _mm512_mask_storeu_ps(dst + i, m, LOAD16(s + i, m));                 \
+        }                                                                        \
+    }
+
+DEQUANT_FLOAT(dequant_f16, uint16_t, load16_f16)
+DEQUANT_FLOAT(dequant_bf16, uint16_t, load16_bf16)
+
+/* 16 int8 values times d. */
+ALWAYS_INLINE void
+store16_i8(float *dst, __m128i q, __m512 d)
+{
+    _mm512_storeu_ps(dst, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), d));
+}
+
+static void
+dequant_q8_0(const void *src, float *dst, int64_t n)
+{
+    const struct engine_block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / ENGINE_QK; i++, dst += ENGINE_QK) {
+        __m512 d = _mm512_set1_ps(f16(b[i].d));
+        store16_i8(dst, _mm_loadu_si128((const __m128i *)b[i].qs), d);
+        store16_i8(dst + 16, _mm_loadu_si128((const __m128i *)(b[i].qs + 16)), d);
+    }
+}
+
+static void
+dequant_q4_0(const void *src, float *dst, int64_t n)
+{
+    const struct engine_block_q4_0 *b = src;
+    const __m128i lo4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+    for (int64_t i = 0; i < n / ENGINE_QK; i++, dst += ENGINE_QK) {
+        __m512 d = _mm512_set1_ps(f16(b[i].d));
+        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+        store16_i8(dst, _mm_sub_epi8(_mm_and_si128(q, lo4), eight), d);
+        store16_i8(dst + 16, _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), lo4), eight), d);
+    }
+}
+
+static void
+dequant_q4_k(const void *src, float *dst, int64_t n)
+{
+    const struct engine_block_q4_k *b = src;
+    const __m128i lo4 = _mm_set1_epi8(0x0f);
+    for (int64_t i = 0; i < n / ENGINE_QK_K; i++) {
+        uint8_t s[16];
+        _mm_storeu_si128((__m128i *)s, q4k_scales(b[i].scales));
+        float d = f16(b[i].d), dmin = f16(b[i].dmin);
+        for (int j = 0; j < 8; j++, dst += 32) {
+            __m512 ds = _mm512_set1_ps(d * s[j]), dm = _mm512_set1_ps(dmin * s[8 + j]);
+            for (int l = 0; l < 32; l += 16) {
+                __m128i q = _mm_loadu_si128((const __m128i *)(b[i].qs + 32 * (j / 2) + l));
+                q = _mm_and_si128(_mm_srli_epi16(q, 4 * (j & 1)), lo4);
+                __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
+                _mm512_storeu_ps(dst + l, _mm512_sub_ps(_mm512_mul_ps(ds, v), dm));
+            }
+        }
+    }
+}
+
+static void
+dequant_q6_k(const void *src, float *dst, int64_t n)
+{
+    const struct engine_block_q6_k *b = src;
+    for (int64_t i = 0; i < n / ENGINE_QK_K; i++, dst += ENGINE_QK_K) {
+        float d = f16(b[i].d);
+        int8_t v[ENGINE_QK_K];
+        __m512i q[4];
+        q6k_unpack(b[i].ql, b[i].qh, q);
+        q6k_unpack(b[i].ql + 64, b[i].qh + 32, q + 2);
+        for (int j = 0; j < 4; j++)
+            _mm512_storeu_si512(v + 64 * j, _mm512_sub_epi8(q[j], _mm512_set1_epi8(32)));
+        for (int g = 0; g < 16; g++)
+            store16_i8(dst + 16 * g, _mm_loadu_si128((const __m128i *)(v + 16 * g)),
+                       _mm512_set1_ps(d * b[i].scales[g]));
+    }
+}
+
+const struct engine_variant engine__variant_avx512 = {
+    .name = "avx512",
+    .act = { [ENGINE_ACT_Q8A] = act_q8a, [ENGINE_ACT_Q8K] = act_q8k },
+    .type = {
+        [GGUF_T_F32] = { ENGINE_ACT_F32, gemv_f32, dequant_f32 },
+        [GGUF_T_F16] = { ENGINE_ACT_F32, gemv_f16, dequant_f16 },
+        [GGUF_T_BF16] = { ENGINE_ACT_F32, gemv_bf16, dequant_bf16 },
+        [GGUF_T_Q8_0] = { ENGINE_ACT_Q8A, gemv_q8_0, dequant_q8_0 },
+        [GGUF_T_Q4_0] = { ENGINE_ACT_Q8A, gemv_q4_0, dequant_q4_0 },
+        [GGUF_T_Q4_K] = { ENGINE_ACT_Q8K, gemv_q4_k, dequant_q4_k },
+        [GGUF_T_Q6_K] = { ENGINE_ACT_Q8K, gemv_q6_k, dequant_q6_k },
+    },
+};
