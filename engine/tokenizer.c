@@ -397,10 +397,15 @@ set_defaults(struct tokenizer *t)
     }
 }
 
-/* Reads an id key: absent keeps the default; -1 (or its u32 form) means none. */
+/*
+ * Reads an id key: absent keeps the default; -1 (or its u32 form) means none.
+ * An auxiliary id (padding, mask, FIM...) out of range also means none, as
+ * real files set padding_token_id = n_vocab and llama.cpp only warns; BOS,
+ * EOS and UNK out of range are errors, since every request would use them.
+ */
 static int
 read_id(const struct tokenizer *t, const struct gguf *g, const char *key, int32_t *id,
-        char *err, size_t errlen)
+        bool strict, char *err, size_t errlen)
 {
     int64_t v = 0;
     int rc = gguf_get_i64(g, key, &v);
@@ -411,6 +416,10 @@ read_id(const struct tokenizer *t, const struct gguf *g, const char *key, int32_
         return -EINVAL;
     }
     if (v == -1 || v == UINT32_MAX) {
+        *id = -1;
+        return 0;
+    }
+    if ((v < 0 || v >= t->n_vocab) && !strict) {
         *id = -1;
         return 0;
     }
@@ -449,7 +458,8 @@ read_ids(struct tokenizer *t, const struct gguf *g, char *err, size_t errlen)
         {"tokenizer.ggml.middle_token_id", &t->fim_mid},
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-        int rc = read_id(t, g, keys[i].key, keys[i].id, err, errlen);
+        bool strict = keys[i].id == &t->bos || keys[i].id == &t->eos || keys[i].id == &t->unk;
+        int rc = read_id(t, g, keys[i].key, keys[i].id, strict, err, errlen);
         if (rc != 0)
             return rc;
     }

@@ -543,6 +543,14 @@ test_bad_ids(void)
     w = spm_writer(tiny_tokens, tiny_scores, tiny_types, TINY_N);
     gguf_writer_set_i32(w, "tokenizer.ggml.eos_token_id", -5);
     expect_error(w, "tokenizer.ggml.eos_token_id: -5 is out of range");
+    /* An auxiliary id out of range (padding = n_vocab, seen in real files) means none. */
+    w = spm_writer(tiny_tokens, tiny_scores, tiny_types, TINY_N);
+    gguf_writer_set_u32(w, "tokenizer.ggml.padding_token_id", TINY_N);
+    struct tokenizer *t = NULL;
+    char err[256];
+    CHECK_EQ(load_writer(w, &t, err, sizeof(err)), 0);
+    CHECK(t != NULL);
+    tokenizer_free(t);
     w = spm_writer(tiny_tokens, tiny_scores, tiny_types, TINY_N);
     gguf_writer_set_str(w, "tokenizer.ggml.eot_token_id", "x");
     expect_error(w, "tokenizer.ggml.eot_token_id: expected an integer");
