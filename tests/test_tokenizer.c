@@ -546,11 +546,11 @@ test_bad_ids(void)
     /* An auxiliary id out of range (padding = n_vocab, seen in real files) means none. */
     w = spm_writer(tiny_tokens, tiny_scores, tiny_types, TINY_N);
     gguf_writer_set_u32(w, "tokenizer.ggml.padding_token_id", TINY_N);
-    struct tokenizer *t = NULL;
-    char err[256];
-    CHECK_EQ(load_writer(w, &t, err, sizeof(err)), 0);
-    CHECK(t != NULL);
-    tokenizer_free(t);
+    struct tokenizer *aux = NULL;
+    char aux_err[256];
+    CHECK_EQ(load_writer(w, &aux, aux_err, sizeof(aux_err)), 0);
+    CHECK(aux != NULL);
+    tokenizer_free(aux);
     w = spm_writer(tiny_tokens, tiny_scores, tiny_types, TINY_N);
     gguf_writer_set_str(w, "tokenizer.ggml.eot_token_id", "x");
     expect_error(w, "tokenizer.ggml.eot_token_id: expected an integer");
