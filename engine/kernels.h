@@ -37,6 +37,13 @@ int engine__pool_new(int n_threads, struct engine_pool **out);
 void engine__pool_free(struct engine_pool *p); /* accepts NULL */
 int engine__pool_size(const struct engine_pool *p);
 void engine__pool_run(struct engine_pool *p, engine_task_cb fn, void *arg);
+/*
+ * Like engine__pool_run, for jobs that claim their work dynamically (e.g. from
+ * an atomic counter): fn runs on thread 0 and on each worker that arrives
+ * before thread 0's call returns, so a worker that is asleep or has lost its
+ * core is never waited for. ith is still unique per thread (scratch index).
+ */
+void engine__pool_run_some(struct engine_pool *p, engine_task_cb fn, void *arg);
 
 /* ---- Types ------------------------------------------------------------ */
 

@@ -220,7 +220,7 @@ matmul_gemv(struct mm_job *j)
         j->a = buf;
     }
     j->chunk = gemv_chunk(j->n_out, engine__pool_size(j->pool));
-    engine__pool_run(j->pool, gemv_task, j);
+    engine__pool_run_some(j->pool, gemv_task, j);
 }
 
 /* ---- Large batches: dequantized panels and sgemm ----------------------- */
@@ -255,7 +255,7 @@ matmul_gemm(struct mm_job *j)
         j->chunk = (j->n_out + 4 * nth - 1) / (4 * nth);
     else
         j->chunk = panel_rows(j->k);
-    engine__pool_run(j->pool, gemm_task, j);
+    engine__pool_run_some(j->pool, gemm_task, j);
 }
 
 void

@@ -1,13 +1,19 @@
 /*
  * pool.c - the engine's thread pool for matmuls and other data-parallel work.
  *
- * The caller of engine__pool_run() is thread 0; n - 1 workers wait for a new
- * generation number (one per job). A worker that finished a job spins on that
- * number for POOL_SPIN_NS before it sleeps on it with a futex, so a decode
- * loop (hundreds of jobs a second, each tens of microseconds) never pays a
- * wake-up, while an idle server's workers sleep. The job (fn, arg) is written
- * before the generation is bumped and read after it is seen, and the caller
- * waits for every worker's n_done increment before it writes the next one.
+ * The caller of engine__pool_run() is thread 0; n - 1 workers wait for the
+ * next job. A worker that finished a job spins for POOL_SPIN_NS before it
+ * sleeps on a futex, so a decode loop (hundreds of jobs a second, each tens
+ * of microseconds) never pays a wake-up, while an idle server's workers sleep.
+ *
+ * One atomic job word holds the job's id, a closed flag and the number of
+ * workers inside it. Workers enter with a CAS, which fails once the caller
+ * has closed the job; the caller closes it when it is done (run_some) or
+ * when every worker has entered (run), then waits until none is inside. So a
+ * job that claims its work dynamically never waits for a worker that was
+ * asleep or lost its core: thread 0 does the work and the late worker skips
+ * it. fn and arg are written before the job word is published and read after
+ * a successful entry; the next job is written only after all have left.
  */
 #include <assert.h>
 #include <errno.h>
@@ -34,6 +40,10 @@
 
 #define POOL_SPIN_NS 2000000 /* 2 ms: longer than any gap inside a forward pass */
 
+/* The job word: job id << 32 | JOB_CLOSED | number of workers inside fn. */
+#define JOB_CLOSED (1ull << 31)
+#define JOB_INSIDE (JOB_CLOSED - 1)
+
 struct slot {
     alignas(64) struct engine_pool *pool; /* own cache line per thread */
     int ith;
@@ -48,11 +58,18 @@ struct engine_pool {
     struct slot *slots;                   /* n; slot 0 is the caller's */
     engine_task_cb fn;
     void *arg;
-    alignas(64) _Atomic uint32_t gen;     /* futex word, bumped per job */
+    alignas(64) _Atomic uint64_t job;     /* see JOB_CLOSED */
+    _Atomic int n_joined;                 /* workers that entered this job */
+    alignas(64) _Atomic uint32_t bell;    /* futex word, bumped per job */
     _Atomic int n_sleeping;
     _Atomic bool stop;
-    alignas(64) _Atomic int n_done;       /* workers done with this job */
 };
+
+static uint32_t
+job_id(uint64_t j)
+{
+    return (uint32_t)(j >> 32);
+}
 
 static void
 futex_wait(_Atomic uint32_t *addr, uint32_t val)
@@ -74,15 +91,27 @@ now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Returns the first generation after seen: spins a while, then sleeps. */
-static uint32_t
+/* Sleeps until the bell rings, unless a job other than seen is already out. */
+static void
+sleep_on_bell(struct engine_pool *p, uint32_t seen)
+{
+    /* seq_cst pairs with publish(): either it sees us sleeping or we see its job */
+    atomic_fetch_add(&p->n_sleeping, 1);
+    uint32_t bell = atomic_load(&p->bell);
+    if (job_id(atomic_load(&p->job)) == seen)
+        futex_wait(&p->bell, bell);
+    atomic_fetch_sub(&p->n_sleeping, 1);
+}
+
+/* Returns the job word once its id differs from seen: spins a while, then sleeps. */
+static uint64_t
 wait_job(struct engine_pool *p, uint32_t seen)
 {
     int64_t deadline = 0;
     for (uint32_t i = 1;; i++) {
-        uint32_t g = atomic_load_explicit(&p->gen, memory_order_acquire);
-        if (g != seen)
-            return g;
+        uint64_t j = atomic_load_explicit(&p->job, memory_order_acquire);
+        if (job_id(j) != seen)
+            return j;
         cpu_relax();
         if (i % 256 != 0)
             continue;
@@ -90,13 +119,21 @@ wait_job(struct engine_pool *p, uint32_t seen)
             deadline = now_ns() + POOL_SPIN_NS;
         if (now_ns() < deadline)
             continue;
-        /* seq_cst pairs with engine__pool_run: either it sees us sleeping or we see its bump */
-        atomic_fetch_add(&p->n_sleeping, 1);
-        if (atomic_load(&p->gen) == seen)
-            futex_wait(&p->gen, seen);
-        atomic_fetch_sub(&p->n_sleeping, 1);
+        sleep_on_bell(p, seen);
         deadline = 0;
     }
+}
+
+/* Enters job j (counted as inside) unless it has closed or been replaced. */
+static bool
+enter(struct engine_pool *p, uint64_t j)
+{
+    uint32_t id = job_id(j);
+    while (job_id(j) == id && !(j & JOB_CLOSED))
+        if (atomic_compare_exchange_weak_explicit(&p->job, &j, j + 1, memory_order_acquire,
+                                                  memory_order_relaxed))
+            return true;
+    return false;
 }
 
 static void *
@@ -106,20 +143,53 @@ worker_main(void *arg)
     struct engine_pool *p = s->pool;
     uint32_t seen = 0;
     for (;;) {
-        seen = wait_job(p, seen);
+        uint64_t j = wait_job(p, seen);
         if (atomic_load(&p->stop))
             return NULL;
+        seen = job_id(j);
+        if (!enter(p, j))
+            continue; /* too late: thread 0 has finished without us */
+        atomic_fetch_add(&p->n_joined, 1);
         p->fn(s->ith, p->n, p->arg);
-        atomic_fetch_add_explicit(&p->n_done, 1, memory_order_release);
+        atomic_fetch_sub_explicit(&p->job, 1, memory_order_release);
     }
 }
 
+/* Opens a new job; workers may enter it from now on. */
 static void
-bump_gen(struct engine_pool *p)
+publish(struct engine_pool *p, engine_task_cb fn, void *arg)
 {
-    atomic_fetch_add(&p->gen, 1);
+    p->fn = fn;
+    p->arg = arg;
+    atomic_store(&p->n_joined, 0);
+    uint32_t id = job_id(atomic_load_explicit(&p->job, memory_order_relaxed)) + 1;
+    atomic_store(&p->job, (uint64_t)id << 32);
+    atomic_fetch_add(&p->bell, 1);
     if (atomic_load(&p->n_sleeping) > 0)
-        futex_wake_all(&p->gen);
+        futex_wake_all(&p->bell);
+}
+
+/* Spins (yielding now and then) until *v reaches want. */
+static void
+wait_int(_Atomic int *v, int want)
+{
+    for (uint32_t i = 1; atomic_load_explicit(v, memory_order_acquire) != want; i++) {
+        cpu_relax();
+        if (i % 4096 == 0) /* a worker may have lost its core: let it run */
+            sched_yield();
+    }
+}
+
+/* Closes the job to late workers and waits for those inside. */
+static void
+finish(struct engine_pool *p)
+{
+    atomic_fetch_or(&p->job, JOB_CLOSED);
+    for (uint32_t i = 1; atomic_load_explicit(&p->job, memory_order_acquire) & JOB_INSIDE; i++) {
+        cpu_relax();
+        if (i % 4096 == 0)
+            sched_yield();
+    }
 }
 
 int
@@ -136,6 +206,7 @@ engine__pool_new(int n_threads, struct engine_pool **out)
     }
     p->n = n_threads;
     p->slots = slots;
+    atomic_store(&p->job, JOB_CLOSED);
     for (int i = 0; i < n_threads; i++)
         slots[i] = (struct slot){ .pool = p, .ith = i };
     for (int i = 1; i < n_threads; i++) {
@@ -156,7 +227,10 @@ engine__pool_free(struct engine_pool *p)
     if (p == NULL)
         return;
     atomic_store(&p->stop, true);
-    bump_gen(p);
+    uint32_t id = job_id(atomic_load(&p->job)) + 1;
+    atomic_store(&p->job, (uint64_t)id << 32 | JOB_CLOSED); /* wakes workers, admits none */
+    atomic_fetch_add(&p->bell, 1);
+    futex_wake_all(&p->bell);
     for (int i = 0; i < p->n; i++) {
         if (p->slots[i].started)
             pthread_join(p->slots[i].thread, NULL);
@@ -179,17 +253,22 @@ engine__pool_run(struct engine_pool *p, engine_task_cb fn, void *arg)
         fn(0, 1, arg);
         return;
     }
-    p->fn = fn;
-    p->arg = arg;
-    atomic_store_explicit(&p->n_done, 0, memory_order_relaxed);
-    bump_gen(p);
+    publish(p, fn, arg);
     fn(0, p->n, arg);
-    for (uint32_t i = 1; atomic_load_explicit(&p->n_done, memory_order_acquire) < p->n - 1;
-         i++) {
-        cpu_relax();
-        if (i % 4096 == 0) /* a worker may have lost its core: let it run */
-            sched_yield();
+    wait_int(&p->n_joined, p->n - 1);
+    finish(p);
+}
+
+void
+engine__pool_run_some(struct engine_pool *p, engine_task_cb fn, void *arg)
+{
+    if (p->n == 1) {
+        fn(0, 1, arg);
+        return;
     }
+    publish(p, fn, arg);
+    fn(0, p->n, arg);
+    finish(p);
 }
 
 /* ---- Scratch ---------------------------------------------------------- */

@@ -689,6 +689,51 @@ test_pool_many_jobs(void)
     engine__pool_free(pool);
 }
 
+struct claim_job {
+    _Atomic int next;
+    _Atomic int done;
+    _Atomic int calls;
+    int items[1000];
+};
+
+static void
+claim_task(int ith, int nth, void *arg)
+{
+    (void)ith, (void)nth;
+    struct claim_job *j = arg;
+    atomic_fetch_add(&j->calls, 1);
+    for (int i; (i = atomic_fetch_add(&j->next, 1)) < 1000;) {
+        j->items[i] += 1;
+        atomic_fetch_add(&j->done, 1);
+    }
+}
+
+/* run_some: every item is claimed exactly once, whoever turns up. */
+static void
+test_pool_run_some(void)
+{
+    struct engine_pool *pool = NULL;
+    CHECK_EQ(engine__pool_new(3, &pool), 0);
+    int bad = 0, calls = 0;
+    for (int rep = 0; rep < 2000; rep++) {
+        if (rep == 1000)
+            usleep(20000); /* workers fall asleep: thread 0 must not wait for them */
+        struct claim_job *j = calloc(1, sizeof(*j));
+        engine__pool_run_some(pool, claim_task, j);
+        bad += j->done != 1000 || j->calls < 1 || j->calls > 3;
+        for (int i = 0; i < 1000; i++)
+            bad += j->items[i] != 1;
+        calls += j->calls;
+        free(j); /* a late worker touching it now would be a use after free */
+    }
+    CHECK_EQ(bad, 0);
+    printf("     run_some: %.2f threads per job on average\n", calls / 2000.0);
+    struct count_job c = { 0 };
+    engine__pool_run(pool, count_task, &c); /* and run still reaches every thread */
+    CHECK_EQ(c.calls, 3);
+    engine__pool_free(pool);
+}
+
 static void
 test_pool_scratch(void)
 {
@@ -729,6 +774,7 @@ main(int argc, char **argv)
         { "matmul_empty", test_matmul_empty },
         { "pool_runs_every_thread", test_pool_runs_every_thread },
         { "pool_many_jobs", test_pool_many_jobs },
+        { "pool_run_some", test_pool_run_some },
         { "pool_scratch", test_pool_scratch },
         { NULL, NULL },
     };
