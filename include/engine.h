@@ -130,6 +130,97 @@ void engine_sampler_accept(struct engine_sampler *s, int32_t id);
 /* Picks the next token from n_vocab logits (modified in place). */
 int32_t engine_sampler_sample(struct engine_sampler *s, float *logits);
 
+/* ---- Scheduler -------------------------------------------------------- */
+
+/*
+ * The scheduler owns one engine_ctx and a thread that runs iterations: each
+ * admits waiting requests into free slots, builds one batch from every
+ * running sequence (one decode row each, plus chunks of prompts still being
+ * prefilled, within a row budget so streams keep flowing), runs the forward
+ * pass, samples, and appends tokens to each request's output. Requests join
+ * and leave the batch at every iteration.
+ *
+ * A request is shared by the submitter and the scheduler: it lives until
+ * engine_req_release() has been called and the scheduler is done with it.
+ * Any thread may call the engine_req_* functions; notify is called on the
+ * scheduler thread (keep it short: e.g. uv_async_send).
+ */
+struct engine_sched;
+struct engine_req;
+
+struct engine_sched_params {
+    int n_ctx;          /* positions per slot */
+    int n_slots;        /* sequences running at once */
+    int n_threads;      /* math threads */
+    int max_queue;      /* waiting requests beyond the slots; more => -EAGAIN */
+    int batch_rows;     /* rows per iteration (prefill chunk budget), e.g. 512 */
+};
+
+/* Caller owns *out; release with engine_sched_free(). Returns 0, -EINVAL, -ENOMEM. */
+int engine_sched_new(struct engine_model *m, const struct engine_sched_params *p,
+                     struct engine_sched **out);
+/*
+ * Stops the thread after its current iteration; requests still queued or
+ * running finish with ENGINE_FINISH_CANCELLED. Accepts NULL.
+ */
+void engine_sched_free(struct engine_sched *s);
+
+/* Requests waiting + running, and slots busy (for /health and metrics). */
+void engine_sched_load(struct engine_sched *s, int *waiting, int *running);
+
+#define ENGINE_MAX_TOP_LOGPROBS 20
+
+struct engine_req_params {
+    const int32_t *prompt;      /* copied */
+    int n_prompt;
+    int max_tokens;             /* >= 1; generation also stops at the slot's context */
+    struct engine_sampling sampling;  /* bias list copied */
+    bool ignore_eos;
+    int n_top_logprobs;         /* 0..ENGINE_MAX_TOP_LOGPROBS alternatives per token */
+    bool logprobs;              /* compute the chosen token's logprob */
+    void (*notify)(void *arg);  /* new output or finished; scheduler thread */
+    void *arg;
+};
+
+/*
+ * Queues a request. Returns 0, -EINVAL (empty prompt, prompt + max_tokens
+ * beyond n_ctx, bad sampling), -EAGAIN (queue full), -ECANCELED (shutting
+ * down), -ENOMEM. On success the caller owns one reference to *out.
+ */
+int engine_sched_submit(struct engine_sched *s, const struct engine_req_params *p,
+                        struct engine_req **out);
+
+enum engine_finish {
+    ENGINE_FINISH_NONE = 0,     /* still running */
+    ENGINE_FINISH_STOP,         /* end-of-generation token */
+    ENGINE_FINISH_LENGTH,       /* max_tokens or the context */
+    ENGINE_FINISH_CANCELLED,    /* engine_req_cancel or shutdown */
+    ENGINE_FINISH_ERROR
+};
+
+struct engine_tok {
+    int32_t id;
+    float logprob;              /* of the raw distribution (log-softmax of logits) */
+    int n_top;
+    int32_t top_id[ENGINE_MAX_TOP_LOGPROBS];
+    float top_logprob[ENGINE_MAX_TOP_LOGPROBS];
+};
+
+/*
+ * Copies up to max generated tokens not yet taken into out and returns how
+ * many. The end-of-generation token itself is never returned. *finish tells
+ * whether the request has ended (after its last token was taken, nothing
+ * more will come).
+ */
+int engine_req_take(struct engine_req *r, struct engine_tok *out, int max,
+                    enum engine_finish *finish);
+/* Prompt tokens evaluated and time to first token (seconds, 0 if none yet). */
+void engine_req_stats(struct engine_req *r, int *n_prompt, int *n_generated, double *ttft);
+/* Asks the scheduler to stop the request; its slot is free within one iteration. */
+void engine_req_cancel(struct engine_req *r);
+/* Drops the submitter's reference (cancels first if still running). Accepts NULL. */
+void engine_req_release(struct engine_req *r);
+
 /* ---- Model files ------------------------------------------------------ */
 
 /*

@@ -1,0 +1,528 @@
+/*
+ * sched.c - continuous batching: one scheduler thread, many sequences.
+ *
+ * Each iteration: (1) admit queued requests into free slots, (2) drop the
+ * cancelled, (3) build one batch: a decode row for every sequence that is
+ * generating, then chunks of prompts still being prefilled within a row
+ * budget (smaller while others are generating, so their streams keep
+ * flowing), (4) run the forward pass once, (5) sample each sequence whose
+ * logits came out, append the token to its request and ring its doorbell.
+ *
+ * A slot index is the sequence id in the engine_ctx. A request is shared by
+ * the submitter and this thread and is freed when both have let go (refs).
+ * Its output list is guarded by its own mutex; everything else about a
+ * running request belongs to the scheduler thread.
+ */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine_int.h"
+
+#define STREAMING_PREFILL_ROWS 128
+
+struct engine_req {
+    atomic_int refs;
+    atomic_bool cancel;
+    struct engine_req *next;          /* queue link, under sched->mu */
+
+    /* Immutable after submit. */
+    int32_t *prompt;
+    int n_prompt;
+    int max_tokens;
+    bool ignore_eos;
+    bool logprobs;
+    int n_top;
+    void (*notify)(void *arg);
+    void *arg;
+    double t_submit;
+
+    /* Scheduler thread only. */
+    struct engine_sampler *smp;
+
+    /* Output, under mu. */
+    pthread_mutex_t mu;
+    struct engine_tok *toks;
+    int n_toks, cap, taken;
+    enum engine_finish finish;
+    double t_first;
+};
+
+struct slot {
+    struct engine_req *r;             /* NULL if free */
+    int n_past;                       /* positions in the cache */
+    int32_t last;                     /* token to evaluate next, once decoding */
+    bool decoding;                    /* prompt done */
+};
+
+struct engine_sched {
+    struct engine_model *m;
+    struct engine_ctx *ctx;
+    struct engine_sched_params p;
+    int n_vocab;
+
+    pthread_t thread;
+    pthread_mutex_t mu;               /* guards the queue, n_waiting, stop */
+    pthread_cond_t cv;
+    struct engine_req *head, *tail;
+    int n_waiting;
+    bool stop;
+    atomic_int n_running;
+
+    struct slot *slots;               /* (n_slots) */
+    int32_t *tokens, *pos, *seq;      /* (batch_rows + n_slots) */
+    bool *want;
+    int *row_slot;                    /* slot of each row that wants logits */
+    float *logits;                    /* (n_slots, n_vocab) */
+};
+
+static double
+now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- Requests --------------------------------------------------------- */
+
+static void
+req_unref(struct engine_req *r)
+{
+    if (atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    engine_sampler_free(r->smp);
+    pthread_mutex_destroy(&r->mu);
+    free(r->prompt);
+    free(r->toks);
+    free(r);
+}
+
+/* Appends a token; returns -ENOMEM if the list cannot grow. */
+static int
+req_push(struct engine_req *r, const struct engine_tok *t)
+{
+    pthread_mutex_lock(&r->mu);
+    int rc = 0;
+    if (r->n_toks == r->cap) {
+        int cap = r->cap ? r->cap * 2 : 64;
+        struct engine_tok *n = realloc(r->toks, (size_t)cap * sizeof(*n));
+        if (n == NULL)
+            rc = -ENOMEM;
+        else
+            r->toks = n, r->cap = cap;
+    }
+    if (rc == 0) {
+        r->toks[r->n_toks++] = *t;
+        if (r->t_first == 0.0)
+            r->t_first = now_s() - r->t_submit;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+static void
+req_finish(struct engine_req *r, enum engine_finish f)
+{
+    pthread_mutex_lock(&r->mu);
+    if (r->finish == ENGINE_FINISH_NONE)
+        r->finish = f;
+    pthread_mutex_unlock(&r->mu);
+    if (r->notify != NULL)
+        r->notify(r->arg);
+    req_unref(r);
+}
+
+static int
+req_new(const struct engine_req_params *p, int n_vocab, struct engine_req **out)
+{
+    struct engine_req *r = engine__xcalloc(1, sizeof(*r));
+    atomic_init(&r->refs, 2);       /* the submitter and the scheduler */
+    atomic_init(&r->cancel, false);
+    pthread_mutex_init(&r->mu, NULL);
+    r->n_prompt = p->n_prompt;
+    r->max_tokens = p->max_tokens;
+    r->ignore_eos = p->ignore_eos;
+    r->logprobs = p->logprobs || p->n_top_logprobs > 0;
+    r->n_top = p->n_top_logprobs;
+    r->notify = p->notify;
+    r->arg = p->arg;
+    r->t_submit = now_s();
+    r->prompt = engine__try_alloc((size_t)p->n_prompt, sizeof(int32_t));
+    int rc = r->prompt ? engine_sampler_new(&p->sampling, n_vocab, &r->smp) : -ENOMEM;
+    if (rc < 0) {
+        atomic_store(&r->refs, 1);
+        req_unref(r);
+        return rc;
+    }
+    memcpy(r->prompt, p->prompt, (size_t)p->n_prompt * sizeof(int32_t));
+    for (int i = 0; i < p->n_prompt; i++)
+        engine_sampler_accept(r->smp, p->prompt[i]);
+    *out = r;
+    return 0;
+}
+
+int
+engine_req_take(struct engine_req *r, struct engine_tok *out, int max,
+                enum engine_finish *finish)
+{
+    pthread_mutex_lock(&r->mu);
+    int n = r->n_toks - r->taken;
+    n = n < max ? n : max;
+    if (n > 0) {
+        memcpy(out, r->toks + r->taken, (size_t)n * sizeof(*out));
+        r->taken += n;
+    }
+    *finish = r->taken == r->n_toks ? r->finish : ENGINE_FINISH_NONE;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+void
+engine_req_stats(struct engine_req *r, int *n_prompt, int *n_generated, double *ttft)
+{
+    pthread_mutex_lock(&r->mu);
+    *n_prompt = r->n_prompt;
+    *n_generated = r->n_toks;
+    *ttft = r->t_first;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void
+engine_req_cancel(struct engine_req *r)
+{
+    atomic_store(&r->cancel, true);
+}
+
+void
+engine_req_release(struct engine_req *r)
+{
+    if (r == NULL)
+        return;
+    engine_req_cancel(r);
+    req_unref(r);
+}
+
+/* ---- Sampling one sequence -------------------------------------------- */
+
+/* The chosen token's log-probability and the top alternatives, from raw logits. */
+static void
+logprobs(const struct engine_req *r, const float *logits, int n_vocab, struct engine_tok *t)
+{
+    float max = logits[0];
+    for (int i = 1; i < n_vocab; i++)
+        max = logits[i] > max ? logits[i] : max;
+    double sum = 0.0;
+    for (int i = 0; i < n_vocab; i++)
+        sum += exp((double)logits[i] - max);
+    float lse = max + (float)log(sum);
+    t->logprob = logits[t->id] - lse;
+    t->n_top = 0;
+    for (int i = 0; i < n_vocab; i++) {
+        /* Insertion into a short sorted list: n_top is at most 20. */
+        int k = t->n_top;
+        if (k == r->n_top && (k == 0 || logits[i] <= t->top_logprob[k - 1]))
+            continue;
+        if (k < r->n_top)
+            t->n_top++;
+        else
+            k--;
+        while (k > 0 && t->top_logprob[k - 1] < logits[i]) {
+            t->top_id[k] = t->top_id[k - 1];
+            t->top_logprob[k] = t->top_logprob[k - 1];
+            k--;
+        }
+        t->top_id[k] = i;
+        t->top_logprob[k] = logits[i];
+    }
+    for (int k = 0; k < t->n_top; k++)
+        t->top_logprob[k] -= lse;
+}
+
+/* Samples the next token of slot s from its logits; finishes the request if done. */
+static void
+sample_slot(struct engine_sched *S, struct slot *s, float *logits)
+{
+    struct engine_req *r = s->r;
+    const struct tokenizer *tok = engine_model_tokenizer(S->m);
+    if (r->ignore_eos)
+        for (int i = 0; i < S->n_vocab; i++)
+            if (tokenizer_is_eog(tok, i))
+                logits[i] = -INFINITY;
+    struct engine_tok t = { 0 };
+    float *raw = r->logprobs ? S->logits + (size_t)S->p.n_slots * S->n_vocab : NULL;
+    if (raw != NULL)
+        memcpy(raw, logits, (size_t)S->n_vocab * sizeof(float));
+    t.id = engine_sampler_sample(r->smp, logits);
+    if (raw != NULL)
+        logprobs(r, raw, S->n_vocab, &t);
+    enum engine_finish f = ENGINE_FINISH_NONE;
+    if (!r->ignore_eos && tokenizer_is_eog(tok, t.id)) {
+        f = ENGINE_FINISH_STOP;
+    } else {
+        engine_sampler_accept(r->smp, t.id);
+        if (req_push(r, &t) < 0)
+            f = ENGINE_FINISH_ERROR;
+        else if (r->n_toks >= r->max_tokens || s->n_past >= S->p.n_ctx)
+            f = ENGINE_FINISH_LENGTH;
+    }
+    s->last = t.id;
+    s->decoding = true;
+    if (f == ENGINE_FINISH_NONE) {
+        if (r->notify != NULL)
+            r->notify(r->arg);
+        return;
+    }
+    req_finish(r, f);
+    s->r = NULL;
+    atomic_fetch_sub(&S->n_running, 1);
+}
+
+/* ---- Iterations ------------------------------------------------------- */
+
+static void
+free_slot(struct engine_sched *S, int i, enum engine_finish f)
+{
+    req_finish(S->slots[i].r, f);
+    S->slots[i].r = NULL;
+    atomic_fetch_sub(&S->n_running, 1);
+}
+
+/* Moves queued requests into free slots; waits while there is nothing to do. */
+static bool
+admit(struct engine_sched *S)
+{
+    pthread_mutex_lock(&S->mu);
+    for (;;) {
+        for (int i = 0; i < S->p.n_slots && S->head != NULL; i++) {
+            struct slot *s = &S->slots[i];
+            if (s->r != NULL)
+                continue;
+            struct engine_req *r = S->head;
+            S->head = r->next;
+            S->tail = S->head ? S->tail : NULL;
+            S->n_waiting--;
+            engine_seq_truncate(S->ctx, i, 0);
+            *s = (struct slot){ r, 0, 0, false };
+            atomic_fetch_add(&S->n_running, 1);
+        }
+        if (S->stop || atomic_load(&S->n_running) > 0)
+            break;
+        pthread_cond_wait(&S->cv, &S->mu);
+    }
+    bool stop = S->stop;
+    pthread_mutex_unlock(&S->mu);
+    return !stop;
+}
+
+static void
+add_row(struct engine_sched *S, int *n, int32_t tok, int pos, int seq, bool want)
+{
+    S->tokens[*n] = tok;
+    S->pos[*n] = pos;
+    S->seq[*n] = seq;
+    S->want[*n] = want;
+    (*n)++;
+}
+
+/* Builds the batch; returns its row count. row_slot lists the slots whose logits come out. */
+static int
+build_batch(struct engine_sched *S, int *n_logits)
+{
+    int n = 0, n_decoding = 0;
+    *n_logits = 0;
+    for (int i = 0; i < S->p.n_slots; i++) {
+        struct slot *s = &S->slots[i];
+        if (s->r == NULL || !s->decoding)
+            continue;
+        add_row(S, &n, s->last, s->n_past++, i, true);
+        S->row_slot[(*n_logits)++] = i;
+        n_decoding++;
+    }
+    int budget = S->p.batch_rows;
+    if (n_decoding > 0 && budget > STREAMING_PREFILL_ROWS)
+        budget = STREAMING_PREFILL_ROWS;
+    for (int i = 0; i < S->p.n_slots && budget > 0; i++) {
+        struct slot *s = &S->slots[i];
+        if (s->r == NULL || s->decoding)
+            continue;
+        int left = s->r->n_prompt - s->n_past, take = left < budget ? left : budget;
+        for (int k = 0; k < take; k++, s->n_past++) {
+            bool last = s->n_past == s->r->n_prompt - 1;
+            add_row(S, &n, s->r->prompt[s->n_past], s->n_past, i, last);
+            if (last)
+                S->row_slot[(*n_logits)++] = i;
+        }
+        budget -= take;
+    }
+    return n;
+}
+
+static void
+iterate(struct engine_sched *S)
+{
+    for (int i = 0; i < S->p.n_slots; i++)
+        if (S->slots[i].r != NULL && atomic_load(&S->slots[i].r->cancel))
+            free_slot(S, i, ENGINE_FINISH_CANCELLED);
+    int n_logits = 0, n = build_batch(S, &n_logits);
+    if (n == 0)
+        return;
+    struct engine_batch b = { n, S->tokens, S->pos, S->seq, S->want };
+    if (engine_decode(S->ctx, &b, S->logits) < 0) {
+        for (int k = 0; k < n_logits; k++)
+            if (S->slots[S->row_slot[k]].r != NULL)
+                free_slot(S, S->row_slot[k], ENGINE_FINISH_ERROR);
+        return;
+    }
+    for (int k = 0; k < n_logits; k++)
+        sample_slot(S, &S->slots[S->row_slot[k]], S->logits + (size_t)k * S->n_vocab);
+}
+
+static void *
+sched_main(void *arg)
+{
+    struct engine_sched *S = arg;
+    while (admit(S))
+        iterate(S);
+    return NULL;
+}
+
+/* ---- Public ----------------------------------------------------------- */
+
+static bool
+params_valid(const struct engine_sched_params *p)
+{
+    return p->n_ctx >= 1 && p->n_slots >= 1 && p->n_slots <= 1024 && p->n_threads >= 1 &&
+           p->max_queue >= 0 && p->batch_rows >= 1 && p->batch_rows <= 65536;
+}
+
+int
+engine_sched_new(struct engine_model *m, const struct engine_sched_params *p,
+                 struct engine_sched **out)
+{
+    *out = NULL;
+    if (!params_valid(p))
+        return -EINVAL;
+    struct engine_sched *S = engine__xcalloc(1, sizeof(*S));
+    S->m = m;
+    S->p = *p;
+    S->n_vocab = engine_model_hparams(m)->n_vocab;
+    pthread_mutex_init(&S->mu, NULL);
+    pthread_cond_init(&S->cv, NULL);
+    atomic_init(&S->n_running, 0);
+    size_t rows = (size_t)p->batch_rows + (size_t)p->n_slots;
+    S->slots = engine__xcalloc((size_t)p->n_slots, sizeof(*S->slots));
+    S->tokens = engine__xcalloc(rows, sizeof(int32_t));
+    S->pos = engine__xcalloc(rows, sizeof(int32_t));
+    S->seq = engine__xcalloc(rows, sizeof(int32_t));
+    S->want = engine__xcalloc(rows, sizeof(bool));
+    S->row_slot = engine__xcalloc((size_t)p->n_slots, sizeof(int));
+    S->logits = engine__try_alloc(((size_t)p->n_slots + 1) * (size_t)S->n_vocab, sizeof(float));
+    int rc = S->logits ? engine_ctx_new(m, p->n_ctx, p->n_slots, p->n_threads, &S->ctx)
+                       : -ENOMEM;
+    if (rc == 0 && pthread_create(&S->thread, NULL, sched_main, S) != 0)
+        rc = -EAGAIN;
+    if (rc < 0) {
+        engine_ctx_free(S->ctx);
+        S->ctx = NULL;
+        S->stop = true;
+        engine_sched_free(S);
+        return rc;
+    }
+    *out = S;
+    return 0;
+}
+
+void
+engine_sched_free(struct engine_sched *S)
+{
+    if (S == NULL)
+        return;
+    pthread_mutex_lock(&S->mu);
+    bool running = S->ctx != NULL;
+    S->stop = true;
+    pthread_cond_signal(&S->cv);
+    pthread_mutex_unlock(&S->mu);
+    if (running)
+        pthread_join(S->thread, NULL);
+    for (int i = 0; i < S->p.n_slots; i++)
+        if (S->slots[i].r != NULL)
+            free_slot(S, i, ENGINE_FINISH_CANCELLED);
+    while (S->head != NULL) {
+        struct engine_req *r = S->head;
+        S->head = r->next;
+        req_finish(r, ENGINE_FINISH_CANCELLED);
+    }
+    engine_ctx_free(S->ctx);
+    pthread_mutex_destroy(&S->mu);
+    pthread_cond_destroy(&S->cv);
+    free(S->slots);
+    free(S->tokens);
+    free(S->pos);
+    free(S->seq);
+    free(S->want);
+    free(S->row_slot);
+    free(S->logits);
+    free(S);
+}
+
+void
+engine_sched_load(struct engine_sched *S, int *waiting, int *running)
+{
+    pthread_mutex_lock(&S->mu);
+    *waiting = S->n_waiting;
+    pthread_mutex_unlock(&S->mu);
+    *running = atomic_load(&S->n_running);
+}
+
+static int
+check_params(const struct engine_sched *S, const struct engine_req_params *p)
+{
+    if (p->n_prompt < 1 || p->max_tokens < 1 || p->n_top_logprobs < 0 ||
+        p->n_top_logprobs > ENGINE_MAX_TOP_LOGPROBS)
+        return -EINVAL;
+    if ((int64_t)p->n_prompt + p->max_tokens > S->p.n_ctx)
+        return -EINVAL;
+    for (int i = 0; i < p->n_prompt; i++)
+        if (p->prompt[i] < 0 || p->prompt[i] >= S->n_vocab)
+            return -EINVAL;
+    return 0;
+}
+
+int
+engine_sched_submit(struct engine_sched *S, const struct engine_req_params *p,
+                    struct engine_req **out)
+{
+    *out = NULL;
+    int rc = check_params(S, p);
+    struct engine_req *r = NULL;
+    if (rc < 0 || (rc = req_new(p, S->n_vocab, &r)) < 0)
+        return rc;
+    pthread_mutex_lock(&S->mu);
+    int free_slots = S->p.n_slots - atomic_load(&S->n_running);
+    if (S->stop)
+        rc = -ECANCELED;
+    else if (S->n_waiting >= S->p.max_queue + (free_slots > 0 ? free_slots : 0))
+        rc = -EAGAIN;
+    if (rc == 0) {
+        if (S->tail != NULL)
+            S->tail->next = r;
+        else
+            S->head = r;
+        S->tail = r;
+        S->n_waiting++;
+        pthread_cond_signal(&S->cv);
+    }
+    pthread_mutex_unlock(&S->mu);
+    if (rc < 0) {
+        atomic_store(&r->refs, 1);
+        req_unref(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}

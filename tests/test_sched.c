@@ -1,0 +1,296 @@
+/*
+ * test_sched.c - the continuous-batching scheduler: batching is invisible in
+ * results, cancellation frees slots, limits are enforced, logprobs are right.
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "engine.h"
+
+static const char *cases[] = { "short-genesis", "short-moses", "short-modern", "long-kjv",
+                               "long-mixed" };
+
+struct golden {
+    int32_t prompt[256];
+    int n_prompt;
+    int32_t gen[64];
+    int n_gen;                 /* without the final EOS */
+    double top_logprob;        /* of the first generated token */
+};
+
+static struct golden goldens[5];
+
+static const char *
+shared_dir(void)
+{
+    const char *s = getenv("LORASERVE_SHARED");
+    return s ? s : "../shared";
+}
+
+static int
+json_ids(const cJSON *j, const char *field, int32_t *ids, int max)
+{
+    int n = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, field)) {
+        if (n < max)
+            ids[n++] = (int32_t)e->valueint;
+    }
+    return n;
+}
+
+static void
+load_goldens(void)
+{
+    for (int c = 0; c < 5; c++) {
+        char path[512];
+        snprintf(path, sizeof(path), "%s/fixtures/golden/base__%s.json", shared_dir(), cases[c]);
+        FILE *f = fopen(path, "rb");
+        char buf[1 << 16];
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        buf[n] = '\0';
+        cJSON *j = cJSON_Parse(buf);
+        struct golden *g = &goldens[c];
+        g->n_prompt = json_ids(j, "prompt_ids", g->prompt, 256);
+        g->n_gen = json_ids(j, "generated_ids", g->gen, 64);
+        if (g->n_gen > 0 && g->gen[g->n_gen - 1] == 2)
+            g->n_gen--;
+        const cJSON *top = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "top5_first"), 0);
+        g->top_logprob = cJSON_GetObjectItemCaseSensitive(top, "logit")->valuedouble -
+                         cJSON_GetObjectItemCaseSensitive(j, "logsumexp_first")->valuedouble;
+        cJSON_Delete(j);
+    }
+}
+
+static struct engine_model *
+open_model(void)
+{
+    char path[512], err[512];
+    snprintf(path, sizeof(path), "%s/models/kjv-tiny-f32.gguf", shared_dir());
+    struct engine_model *m = NULL;
+    if (engine_model_open(path, &m, err, sizeof(err)) < 0)
+        fprintf(stderr, "%s\n", err);
+    return m;
+}
+
+static struct engine_sched *
+open_sched(struct engine_model *m, int slots, int queue)
+{
+    struct engine_sched_params p = { 256, slots, 2, queue, 64 };
+    struct engine_sched *s = NULL;
+    CHECK_EQ(engine_sched_new(m, &p, &s), 0);
+    return s;
+}
+
+static atomic_int notified;
+
+static void
+on_notify(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&notified, 1);
+}
+
+static struct engine_req_params
+greedy_params(const struct golden *g, int max_tokens)
+{
+    struct engine_req_params p = { g->prompt, g->n_prompt, max_tokens, ENGINE_SAMPLING_INIT,
+                                   false, 0, false, on_notify, NULL };
+    p.sampling.temperature = 0.0f;
+    return p;
+}
+
+/* Takes everything a request produces until it finishes (10 s at most). */
+static enum engine_finish
+drain(struct engine_req *r, int32_t *ids, int *n, struct engine_tok *first)
+{
+    enum engine_finish f = ENGINE_FINISH_NONE;
+    struct engine_tok t[16];
+    *n = 0;
+    for (int spins = 0; spins < 100000 && f == ENGINE_FINISH_NONE; spins++) {
+        int k = engine_req_take(r, t, 16, &f);
+        for (int i = 0; i < k; i++) {
+            if (*n == 0 && first != NULL)
+                *first = t[i];
+            ids[(*n)++] = t[i].id;
+        }
+        if (k == 0 && f == ENGINE_FINISH_NONE)
+            usleep(100);
+    }
+    return f;
+}
+
+/* ---- Tests ------------------------------------------------------------ */
+
+static void
+test_concurrent_equals_golden(void)
+{
+    struct engine_model *m = open_model();
+    struct engine_sched *s = m ? open_sched(m, 4, 32) : NULL;
+    struct engine_req *reqs[16] = { 0 };
+    for (int i = 0; s && i < 16; i++) {
+        struct engine_req_params p = greedy_params(&goldens[i % 5], 32);
+        CHECK_EQ(engine_sched_submit(s, &p, &reqs[i]), 0);
+    }
+    for (int i = 0; s && i < 16; i++) {
+        int32_t ids[64];
+        int n = 0;
+        enum engine_finish f = drain(reqs[i], ids, &n, NULL);
+        const struct golden *g = &goldens[i % 5];
+        CHECK_EQ(f, g->n_gen < 32 ? ENGINE_FINISH_STOP : ENGINE_FINISH_LENGTH);
+        CHECK_EQ(n, g->n_gen);
+        CHECK(n == g->n_gen && memcmp(ids, g->gen, (size_t)n * sizeof(int32_t)) == 0);
+        int np = 0, ng = 0;
+        double ttft = 0;
+        engine_req_stats(reqs[i], &np, &ng, &ttft);
+        CHECK_EQ(np, g->n_prompt);
+        CHECK_EQ(ng, n);
+        CHECK(ttft > 0.0);
+        engine_req_release(reqs[i]);
+    }
+    CHECK(atomic_load(&notified) > 0);
+    engine_sched_free(s);
+    engine_model_free(m);
+}
+
+static void
+test_cancel_frees_slot(void)
+{
+    struct engine_model *m = open_model();
+    struct engine_sched *s = m ? open_sched(m, 1, 4) : NULL;
+    if (s == NULL)
+        return;
+    struct engine_req_params p = greedy_params(&goldens[0], 200);
+    p.ignore_eos = true;
+    struct engine_req *a = NULL, *b = NULL;
+    CHECK_EQ(engine_sched_submit(s, &p, &a), 0);
+    struct engine_tok t;
+    enum engine_finish f = ENGINE_FINISH_NONE;
+    while (engine_req_take(a, &t, 1, &f) == 0 && f == ENGINE_FINISH_NONE)
+        usleep(100);
+    engine_req_release(a);      /* the client went away */
+    /* The one slot must serve the next request to completion. */
+    p = greedy_params(&goldens[1], 32);
+    CHECK_EQ(engine_sched_submit(s, &p, &b), 0);
+    int32_t ids[64];
+    int n = 0;
+    CHECK_EQ(drain(b, ids, &n, NULL), ENGINE_FINISH_LENGTH);
+    CHECK_EQ(n, 32);
+    engine_req_release(b);
+    int waiting = -1, running = -1;
+    for (int i = 0; i < 1000 && running != 0; i++, usleep(1000))
+        engine_sched_load(s, &waiting, &running);
+    CHECK_EQ(running, 0);
+    CHECK_EQ(waiting, 0);
+    engine_sched_free(s);
+    engine_model_free(m);
+}
+
+static void
+test_limits(void)
+{
+    struct engine_model *m = open_model();
+    struct engine_sched *s = m ? open_sched(m, 1, 1) : NULL;
+    if (s == NULL)
+        return;
+    struct engine_req_params p = greedy_params(&goldens[3], 256 - goldens[3].n_prompt + 1);
+    struct engine_req *r = NULL;
+    CHECK_EQ(engine_sched_submit(s, &p, &r), -EINVAL);        /* beyond the context */
+    CHECK(r == NULL);
+    p = greedy_params(&goldens[0], 0);
+    CHECK_EQ(engine_sched_submit(s, &p, &r), -EINVAL);
+    int32_t bad = 5000;
+    p = greedy_params(&goldens[0], 4);
+    p.prompt = &bad, p.n_prompt = 1;
+    CHECK_EQ(engine_sched_submit(s, &p, &r), -EINVAL);
+
+    /* One slot and a queue of one: a third long request must be refused. */
+    struct engine_req *q[3] = { 0 };
+    p = greedy_params(&goldens[0], 200);
+    p.ignore_eos = true;
+    int refused = 0;
+    for (int i = 0; i < 3; i++)
+        refused += engine_sched_submit(s, &p, &q[i]) == -EAGAIN;
+    CHECK(refused >= 1);
+    for (int i = 0; i < 3; i++)
+        engine_req_release(q[i]);
+    engine_sched_free(s);
+    engine_model_free(m);
+}
+
+static void
+test_logprobs(void)
+{
+    struct engine_model *m = open_model();
+    struct engine_sched *s = m ? open_sched(m, 2, 4) : NULL;
+    if (s == NULL)
+        return;
+    struct engine_req_params p = greedy_params(&goldens[0], 4);
+    p.logprobs = true;
+    p.n_top_logprobs = 5;
+    struct engine_req *r = NULL;
+    CHECK_EQ(engine_sched_submit(s, &p, &r), 0);
+    int32_t ids[8];
+    int n = 0;
+    struct engine_tok first = { 0 };
+    drain(r, ids, &n, &first);
+    CHECK_EQ(first.id, goldens[0].gen[0]);
+    CHECK_EQ(first.n_top, 5);
+    CHECK_EQ(first.top_id[0], first.id);
+    CHECK(fabs(first.logprob - goldens[0].top_logprob) < 1e-3);
+    for (int k = 1; k < first.n_top; k++)
+        CHECK(first.top_logprob[k] <= first.top_logprob[k - 1]);
+    engine_req_release(r);
+    engine_sched_free(s);
+    engine_model_free(m);
+}
+
+static void
+test_free_with_running(void)
+{
+    struct engine_model *m = open_model();
+    struct engine_sched *s = m ? open_sched(m, 2, 8) : NULL;
+    if (s == NULL)
+        return;
+    struct engine_req *r[4] = { 0 };
+    struct engine_req_params p = greedy_params(&goldens[4], 100);
+    p.ignore_eos = true;
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ(engine_sched_submit(s, &p, &r[i]), 0);
+    usleep(20000);
+    engine_sched_free(s);          /* running and queued requests end cancelled */
+    for (int i = 0; i < 4; i++) {
+        struct engine_tok t[128];
+        enum engine_finish f = ENGINE_FINISH_NONE;
+        while (engine_req_take(r[i], t, 128, &f) > 0)
+            ;
+        CHECK(f == ENGINE_FINISH_CANCELLED || f == ENGINE_FINISH_LENGTH);
+        engine_req_release(r[i]);
+    }
+    engine_model_free(m);
+}
+
+int
+main(int argc, char **argv)
+{
+    load_goldens();
+    static const struct check_test tests[] = {
+        { "concurrent_equals_golden", test_concurrent_equals_golden },
+        { "cancel_frees_slot", test_cancel_frees_slot },
+        { "limits", test_limits },
+        { "logprobs", test_logprobs },
+        { "free_with_running", test_free_with_running },
+        { NULL, NULL },
+    };
+    return check_main(tests, argc, argv);
+}
