@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "testutil.h"
 #include "engine.h"
 
 static const char *base_cases[] = { "short-genesis", "short-moses", "short-modern", "long-kjv",
@@ -20,42 +21,13 @@ static const char *base_cases[] = { "short-genesis", "short-moses", "short-moder
 
 /* ---- Helpers ---------------------------------------------------------- */
 
-static const char *
-shared_dir(void)
-{
-    const char *s = getenv("LORASERVE_SHARED");
-    return s ? s : "../shared";
-}
-
-static char *
-read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf != NULL && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    if (buf != NULL)
-        buf[n] = '\0';
-    if (len != NULL)
-        *len = (size_t)n;
-    fclose(f);
-    return buf;
-}
-
 static cJSON *
 golden(const char *config, const char *prompt_id)
 {
     char path[512];
-    snprintf(path, sizeof(path), "%s/fixtures/golden/%s__%s.json", shared_dir(), config,
+    snprintf(path, sizeof(path), "%s/fixtures/golden/%s__%s.json", test_shared_dir(), config,
              prompt_id);
-    char *text = read_file(path, NULL);
+    char *text = test_read_file(path, NULL);
     cJSON *j = text ? cJSON_Parse(text) : NULL;
     free(text);
     if (j == NULL)
@@ -80,7 +52,7 @@ static struct engine_model *
 open_model(const char *file)
 {
     char path[512], err[512] = "";
-    snprintf(path, sizeof(path), "%s/models/%s", shared_dir(), file);
+    snprintf(path, sizeof(path), "%s/models/%s", test_shared_dir(), file);
     struct engine_model *m = NULL;
     if (engine_model_open(path, &m, err, sizeof(err)) < 0)
         fprintf(stderr, "open %s: %s\n", path, err);
@@ -404,9 +376,9 @@ run_bin(const char *const *args, char **out, char **errout)
     int st = 0;
     waitpid(pid, &st, 0);
     close(fo), close(fe);
-    *out = read_file(tmp_out, NULL);
+    *out = test_read_file(tmp_out, NULL);
     if (errout != NULL)
-        *errout = read_file(tmp_err, NULL);
+        *errout = test_read_file(tmp_err, NULL);
     unlink(tmp_out), unlink(tmp_err);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
@@ -415,7 +387,7 @@ static void
 test_cli_generate_golden_text(void)
 {
     char model[512];
-    snprintf(model, sizeof(model), "%s/models/kjv-tiny-f32.gguf", shared_dir());
+    snprintf(model, sizeof(model), "%s/models/kjv-tiny-f32.gguf", test_shared_dir());
     for (size_t c = 0; c < 5; c++) {
         cJSON *j = golden("base", base_cases[c]);
         const char *prompt = cJSON_GetObjectItemCaseSensitive(j, "prompt")->valuestring;
@@ -435,7 +407,7 @@ static void
 test_cli_quantize_roundtrip(void)
 {
     char model[512], dir[] = "/tmp/lstest-q-XXXXXX";
-    snprintf(model, sizeof(model), "%s/models/kjv-tiny-f32.gguf", shared_dir());
+    snprintf(model, sizeof(model), "%s/models/kjv-tiny-f32.gguf", test_shared_dir());
     CHECK(mkdtemp(dir) != NULL);
     const char *types[] = { "q8_0", "f16", "q4_0", "q4_k_m" };
     const int min_match[] = { 4, 4, 0, 0 };
@@ -471,7 +443,7 @@ static void
 test_cli_mkmodel(void)
 {
     char vocab[512], path[] = "/tmp/lstest-mk-XXXXXX";
-    snprintf(vocab, sizeof(vocab), "%s/models/kjv-tiny-f32.gguf", shared_dir());
+    snprintf(vocab, sizeof(vocab), "%s/models/kjv-tiny-f32.gguf", test_shared_dir());
     int fd = mkstemp(path);
     close(fd);
     const char *args[] = { "mkmodel", path, "--vocab", vocab, "--n-embd", "64", "--n-layer",
@@ -500,7 +472,7 @@ test_cli_tokenize(void)
 {
     char vocab[512];
     snprintf(vocab, sizeof(vocab), "%s/fixtures/tokenizer/ggml-vocab-llama-spm.gguf",
-             shared_dir());
+             test_shared_dir());
     const char *args[] = { "info", vocab, NULL };
     char *out = NULL, *err = NULL;
     CHECK_EQ(run_bin(args, &out, &err), 0);

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "testutil.h"
 #include "gguf.h"
 
 extern char **environ;
@@ -72,8 +73,7 @@ static const char *
 shared_path(const char *rel)
 {
     static char path[1024];
-    const char *dir = getenv("LORASERVE_SHARED");
-    snprintf(path, sizeof(path), "%s/%s", dir != NULL && dir[0] != '\0' ? dir : "../shared", rel);
+    snprintf(path, sizeof(path), "%s/%s", test_shared_dir(), rel);
     return path;
 }
 

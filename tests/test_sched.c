@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "testutil.h"
 #include "engine.h"
 
 static const char *cases[] = { "short-genesis", "short-moses", "short-modern", "long-kjv",
@@ -27,13 +28,6 @@ struct golden {
 };
 
 static struct golden goldens[5];
-
-static const char *
-shared_dir(void)
-{
-    const char *s = getenv("LORASERVE_SHARED");
-    return s ? s : "../shared";
-}
 
 static int
 json_ids(const cJSON *j, const char *field, int32_t *ids, int max)
@@ -52,14 +46,10 @@ load_goldens(void)
 {
     for (int c = 0; c < 5; c++) {
         char path[512];
-        snprintf(path, sizeof(path), "%s/fixtures/golden/base__%s.json", shared_dir(), cases[c]);
-        FILE *f = fopen(path, "rb");
-        char buf[1 << 16];
-        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-        if (f)
-            fclose(f);
-        buf[n] = '\0';
-        cJSON *j = cJSON_Parse(buf);
+        snprintf(path, sizeof(path), "%s/fixtures/golden/base__%s.json", test_shared_dir(), cases[c]);
+        char *text = test_read_file(path, NULL);
+        cJSON *j = cJSON_Parse(text ? text : "");
+        free(text);
         struct golden *g = &goldens[c];
         g->n_prompt = json_ids(j, "prompt_ids", g->prompt, 256);
         g->n_gen = json_ids(j, "generated_ids", g->gen, 64);
@@ -76,7 +66,7 @@ static struct engine_model *
 open_model(void)
 {
     char path[512], err[512];
-    snprintf(path, sizeof(path), "%s/models/kjv-tiny-f32.gguf", shared_dir());
+    snprintf(path, sizeof(path), "%s/models/kjv-tiny-f32.gguf", test_shared_dir());
     struct engine_model *m = NULL;
     if (engine_model_open(path, &m, err, sizeof(err)) < 0)
         fprintf(stderr, "%s\n", err);

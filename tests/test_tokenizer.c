@@ -18,39 +18,11 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "testutil.h"
 #include "gguf.h"
 #include "tokenizer.h"
 
 /* ---- Helpers ---------------------------------------------------------------- */
-
-static const char *
-shared_dir(void)
-{
-    const char *d = getenv("LORASERVE_SHARED");
-    return d && *d ? d : "../shared";
-}
-
-static char *
-read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) {
-        buf[n] = '\0';
-        *len = (size_t)n;
-    }
-    return buf;
-}
 
 static struct tokenizer *
 load_path(const char *path)
@@ -72,7 +44,7 @@ static struct tokenizer *
 load_shared(const char *rel)
 {
     char path[1024];
-    snprintf(path, sizeof(path), "%s/%s", shared_dir(), rel);
+    snprintf(path, sizeof(path), "%s/%s", test_shared_dir(), rel);
     return load_path(path);
 }
 
@@ -169,9 +141,9 @@ vocab_file(const char *gguf_path)
     char path[1200];
     size_t inp_len = 0, out_len = 0;
     snprintf(path, sizeof(path), "%s.inp", gguf_path);
-    char *inp = read_all(path, &inp_len);
+    char *inp = test_read_file(path, &inp_len);
     snprintf(path, sizeof(path), "%s.out", gguf_path);
-    char *out = read_all(path, &out_len);
+    char *out = test_read_file(path, &out_len);
     struct tokenizer *t = load_path(gguf_path);
     CHECK(inp != NULL && out != NULL && t != NULL);
     const char *sep = "\n__ggml_vocab_test__\n";
@@ -201,7 +173,7 @@ static void
 test_vocab_files(void)
 {
     char pattern[1024];
-    snprintf(pattern, sizeof(pattern), "%s/fixtures/tokenizer/*.gguf", shared_dir());
+    snprintf(pattern, sizeof(pattern), "%s/fixtures/tokenizer/*.gguf", test_shared_dir());
     glob_t gl;
     CHECK_EQ(glob(pattern, 0, NULL, &gl), 0);
     for (size_t i = 0; i < gl.gl_pathc; i++)
@@ -229,7 +201,7 @@ golden_case(const struct tokenizer *t, const char *path)
 {
     static int32_t want[4096], gen[4096];
     size_t len = 0;
-    char *text = read_all(path, &len);
+    char *text = test_read_file(path, &len);
     cJSON *j = text ? cJSON_Parse(text) : NULL;
     CHECK(j != NULL);
     const char *prompt = cJSON_GetStringValue(cJSON_GetObjectItem(j, "prompt"));
@@ -252,7 +224,7 @@ test_golden_prompts(void)
 {
     struct tokenizer *t = load_shared("models/kjv-tiny-f32.gguf");
     char pattern[1024];
-    snprintf(pattern, sizeof(pattern), "%s/fixtures/golden/*__*.json", shared_dir());
+    snprintf(pattern, sizeof(pattern), "%s/fixtures/golden/*__*.json", test_shared_dir());
     glob_t gl;
     CHECK_EQ(glob(pattern, 0, NULL, &gl), 0);
     for (size_t i = 0; t && i < gl.gl_pathc; i++)
@@ -818,8 +790,8 @@ long_text(size_t min_len)
 {
     char path[1024];
     size_t len = 0;
-    snprintf(path, sizeof(path), "%s/fixtures/tokenizer/ggml-vocab-gpt-2.gguf.inp", shared_dir());
-    char *base = read_all(path, &len);
+    snprintf(path, sizeof(path), "%s/fixtures/tokenizer/ggml-vocab-gpt-2.gguf.inp", test_shared_dir());
+    char *base = test_read_file(path, &len);
     if (base == NULL)
         return NULL;
     char *s = malloc(min_len + len + 1);

@@ -1,0 +1,43 @@
+/*
+ * testutil.h - helpers the test programs share: where the fixtures are, and
+ * reading a whole file.
+ */
+#ifndef LORASERVE_TESTUTIL_H
+#define LORASERVE_TESTUTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* The shared fixtures folder: $LORASERVE_SHARED (the Makefile sets it), or ../shared. */
+static inline const char *
+test_shared_dir(void)
+{
+    const char *d = getenv("LORASERVE_SHARED");
+    return d && *d ? d : "../shared";
+}
+
+/* A whole file, NUL-terminated, malloc'd (caller frees); NULL if unreadable. */
+static inline char *
+test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (buf != NULL && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf != NULL) {
+        buf[n] = '\0';
+        if (len != NULL)
+            *len = (size_t)n;
+    }
+    return buf;
+}
+
+#endif
