@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "server.h"
 
 #define LORASERVE_VERSION "0.1.0"
 
@@ -13,6 +14,7 @@ static const struct {
     int (*fn)(int argc, char **argv);
     const char *help;
 } commands[] = {
+    { "serve", server_main, "serve the model over an OpenAI-compatible HTTP API" },
     { "generate", cli_generate, "generate text from a prompt (streams to stdout)" },
     { "info", cli_info, "describe a GGUF file: architecture, sizes, tensor types" },
     { "tokenize", cli_tokenize, "text on stdin -> token ids" },
@@ -24,7 +26,8 @@ static const struct {
 static void
 usage(FILE *f)
 {
-    fprintf(f, "usage: loraserve COMMAND [options]   (loraserve COMMAND --help for more)\n\n"
+    fprintf(f, "usage: loraserve COMMAND [options]   (loraserve COMMAND --help for more)\n"
+               "       loraserve --model M.gguf [options]   (short for loraserve serve ...)\n\n"
                "commands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
@@ -41,6 +44,8 @@ main(int argc, char **argv)
         printf("loraserve %s\n", LORASERVE_VERSION);
         return 0;
     }
+    if (strncmp(argv[1], "--model", 7) == 0 || strcmp(argv[1], "-m") == 0)
+        return server_main(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (strcmp(argv[1], commands[i].name) == 0)
             return commands[i].fn(argc - 2, argv + 2);

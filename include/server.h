@@ -1,0 +1,54 @@
+/*
+ * server.h - the OpenAI-compatible HTTP front end of loraserve.
+ *
+ * server_run() loads the model, starts the engine's scheduler thread and runs
+ * one libuv loop on the calling thread. That loop owns every socket and drives
+ * libmicrohttpd in external-event-loop mode; generated tokens come back from
+ * the scheduler through a uv_async_t doorbell. The call returns when SIGTERM
+ * or SIGINT has drained the running requests (or their deadline has passed),
+ * after freeing everything it made.
+ *
+ * Lifetimes: the configuration is borrowed for the whole call; the module has
+ * no global state apart from the process's signal dispositions.
+ */
+#ifndef LORASERVE_SERVER_H
+#define LORASERVE_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/*
+ * What `loraserve serve` takes; every field has a flag and a LORASERVE_*
+ * environment variable (see `loraserve serve --help`).
+ */
+struct server_config {
+    const char *model_path;     /* GGUF file (required) */
+    const char *host;           /* address to bind, numeric or a name */
+    int port;                   /* 0: any free port (printed at start) */
+    int threads;                /* math threads */
+    int ctx;                    /* positions per slot; 0: the model's, at most 4096 */
+    int parallel;               /* slots: sequences generated at once */
+    int queue;                  /* requests waiting beyond the slots; more => 429 */
+    int batch;                  /* rows per forward pass (prefill chunk budget) */
+    const char *data_dir;       /* created if missing */
+    long long max_body;         /* bytes of one request body; more => 413 */
+    const char *chat_template;  /* family name, or NULL: from the GGUF file */
+    const char *model_id;       /* id in /v1/models; NULL: file name without .gguf */
+    int shutdown_timeout;       /* seconds running requests get after SIGTERM */
+};
+
+#define SERVER_CONFIG_INIT \
+    { NULL, "127.0.0.1", 8080, 0, 0, 4, 64, 512, "./loraserve-data", 1 << 20, NULL, NULL, 30 }
+
+/*
+ * Serves until SIGTERM or SIGINT, then stops accepting, lets running requests
+ * finish for up to shutdown_timeout seconds and returns 0. Returns a negative
+ * errno (one line on stderr) if the model, the scheduler or the listening
+ * socket cannot be set up. Call from the main thread, once at a time.
+ */
+int server_run(const struct server_config *cfg);
+
+/* `loraserve serve [flags]`: flags and LORASERVE_* variables -> server_run(). Exit status. */
+int server_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,508 @@
+/*
+ * http.c - the loop thread: libuv drives libmicrohttpd, routes requests and
+ * answers them, and shuts down on SIGTERM / SIGINT.
+ *
+ * libmicrohttpd runs with no threads of its own (MHD_USE_EPOLL): a uv_poll on
+ * its epoll fd and a uv_timer set from MHD_get_timeout() call MHD_run(), so
+ * every socket and every handler runs here and no handler blocks. A request's
+ * state (struct conn) is made when its headers arrive and freed when
+ * libmicrohttpd reports it completed; that is also where a generating job is
+ * cancelled, so a client that goes away frees its slot.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <microhttpd.h>
+
+#include "server_int.h"
+
+enum route { ROUTE_NONE, ROUTE_HEALTH, ROUTE_MODELS, ROUTE_MODEL, ROUTE_COMPLETIONS, ROUTE_CHAT };
+
+static const struct {
+    const char *method;
+    const char *path;           /* a trailing '*' matches any rest */
+    enum route route;
+} routes[] = {
+    { "GET", "/health", ROUTE_HEALTH },
+    { "GET", "/v1/models", ROUTE_MODELS },
+    { "GET", "/v1/models/*", ROUTE_MODEL },
+    { "POST", "/v1/completions", ROUTE_COMPLETIONS },
+    { "POST", "/v1/chat/completions", ROUTE_CHAT },
+};
+
+/* One request, from its headers to its completion. */
+struct conn {
+    enum route route;
+    const char *allow;          /* for 405 */
+    struct oai_err err;         /* err.err != 0: answer this once the body is in */
+    struct sbuf body;
+    struct job *job;
+};
+
+/* ---- Replies ---------------------------------------------------------- */
+
+/* Queues body (malloc'd, consumed) with status. */
+static enum MHD_Result
+reply(struct server *s, struct MHD_Connection *con, int status, char *body, const char *allow)
+{
+    if (body == NULL)
+        return MHD_NO;
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    if (allow != NULL)
+        MHD_add_response_header(r, "Allow", allow);
+    if (s->draining)
+        MHD_add_response_header(r, "Connection", "close");
+    enum MHD_Result ret = MHD_queue_response(con, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result
+reply_error(struct server *s, struct MHD_Connection *con, const struct conn *c)
+{
+    return reply(s, con, server__status_from_err(c->err.err), server__error_json(&c->err),
+                 c->err.err == -EOPNOTSUPP ? c->allow : NULL);
+}
+
+static char *
+print_free(cJSON *o)
+{
+    char *p = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return p;
+}
+
+static enum MHD_Result
+reply_health(struct server *s, struct MHD_Connection *con)
+{
+    int waiting = 0, running = 0;
+    engine_sched_load(s->sched, &waiting, &running);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", s->draining ? "shutting_down" : "ok");
+    cJSON_AddStringToObject(o, "model", s->model_id);
+    cJSON *slots = cJSON_AddObjectToObject(o, "slots");
+    cJSON_AddNumberToObject(slots, "total", s->cfg->parallel);
+    cJSON_AddNumberToObject(slots, "busy", running);
+    cJSON_AddNumberToObject(slots, "idle", s->cfg->parallel - running);
+    cJSON_AddNumberToObject(o, "waiting", waiting);
+    cJSON_AddNumberToObject(o, "requests", s->n_inflight);
+    return reply(s, con, s->draining ? 503 : 200, print_free(o), NULL);
+}
+
+static cJSON *
+model_json(const struct server *s)
+{
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", s->model_id);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)s->started);
+    cJSON_AddStringToObject(m, "owned_by", "loraserve");
+    cJSON_AddNumberToObject(m, "max_model_len", s->n_ctx);
+    return m;
+}
+
+static enum MHD_Result
+reply_models(struct server *s, struct MHD_Connection *con)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "data"), model_json(s));
+    return reply(s, con, 200, print_free(o), NULL);
+}
+
+static enum MHD_Result
+reply_model(struct server *s, struct MHD_Connection *con, const char *url, struct conn *c)
+{
+    const char *id = url + strlen("/v1/models/");
+    if (strcmp(id, s->model_id) == 0)
+        return reply(s, con, 200, print_free(model_json(s)), NULL);
+    server__fail(&c->err, -ENOENT, "model", "model_not_found",
+                 "the model '%.100s' does not exist", id);
+    return reply_error(s, con, c);
+}
+
+/* ---- Generate requests ------------------------------------------------ */
+
+static enum MHD_Result
+queue_stream(struct server *s, struct MHD_Connection *con, struct job *j)
+{
+    struct MHD_Response *r = MHD_create_response_from_callback(
+        MHD_SIZE_UNKNOWN, 16 * 1024, server__job_read, j, server__job_read_done);
+    if (r == NULL)
+        return MHD_NO;
+    server__job_ref(j);
+    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    if (s->draining)
+        MHD_add_response_header(r, "Connection", "close");
+    enum MHD_Result ret = MHD_queue_response(con, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result
+generate(struct server *s, struct MHD_Connection *con, struct conn *c)
+{
+    if (c->job == NULL) {
+        enum oai_kind kind = c->route == ROUTE_CHAT ? OAI_CHAT : OAI_COMPLETIONS;
+        int rc = server__job_start(s, con, kind, c->body.p ? c->body.p : "", c->body.len,
+                                   &c->job, &c->err);
+        server__buf_release(&c->body);
+        if (rc < 0)
+            return reply_error(s, con, c);
+        if (server__job_stream(c->job))
+            return queue_stream(s, con, c->job);
+    }
+    if (server__job_gone(c->job))
+        return MHD_NO;
+    if (server__job_done(c->job))
+        return reply(s, con, 200, server__job_body(c->job), NULL);
+    server__job_set_suspended(c->job, true);
+    return MHD_YES;
+}
+
+/* ---- Routing and bodies ----------------------------------------------- */
+
+static bool
+path_matches(const char *pattern, const char *url)
+{
+    size_t n = strlen(pattern);
+    if (pattern[n - 1] == '*')
+        return strncmp(pattern, url, n - 1) == 0 && url[n - 1] != '\0';
+    return strcmp(pattern, url) == 0;
+}
+
+/* Picks the route, or fills c->err with 404 / 405. */
+static void
+route(struct conn *c, const char *method, const char *url)
+{
+    if (strcmp(method, "HEAD") == 0)
+        method = "GET";
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (!path_matches(routes[i].path, url))
+            continue;
+        if (strcmp(routes[i].method, method) == 0) {
+            c->route = routes[i].route;
+            return;
+        }
+        c->allow = routes[i].method;
+    }
+    if (c->allow != NULL)
+        server__fail(&c->err, -EOPNOTSUPP, NULL, "method_not_allowed",
+                     "%s is not allowed on %.200s (use %s)", method, url, c->allow);
+    else
+        server__fail(&c->err, -ENOENT, NULL, "not_found", "Invalid URL (%s %.200s)", method,
+                     url);
+}
+
+/* Headers are in: route, and refuse what is known to be wrong before any body. */
+static enum MHD_Result
+on_headers(struct server *s, struct MHD_Connection *con, const char *url, const char *method,
+           struct conn *c)
+{
+    route(c, method, url);
+    if (c->err.err == 0 && s->draining && c->route != ROUTE_HEALTH)
+        server__fail(&c->err, -ECANCELED, NULL, "shutting_down", "the server is shutting down");
+    const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Length");
+    long long len = cl ? strtoll(cl, NULL, 10) : 0;
+    if (c->err.err == 0 && len > s->cfg->max_body)
+        server__fail(&c->err, -EMSGSIZE, NULL, "request_too_large",
+                     "the request body has %lld bytes; the limit is %lld (--max-body)", len,
+                     s->cfg->max_body);
+    /*
+     * A client that waits for "100 Continue", or that would make us read a
+     * huge body only to drop it, gets its answer now; others get it once
+     * their body is read (answering early makes them see a reset instead).
+     */
+    const char *expect = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Expect");
+    if (c->err.err != 0 && (expect != NULL || len > 8 * s->cfg->max_body))
+        return reply_error(s, con, c);
+    return MHD_YES;
+}
+
+/* A piece of the body: kept while within --max-body, dropped after. */
+static void
+on_body(struct server *s, struct conn *c, const char *data, size_t size)
+{
+    if (c->err.err != 0)
+        return;
+    if (c->body.len + size > (size_t)s->cfg->max_body) {
+        server__fail(&c->err, -EMSGSIZE, NULL, "request_too_large",
+                     "the request body is larger than the limit of %lld bytes (--max-body)",
+                     s->cfg->max_body);
+        server__buf_release(&c->body);
+        return;
+    }
+    if (server__buf_add(&c->body, data, size) < 0)
+        server__fail(&c->err, -ENOMEM, NULL, NULL, "out of memory for the request body");
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *con, const char *url, const char *method,
+           const char *version, const char *upload_data, size_t *upload_data_size,
+           void **req_cls)
+{
+    struct server *s = cls;
+    struct conn *c = *req_cls;
+    (void)version;
+    if (c == NULL) {
+        c = server__xcalloc(1, sizeof(*c));
+        *req_cls = c;
+        s->n_inflight++;
+        return on_headers(s, con, url, method, c);
+    }
+    if (*upload_data_size > 0) {
+        on_body(s, c, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (c->err.err != 0)
+        return reply_error(s, con, c);
+    switch (c->route) {
+    case ROUTE_HEALTH:
+        return reply_health(s, con);
+    case ROUTE_MODELS:
+        return reply_models(s, con);
+    case ROUTE_MODEL:
+        return reply_model(s, con, url, c);
+    case ROUTE_COMPLETIONS:
+    case ROUTE_CHAT:
+        return generate(s, con, c);
+    default:
+        return MHD_NO;
+    }
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *con, void **req_cls,
+             enum MHD_RequestTerminationCode toe)
+{
+    struct server *s = cls;
+    struct conn *c = *req_cls;
+    (void)con;
+    (void)toe;
+    if (c == NULL)
+        return;
+    if (c->job != NULL)
+        server__job_close(c->job);
+    server__buf_release(&c->body);
+    free(c);
+    *req_cls = NULL;
+    s->n_inflight--;
+}
+
+/* ---- Driving libmicrohttpd -------------------------------------------- */
+
+static void stop(struct server *s);
+
+static void on_mhd_timer(uv_timer_t *t);
+
+static void
+run_mhd(struct server *s)
+{
+    if (s->stopped)
+        return;
+    MHD_run(s->mhd);
+    if (s->draining && s->n_inflight == 0) {
+        stop(s);
+        return;
+    }
+    MHD_UNSIGNED_LONG_LONG ms = 0;
+    if (MHD_get_timeout(s->mhd, &ms) == MHD_YES)
+        uv_timer_start(&s->mhd_timer, on_mhd_timer, ms, 0);
+    else
+        uv_timer_stop(&s->mhd_timer);
+}
+
+static void
+on_mhd_timer(uv_timer_t *t)
+{
+    run_mhd(t->data);
+}
+
+static void
+on_mhd_poll(uv_poll_t *p, int status, int events)
+{
+    (void)status;
+    (void)events;
+    run_mhd(p->data);
+}
+
+static void
+on_doorbell(uv_async_t *a)
+{
+    struct server *s = a->data;
+    if (s->stopped)
+        return;
+    server__jobs_drain(s);
+    run_mhd(s);
+}
+
+/* ---- Shutdown --------------------------------------------------------- */
+
+/* Closes every connection and leaves uv_run(); the handles stay for server__http_close(). */
+static void
+stop(struct server *s)
+{
+    if (s->stopped)
+        return;
+    s->stopped = true;
+    server__jobs_resume_all(s);     /* libmicrohttpd must not stop with suspended ones */
+    uv_poll_stop(&s->mhd_poll);
+    uv_timer_stop(&s->mhd_timer);
+    uv_timer_stop(&s->deadline);
+    uv_signal_stop(&s->sigterm);
+    uv_signal_stop(&s->sigint);
+    MHD_stop_daemon(s->mhd);
+    s->mhd = NULL;
+    uv_stop(&s->loop);
+}
+
+static void
+on_deadline(uv_timer_t *t)
+{
+    struct server *s = t->data;
+    fprintf(stderr, "loraserve: shutdown deadline passed; closing %d requests\n",
+            s->n_inflight);
+    server__jobs_cancel_all(s);
+    stop(s);
+}
+
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+    struct server *s = h->data;
+    if (s->draining) {
+        fprintf(stderr, "loraserve: second signal; stopping now\n");
+        on_deadline(&s->deadline);
+        return;
+    }
+    s->draining = true;
+    fprintf(stderr, "loraserve: %s: no new connections; waiting for %d requests (at most %d s)\n",
+            strsignal(signum), s->n_inflight, s->cfg->shutdown_timeout);
+    MHD_socket fd = MHD_quiesce_daemon(s->mhd);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    uv_timer_start(&s->deadline, on_deadline, (uint64_t)s->cfg->shutdown_timeout * 1000, 0);
+    run_mhd(s);
+}
+
+/* ---- Start and close -------------------------------------------------- */
+
+static int
+resolve(const struct server_config *cfg, struct sockaddr_storage *ss, bool *v6)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE };
+    struct addrinfo *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof(port), "%d", cfg->port);
+    int rc = getaddrinfo(cfg->host, port, &hints, &ai);
+    if (rc != 0) {
+        fprintf(stderr, "loraserve: cannot resolve --host %s: %s\n", cfg->host, gai_strerror(rc));
+        return -EINVAL;
+    }
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *v6 = ai->ai_family == AF_INET6;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+static int
+start_mhd(struct server *s)
+{
+    struct sockaddr_storage ss;
+    bool v6 = false;
+    int rc = resolve(s->cfg, &ss, &v6);
+    if (rc < 0)
+        return rc;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | (v6 ? MHD_USE_IPv6 : 0);
+    s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
+                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+                              MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+                              MHD_OPTION_END);
+    if (s->mhd == NULL) {
+        fprintf(stderr, "loraserve: cannot listen on %s port %d: %s\n", s->cfg->host,
+                s->cfg->port, strerror(errno ? errno : EADDRINUSE));
+        return -EADDRINUSE;
+    }
+    const union MHD_DaemonInfo *pi = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = pi ? pi->port : s->cfg->port;
+    return 0;
+}
+
+int
+server__http_start(struct server *s)
+{
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_init(&s->loop);
+    uv_timer_init(&s->loop, &s->mhd_timer);
+    uv_timer_init(&s->loop, &s->deadline);
+    uv_async_init(&s->loop, &s->doorbell, on_doorbell);
+    uv_signal_init(&s->loop, &s->sigterm);
+    uv_signal_init(&s->loop, &s->sigint);
+    s->mhd_timer.data = s->deadline.data = s->doorbell.data = s;
+    s->sigterm.data = s->sigint.data = s;
+    int rc = start_mhd(s);
+    if (rc < 0)
+        return rc;
+    const union MHD_DaemonInfo *ei = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    if (ei == NULL || uv_poll_init(&s->loop, &s->mhd_poll, ei->epoll_fd) < 0) {
+        fprintf(stderr, "loraserve: cannot poll libmicrohttpd's epoll fd\n");
+        MHD_stop_daemon(s->mhd);
+        s->mhd = NULL;
+        return -EIO;
+    }
+    s->mhd_poll.data = s;
+    s->poll_ready = true;
+    uv_poll_start(&s->mhd_poll, UV_READABLE, on_mhd_poll);
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    return 0;
+}
+
+int
+server__http_run(struct server *s)
+{
+    run_mhd(s);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    return 0;
+}
+
+static void
+close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void
+server__http_close(struct server *s)
+{
+    if (s->mhd != NULL) {
+        MHD_stop_daemon(s->mhd);
+        s->mhd = NULL;
+    }
+    if (s->poll_ready)
+        close_handle((uv_handle_t *)&s->mhd_poll);
+    close_handle((uv_handle_t *)&s->mhd_timer);
+    close_handle((uv_handle_t *)&s->deadline);
+    close_handle((uv_handle_t *)&s->doorbell);
+    close_handle((uv_handle_t *)&s->sigterm);
+    close_handle((uv_handle_t *)&s->sigint);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&s->loop) != 0)
+        fprintf(stderr, "loraserve: the loop still had open handles at exit\n");
+}

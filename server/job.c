@@ -1,0 +1,461 @@
+/*
+ * job.c - one completion or chat request from submit to its last byte.
+ *
+ * A job owns its parsed request and one engine request per choice. The
+ * scheduler thread rings the server's doorbell (the notify argument is the
+ * server, never the job: the engine may ring after the job is gone); the loop
+ * thread then drains every job, turns tokens into released text (stop
+ * sequences, UTF-8) and either queues SSE chunks or keeps the text for the
+ * final body, and resumes the suspended connections that have something new.
+ *
+ * References: the connection holds one until libmicrohttpd reports the
+ * request completed (server__job_close), a streaming response holds one until
+ * libmicrohttpd frees it, and the disconnect watch holds one until its handle
+ * is closed. Engine requests are released once, in server__job_close.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <microhttpd.h>
+
+#include "server_int.h"
+
+#define TAKE_BATCH 32
+
+struct job {
+    struct server *srv;
+    struct MHD_Connection *con;
+    struct job *prev, *next;        /* srv->jobs, while listed */
+    int refs;
+    bool listed, suspended, done, closed, gone;
+    struct oai_request req;
+    struct oai_meta meta;
+    struct choice *choices;         /* (n_choices) */
+    int n_choices;
+    int prompt_tokens;
+    struct sbuf out;                /* SSE bytes not yet sent */
+    uv_poll_t *watch;               /* client disconnects while suspended */
+};
+
+/* Runs on the scheduler thread: keep it short. */
+static void
+ring(void *arg)
+{
+    struct server *s = arg;
+    uv_async_send(&s->doorbell);
+}
+
+/* ---- Lifetime --------------------------------------------------------- */
+
+static void
+job_free(struct job *j)
+{
+    for (int i = 0; i < j->n_choices; i++) {
+        struct choice *c = &j->choices[i];
+        engine_req_release(c->er);
+        server__textout_release(&c->tx);
+        server__buf_release(&c->text);
+        free(c->toks);
+    }
+    free(j->choices);
+    server__request_release(&j->req);
+    server__buf_release(&j->out);
+    free(j);
+}
+
+void
+server__job_unref(struct job *j)
+{
+    if (j != NULL && --j->refs == 0)
+        job_free(j);
+}
+
+static void
+unlist(struct job *j)
+{
+    if (!j->listed)
+        return;
+    if (j->prev != NULL)
+        j->prev->next = j->next;
+    else
+        j->srv->jobs = j->next;
+    if (j->next != NULL)
+        j->next->prev = j->prev;
+    j->listed = false;
+}
+
+static void
+watch_closed(uv_handle_t *h)
+{
+    struct job *j = h->data;
+    free(h);
+    server__job_unref(j);
+}
+
+void
+server__job_close(struct job *j)
+{
+    j->closed = true;
+    for (int i = 0; i < j->n_choices; i++) {
+        engine_req_release(j->choices[i].er);
+        j->choices[i].er = NULL;
+    }
+    unlist(j);
+    if (j->watch != NULL)
+        uv_close((uv_handle_t *)j->watch, watch_closed);
+    j->watch = NULL;
+    server__job_unref(j);
+}
+
+bool
+server__job_stream(const struct job *j)
+{
+    return j->req.stream;
+}
+
+bool
+server__job_done(const struct job *j)
+{
+    return j->done;
+}
+
+/* ---- Suspend and resume ----------------------------------------------- */
+
+/* The client hung up while its connection was suspended: stop generating. */
+static void
+on_disconnect(uv_poll_t *h, int status, int events)
+{
+    struct job *j = h->data;
+    (void)status;
+    (void)events;
+    uv_poll_stop(h);
+    j->gone = true;
+    for (int i = 0; i < j->n_choices; i++)
+        engine_req_cancel(j->choices[i].er);
+    server__job_set_suspended(j, false);
+}
+
+static void
+watch_start(struct job *j)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(j->con, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci == NULL)
+        return;
+    if (j->watch == NULL) {
+        j->watch = server__xcalloc(1, sizeof(*j->watch));
+        if (uv_poll_init_socket(&j->srv->loop, j->watch, ci->connect_fd) < 0) {
+            free(j->watch);
+            j->watch = NULL;
+            return;
+        }
+        j->watch->data = j;
+        j->refs++;
+    }
+    uv_poll_start(j->watch, UV_DISCONNECT, on_disconnect);
+}
+
+void
+server__job_set_suspended(struct job *j, bool on)
+{
+    if (on == j->suspended)
+        return;
+    j->suspended = on;
+    if (on) {
+        MHD_suspend_connection(j->con);
+        watch_start(j);
+    } else {
+        /* Stop watching before libmicrohttpd may close the socket. */
+        if (j->watch != NULL)
+            uv_poll_stop(j->watch);
+        MHD_resume_connection(j->con);
+    }
+}
+
+/* ---- Start ------------------------------------------------------------ */
+
+static int
+check_model(const struct server *s, const char *model, struct oai_err *e)
+{
+    if (model == NULL || strcmp(model, s->model_id) == 0)
+        return 0;
+    return server__fail(e, -ENOENT, "model", "model_not_found",
+                        "the model '%.100s' does not exist", model);
+}
+
+static int
+submit_error(int rc, struct oai_err *e)
+{
+    if (rc == -EAGAIN)
+        return server__fail(e, rc, NULL, "queue_full",
+                            "the server is busy: the request queue is full, try again later");
+    if (rc == -ECANCELED)
+        return server__fail(e, rc, NULL, "shutting_down", "the server is shutting down");
+    if (rc == -EINVAL)
+        return server__fail(e, rc, NULL, "invalid_value", "the engine refused the request");
+    return server__fail(e, rc, NULL, NULL, "out of memory for the request");
+}
+
+static uint64_t
+random_seed(struct server *s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec ^ s->next_id;
+}
+
+/* One engine request per prompt x n. */
+static int
+submit_all(struct job *j, struct oai_err *e)
+{
+    struct oai_request *r = &j->req;
+    j->n_choices = r->n_prompts * r->n;
+    j->choices = server__xcalloc((size_t)j->n_choices, sizeof(*j->choices));
+    uint64_t seed = r->has_seed ? r->sampling.seed : random_seed(j->srv);
+    for (int i = 0; i < j->n_choices; i++) {
+        struct choice *c = &j->choices[i];
+        const struct oai_prompt *p = &r->prompts[i / r->n];
+        c->index = i;
+        c->prompt = i / r->n;
+        server__textout_init(&c->tx, r->stop, r->n_stop);
+        struct engine_req_params ep = {
+            p->ids, p->n_ids, r->max_tokens, r->sampling, r->ignore_eos, r->top_logprobs,
+            r->logprobs, ring, j->srv
+        };
+        ep.sampling.seed = seed + (uint64_t)(i % r->n);
+        int rc = engine_sched_submit(j->srv->sched, &ep, &c->er);
+        if (rc < 0)
+            return submit_error(rc, e);
+    }
+    for (int i = 0; i < r->n_prompts; i++)
+        j->prompt_tokens += r->prompts[i].n_ids;
+    return 0;
+}
+
+static void
+fill_meta(struct job *j)
+{
+    struct server *s = j->srv;
+    struct oai_meta *m = &j->meta;
+    m->kind = j->req.kind;
+    uint64_t x = random_seed(s) ^ (s->next_id++ * 0xD1B54A32D192ED03ull);
+    snprintf(m->id, sizeof(m->id), "%s%016llx%08x", m->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-",
+             (unsigned long long)x, (unsigned)s->next_id);
+    m->model = s->model_id;
+    m->created = (long long)time(NULL);
+    m->logprobs = j->req.logprobs;
+    m->top_logprobs = j->req.top_logprobs;
+    m->include_usage = j->req.stream && j->req.include_usage;
+}
+
+int
+server__job_start(struct server *s, struct MHD_Connection *con, enum oai_kind kind,
+                  const char *body, size_t len, struct job **out, struct oai_err *e)
+{
+    *out = NULL;
+    struct job *j = server__xcalloc(1, sizeof(*j));
+    j->srv = s;
+    j->con = con;
+    j->refs = 1;
+    int rc = server__parse_request(kind, body, len, tokenizer_n_vocab(s->tok), &j->req, e);
+    if (rc == 0)
+        rc = check_model(s, j->req.model, e);
+    if (rc == 0)
+        rc = server__request_tokenize(&j->req, s->tok, s->chat, s->n_ctx, e);
+    if (rc == 0)
+        rc = submit_all(j, e);
+    if (rc < 0) {
+        job_free(j);
+        return rc;
+    }
+    fill_meta(j);
+    j->next = s->jobs;
+    if (s->jobs != NULL)
+        s->jobs->prev = j;
+    s->jobs = j;
+    j->listed = true;
+    for (int i = 0; kind == OAI_CHAT && j->req.stream && i < j->n_choices; i++)
+        server__sse_chunk(&j->out, &j->meta, &j->choices[i], OAI_CHUNK_ROLE, 0, s->tok);
+    *out = j;
+    return 0;
+}
+
+/* ---- Tokens -> text --------------------------------------------------- */
+
+static void
+choice_end(struct choice *c, const char *finish)
+{
+    c->finish = finish;
+    engine_req_cancel(c->er);
+}
+
+static void
+choice_token(struct job *j, struct choice *c, const struct engine_tok *t)
+{
+    c->n_gen++;
+    if (j->meta.logprobs) {
+        if (c->n_toks == c->cap_toks) {
+            int cap = c->cap_toks ? 2 * c->cap_toks : 16;
+            struct tok_rec *n = realloc(c->toks, (size_t)cap * sizeof(*n));
+            if (n == NULL) {
+                choice_end(c, "length");
+                return;
+            }
+            c->toks = n;
+            c->cap_toks = cap;
+        }
+        c->toks[c->n_toks++] = (struct tok_rec){ *t, c->tx.pushed };
+    }
+    struct sbuf p = SBUF_INIT;
+    int rc = server__piece(j->srv->tok, t->id, &p);
+    if (rc == 0)
+        rc = server__textout_push(&c->tx, p.p, p.len, &c->text);
+    server__buf_release(&p);
+    if (rc != 0)
+        choice_end(c, rc == 1 ? "stop" : "length");
+}
+
+static void
+choice_drain(struct job *j, struct choice *c)
+{
+    struct engine_tok toks[TAKE_BATCH];
+    enum engine_finish f = ENGINE_FINISH_NONE;
+    int n = 0;
+    do {
+        n = engine_req_take(c->er, toks, TAKE_BATCH, &f);
+        for (int i = 0; i < n && c->finish == NULL; i++)
+            choice_token(j, c, &toks[i]);
+    } while (n == TAKE_BATCH && c->finish == NULL);
+    if (c->finish != NULL || f == ENGINE_FINISH_NONE)
+        return;
+    if (server__textout_flush(&c->tx, &c->text) < 0)
+        f = ENGINE_FINISH_ERROR;
+    if (f == ENGINE_FINISH_STOP)
+        c->n_gen++;                 /* the end-of-generation token, as llama.cpp counts */
+    if (f == ENGINE_FINISH_ERROR)
+        fprintf(stderr, "loraserve: %s: generation failed after %d tokens\n", j->meta.id,
+                c->n_gen);
+    c->finish = f == ENGINE_FINISH_STOP ? "stop" : "length";
+}
+
+/* Stream: the chunks of c that are new since the last drain. */
+static void
+choice_emit(struct job *j, struct choice *c)
+{
+    int n_lp = server__choice_n_released(c);
+    if (c->text.len > 0 || n_lp > c->n_lp_sent) {
+        server__sse_chunk(&j->out, &j->meta, c, OAI_CHUNK_TEXT, n_lp, j->srv->tok);
+        c->n_lp_sent = n_lp;
+        server__buf_consume(&c->text, c->text.len);
+    }
+    if (c->finish != NULL && !c->final_sent) {
+        server__sse_chunk(&j->out, &j->meta, c, OAI_CHUNK_FINAL, n_lp, j->srv->tok);
+        c->final_sent = true;
+    }
+}
+
+static struct oai_usage
+usage(const struct job *j)
+{
+    struct oai_usage u = { j->prompt_tokens, 0 };
+    for (int i = 0; i < j->n_choices; i++)
+        u.completion_tokens += j->choices[i].n_gen;
+    return u;
+}
+
+static void
+job_drain(struct job *j)
+{
+    bool all = true;
+    for (int i = 0; i < j->n_choices; i++) {
+        struct choice *c = &j->choices[i];
+        if (c->finish == NULL)
+            choice_drain(j, c);
+        if (j->req.stream)
+            choice_emit(j, c);
+        all = all && c->finish != NULL;
+    }
+    if (!all)
+        return;
+    j->done = true;
+    if (!j->req.stream)
+        return;
+    struct oai_usage u = usage(j);
+    if (j->meta.include_usage)
+        server__sse_usage(&j->out, &j->meta, &u);
+    server__sse_done(&j->out);
+}
+
+void
+server__jobs_drain(struct server *s)
+{
+    for (struct job *j = s->jobs; j != NULL; j = j->next) {
+        if (!j->done)
+            job_drain(j);
+        if (j->suspended && (j->out.len > 0 || j->done))
+            server__job_set_suspended(j, false);
+    }
+}
+
+void
+server__jobs_cancel_all(struct server *s)
+{
+    for (struct job *j = s->jobs; j != NULL; j = j->next)
+        for (int i = 0; i < j->n_choices; i++)
+            engine_req_cancel(j->choices[i].er);
+}
+
+void
+server__jobs_resume_all(struct server *s)
+{
+    for (struct job *j = s->jobs; j != NULL; j = j->next)
+        server__job_set_suspended(j, false);
+}
+
+/* ---- Output ----------------------------------------------------------- */
+
+char *
+server__job_body(struct job *j)
+{
+    struct oai_usage u = usage(j);
+    return server__response_json(&j->meta, j->choices, j->n_choices, &u, j->srv->tok);
+}
+
+bool
+server__job_gone(const struct job *j)
+{
+    return j->gone;
+}
+
+ssize_t
+server__job_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct job *j = cls;
+    (void)pos;
+    if (j->gone || j->closed)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    if (j->out.len > 0) {
+        size_t n = j->out.len < max ? j->out.len : max;
+        memcpy(buf, j->out.p, n);
+        server__buf_consume(&j->out, n);
+        return (ssize_t)n;
+    }
+    if (j->done)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    server__job_set_suspended(j, true);
+    return 0;
+}
+
+void
+server__job_read_done(void *cls)
+{
+    server__job_unref(cls);
+}
+
+void
+server__job_ref(struct job *j)
+{
+    j->refs++;
+}

@@ -1,0 +1,279 @@
+/*
+ * server_int.h - what the files of server/ share: byte buffers, UTF-8 checks,
+ * OpenAI error objects, request parsing, the text released to clients (stop
+ * sequences and UTF-8 holdback), response and SSE building, and the server
+ * and job structs owned by the loop thread.
+ *
+ * Everything here runs on the loop thread unless it says otherwise; the
+ * parsing and building functions touch no server state, so the unit tests in
+ * tests/test_server.c call them without sockets.
+ */
+#ifndef LORASERVE_SERVER_INT_H
+#define LORASERVE_SERVER_INT_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "chat.h"
+#include "engine.h"
+#include "server.h"
+
+#define SERVER_VERSION "0.1.0"
+#define SERVER_FINGERPRINT "fp_loraserve_" SERVER_VERSION
+
+/* ---- Byte buffers (util.c) -------------------------------------------- */
+
+/* A growable byte string, always NUL-terminated once non-empty. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+};
+#define SBUF_INIT { NULL, 0, 0 }
+
+int server__buf_add(struct sbuf *b, const void *p, size_t n);     /* 0 or -ENOMEM */
+int server__buf_adds(struct sbuf *b, const char *s);
+void server__buf_consume(struct sbuf *b, size_t n);               /* drops the first n bytes */
+void server__buf_release(struct sbuf *b);
+
+/* Fixed-size bookkeeping: aborts with a message when memory is out. */
+void *server__xcalloc(size_t n, size_t size);
+
+/* ---- UTF-8 (util.c) ---------------------------------------------------- */
+
+/* Strict UTF-8: no overlong forms, surrogates or code points past U+10FFFF. */
+bool server__utf8_valid(const char *s, size_t n);
+/* Appends s[0..n) with every invalid byte replaced by U+FFFD. */
+int server__utf8_sanitize(struct sbuf *out, const char *s, size_t n);
+
+/* ---- Errors (openai.c) ------------------------------------------------- */
+
+/*
+ * One failed request: err is a negative errno that server__status_from_err()
+ * maps to the HTTP status; param and code are "" for JSON null.
+ */
+struct oai_err {
+    int err;
+    char param[64];
+    char code[40];
+    char msg[320];
+};
+
+/* Fills e and returns err. */
+int server__fail(struct oai_err *e, int err, const char *param, const char *code,
+                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/*
+ * The one mapping from errors to statuses: -EINVAL, -EBADMSG, -EILSEQ 400,
+ * -ENOENT 404, -EOPNOTSUPP 405, -EMSGSIZE 413, -EAGAIN 429, -ECANCELED 503,
+ * anything else 500.
+ */
+int server__status_from_err(int err);
+/* {"error":{"message","type","param","code"}}; caller frees. */
+char *server__error_json(const struct oai_err *e);
+
+/* ---- Requests (openai.c) ----------------------------------------------- */
+
+#define OAI_MAX_STOP 4              /* stop sequences a client may give */
+#define OAI_MAX_STOP_LEN 256        /* bytes in one of them */
+#define OAI_MAX_N 8
+#define OAI_MAX_CHOICES 64          /* prompts x n */
+
+enum oai_kind { OAI_COMPLETIONS, OAI_CHAT };
+
+struct oai_prompt {
+    const char *text;               /* borrowed from the JSON tree; NULL for token ids */
+    int32_t *ids;                   /* owned */
+    int n_ids;
+};
+
+/*
+ * A parsed and validated request. Strings are borrowed from root, which the
+ * request owns; release with server__request_release().
+ */
+struct oai_request {
+    enum oai_kind kind;
+    cJSON *root;
+    const char *model;              /* NULL: not given */
+    struct oai_prompt *prompts;     /* (n_prompts) */
+    int n_prompts;
+    struct chat_msg *msgs;          /* (n_msgs), chat only */
+    int n_msgs;
+    int max_tokens;                 /* 0: not given */
+    struct engine_sampling sampling;
+    struct engine_logit_bias *bias; /* owned; sampling.bias points here */
+    bool has_seed;
+    const char *stop[OAI_MAX_STOP + 1];   /* + the chat template's end of turn */
+    int n_stop;
+    int n;
+    bool stream, include_usage, ignore_eos;
+    bool logprobs;                  /* chosen token's logprob */
+    int top_logprobs;
+};
+
+/*
+ * Parses body[0..len) as a request of kind. n_vocab bounds token ids and
+ * logit_bias keys. Returns 0, or a negative errno with e filled: -EILSEQ
+ * (invalid UTF-8), -EBADMSG (malformed JSON), -EINVAL (a field of the wrong
+ * type or range, named in e->param). r is always safe to release.
+ */
+int server__parse_request(enum oai_kind kind, const char *body, size_t len, int n_vocab,
+                          struct oai_request *r, struct oai_err *e);
+void server__request_release(struct oai_request *r);
+
+/*
+ * Turns the prompts (or the messages, through chat template fam) into token
+ * ids and checks them and max_tokens against a context of n_ctx; sets
+ * max_tokens when it was not given. Returns 0 or -EINVAL with e filled.
+ */
+int server__request_tokenize(struct oai_request *r, const struct tokenizer *tok,
+                             enum chat_family fam, int n_ctx, struct oai_err *e);
+
+/* ---- Text released to the client (textout.c) --------------------------- */
+
+/*
+ * Generated bytes go in token by token; what comes out never ends inside a
+ * UTF-8 character, never contains a stop sequence, and holds back the longest
+ * tail that could still become one.
+ */
+struct textout {
+    const char *const *stop;        /* borrowed, non-empty strings */
+    int n_stop;
+    struct sbuf hold;               /* pushed but not yet released */
+    size_t pushed, released;        /* byte counts since the start */
+    bool stopped;
+};
+
+void server__textout_init(struct textout *t, const char *const *stop, int n_stop);
+void server__textout_release(struct textout *t);
+/*
+ * Appends p[0..n) and releases what is safe onto out. Returns 1 if a stop
+ * sequence matched (the text before it was released, the rest dropped; push
+ * nothing more), 0, or -ENOMEM.
+ */
+int server__textout_push(struct textout *t, const char *p, size_t n, struct sbuf *out);
+/* End of generation: releases everything held. */
+int server__textout_flush(struct textout *t, struct sbuf *out);
+
+/* ---- Choices and responses (openai.c) --------------------------------- */
+
+/* A generated token kept for logprobs, with where its text starts. */
+struct tok_rec {
+    struct engine_tok t;
+    size_t off;                     /* byte offset in the choice's generated text */
+};
+
+/* One choice of a response: one engine request. */
+struct choice {
+    int index;
+    int prompt;                     /* index into the request's prompts */
+    struct engine_req *er;          /* owned reference; NULL if not submitted */
+    struct textout tx;
+    struct sbuf text;               /* released text (stream: since the last chunk) */
+    struct tok_rec *toks;           /* (n_toks), when logprobs are asked for */
+    int n_toks, cap_toks;
+    int n_lp_sent;                  /* toks already sent in chunks */
+    int n_gen;                      /* tokens generated, the end token included */
+    const char *finish;             /* NULL while running, "stop" or "length" */
+    bool final_sent;
+};
+
+struct oai_meta {
+    enum oai_kind kind;
+    char id[48];
+    const char *model;
+    long long created;
+    bool logprobs;
+    int top_logprobs;
+    bool include_usage;
+};
+
+struct oai_usage {
+    int prompt_tokens, completion_tokens;
+};
+
+/* The whole non-streaming response body; caller frees. NULL when out of memory. */
+char *server__response_json(const struct oai_meta *m, const struct choice *c, int n,
+                            const struct oai_usage *u, const struct tokenizer *tok);
+/*
+ * Appends "data: {chunk}\n\n" for choice c: with role (chat's first chunk),
+ * or the released text c->text and logprobs of c->toks[n_lp_sent..n_lp), or
+ * (final) an empty delta with c->finish. 0 or -ENOMEM.
+ */
+enum oai_chunk { OAI_CHUNK_ROLE, OAI_CHUNK_TEXT, OAI_CHUNK_FINAL };
+int server__sse_chunk(struct sbuf *out, const struct oai_meta *m, const struct choice *c,
+                      enum oai_chunk what, int n_lp, const struct tokenizer *tok);
+/* The usage chunk (choices []), and "data: [DONE]\n\n". */
+int server__sse_usage(struct sbuf *out, const struct oai_meta *m, const struct oai_usage *u);
+int server__sse_done(struct sbuf *out);
+/* Appends the raw bytes of token id. 0, -EINVAL or -ENOMEM. */
+int server__piece(const struct tokenizer *tok, int32_t id, struct sbuf *out);
+/* Tokens of c whose text has been released (logprobs to report). */
+int server__choice_n_released(const struct choice *c);
+
+/* ---- The server (serve.c, http.c, job.c) ------------------------------ */
+
+struct MHD_Daemon;
+struct MHD_Connection;
+struct job;
+
+struct server {
+    const struct server_config *cfg;
+    struct engine_model *model;
+    const struct tokenizer *tok;
+    struct engine_sched *sched;
+    enum chat_family chat;
+    int n_ctx;
+    char model_id[256];
+    long long started;
+
+    uv_loop_t loop;
+    uv_poll_t mhd_poll;             /* libmicrohttpd's epoll fd */
+    uv_timer_t mhd_timer;           /* libmicrohttpd's timeouts */
+    uv_async_t doorbell;            /* rung by the scheduler thread */
+    uv_signal_t sigterm, sigint;
+    uv_timer_t deadline;            /* end of the shutdown grace period */
+    struct MHD_Daemon *mhd;
+    int port;
+
+    struct job *jobs;               /* generating requests, a doubly linked list */
+    int n_inflight;                 /* requests between their headers and completion */
+    bool poll_ready, draining, stopped;
+    uint64_t next_id;
+};
+
+/* http.c: sets up the loop and the daemon, serves until drained. 0 or -errno. */
+int server__http_start(struct server *s);
+int server__http_run(struct server *s);
+/* Closes the loop's handles; call after the scheduler is freed. */
+void server__http_close(struct server *s);
+
+/*
+ * job.c: one generate request. server__job_start() parses, tokenizes and
+ * submits; on success the caller owns one reference to *out. Errors fill e.
+ */
+int server__job_start(struct server *s, struct MHD_Connection *con, enum oai_kind kind,
+                      const char *body, size_t len, struct job **out, struct oai_err *e);
+/* Takes new tokens of every job; resumes connections that have output. */
+void server__jobs_drain(struct server *s);
+/* The connection is gone or done: cancels and releases the engine requests, drops a ref. */
+void server__job_close(struct job *j);
+void server__job_ref(struct job *j);
+void server__job_unref(struct job *j);
+bool server__job_stream(const struct job *j);
+bool server__job_done(const struct job *j);
+/* The client hung up while the job was suspended. */
+bool server__job_gone(const struct job *j);
+void server__job_set_suspended(struct job *j, bool on);
+/* Non-streaming: the response body (caller frees) or NULL when out of memory. */
+char *server__job_body(struct job *j);
+/* Streaming: libmicrohttpd's content reader and its free callback (cls = job). */
+ssize_t server__job_read(void *cls, uint64_t pos, char *buf, size_t max);
+void server__job_read_done(void *cls);
+/* Cancels every running request (shutdown deadline); resumes every suspended one. */
+void server__jobs_cancel_all(struct server *s);
+void server__jobs_resume_all(struct server *s);
+
+#endif
