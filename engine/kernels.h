@@ -222,9 +222,33 @@ typedef void (*engine_gemv_fn)(int64_t k, const void *w, size_t wstride, int64_t
 typedef void (*engine_row_fn)(const void *src, float *dst, int64_t n);
 typedef void (*engine_act_fn)(const float *x, void *dst, int64_t k);
 
+/*
+ * A variant's own f32 GEMM for large batches (all NULL: use OpenBLAS). The
+ * activation is packed once into blocks of ENGINE_GEMM_TOK rows (each block
+ * k x ENGINE_GEMM_TOK floats, zero-padded), weights into groups of
+ * ENGINE_GEMM_ROWS rows (k x ENGINE_GEMM_ROWS floats, zero-padded); a tile
+ * multiplies one of each into y (64-byte aligned buffers).
+ */
+#define ENGINE_GEMM_TOK 12
+#define ENGINE_GEMM_ROWS 32
+/* Packs activation rows [tb * TOK, min(m, (tb + 1) * TOK)) of x into xt (one block). */
+typedef void (*engine_pack_x_fn)(const float *x, int64_t m, int64_t k, int64_t tb, float *xt);
+/*
+ * Packs n <= ROWS rows of k elements, stride bytes apart, into ap; t is
+ * F32, F16 or BF16 (other types are dequantized to f32 first).
+ */
+typedef void (*engine_pack_w_fn)(enum gguf_ttype t, const void *rows, size_t stride, int n,
+                                 int64_t k, float *ap);
+/* y[t * ldy + i] = sum_kk ap[kk][i] * xt[kk][t] for t < n_tok, i < n_rows. */
+typedef void (*engine_tile_fn)(int64_t k, const float *ap, const float *xt, int n_tok,
+                               int n_rows, float *y, int64_t ldy);
+
 /* One SIMD variant: kernels per weight type, and the activation converters. */
 struct engine_variant {
     const char *name;
+    engine_pack_x_fn gemm_pack_x;
+    engine_pack_w_fn gemm_pack_w;
+    engine_tile_fn gemm_tile;
     engine_act_fn act[3];                 /* by enum engine_act; [F32] unused */
     struct {
         enum engine_act act;              /* format the activation is converted to */

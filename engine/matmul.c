@@ -130,13 +130,17 @@ panel_rows(int64_t k)
     return rows & ~(int64_t)15;
 }
 
+static size_t own_scratch(int64_t m, int64_t k);
+
 size_t
 engine__matmul_scratch(enum gguf_ttype t, int64_t k, int64_t m_max)
 {
-    enum engine_act a = engine__variant()->type[t].act;
+    const struct engine_variant *v = engine__variant();
+    enum engine_act a = v->type[t].act;
     int64_t m_gemv = m_max < gemm_min_m(t) ? m_max : gemm_min_m(t) - 1;
     size_t act = a == ENGINE_ACT_F32 ? 0 : (size_t)m_gemv * engine__act_row_size(a, k);
-    size_t panel = (size_t)panel_rows(k) * (size_t)k * sizeof(float);
+    size_t panel = v->gemm_tile ? own_scratch(m_max, k)
+                                : (size_t)panel_rows(k) * (size_t)k * sizeof(float);
     return act > panel ? act : panel;
 }
 
@@ -176,6 +180,7 @@ struct mm_job {
     float *y;
     int64_t chunk;                  /* weight rows claimed at a time */
     _Atomic int64_t next;           /* first unclaimed weight row */
+    float *pool_xt;                 /* own GEMM: the packed activation */
 };
 
 static bool
@@ -247,9 +252,157 @@ gemm_task(int ith, int nth, void *arg)
     }
 }
 
+/*
+ * The variant's own GEMM. The activation is packed once (xt, in thread 0's
+ * scratch, shared). The work is then cut into units of one group of
+ * ENGINE_GEMM_ROWS weight rows times one chunk of GEMM_CHUNK_TB token
+ * blocks, numbered group-major; threads claim runs of units (large runs
+ * first, single units at the end, so the threads finish together), and a
+ * thread dequantizes and packs a group's rows (ap) only when its run moves to
+ * a new group.
+ */
+#define GEMM_CHUNK_TB 4
+
+static size_t
+xt_bytes(int64_t m, int64_t k)
+{
+    int64_t blocks = (m + ENGINE_GEMM_TOK - 1) / ENGINE_GEMM_TOK;
+    return (size_t)blocks * (size_t)k * ENGINE_GEMM_TOK * sizeof(float);
+}
+
+static size_t
+own_scratch(int64_t m, int64_t k)
+{
+    size_t group = (size_t)ENGINE_GEMM_ROWS * (size_t)k * sizeof(float);
+    return engine__align64(xt_bytes(m, k)) + 2 * group; /* xt | dequantized slab | ap */
+}
+
+/* Claims a run of units: a 1/(2 nth) share of what is left, at least one. */
+static bool
+claim_run(struct mm_job *j, int nth, int64_t n_units, int64_t *u0, int64_t *u1)
+{
+    int64_t cur = atomic_load_explicit(&j->next, memory_order_relaxed);
+    for (;;) {
+        if (cur >= n_units)
+            return false;
+        int64_t n = (n_units - cur) / (2 * nth);
+        n = n < 1 ? 1 : n;
+        if (atomic_compare_exchange_weak_explicit(&j->next, &cur, cur + n,
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+            *u0 = cur;
+            *u1 = cur + n;
+            return true;
+        }
+    }
+}
+
+static void
+pack_x_task(int ith, int nth, void *arg)
+{
+    (void)ith;
+    struct mm_job *j = arg;
+    int64_t n_tb = (j->m + ENGINE_GEMM_TOK - 1) / ENGINE_GEMM_TOK, tb, end;
+    while (claim_run(j, nth, n_tb, &tb, &end))
+        for (; tb < end; tb++)
+            j->v->gemm_pack_x(j->x, j->m, j->k, tb, j->pool_xt + tb * j->k * ENGINE_GEMM_TOK);
+}
+
+/*
+ * Packs the weight rows of group g into ap. F32, F16 and BF16 rows are
+ * converted while they are transposed; other types are dequantized a slab of
+ * GEMM_SLAB columns at a time, so the rows stay in L1 until they are packed.
+ */
+#define GEMM_SLAB 256
+
+static void
+pack_group(struct mm_job *j, int64_t g, float *rows, float *ap)
+{
+    int64_t i0 = g * ENGINE_GEMM_ROWS, n = j->n_out - i0;
+    n = n < ENGINE_GEMM_ROWS ? n : ENGINE_GEMM_ROWS;
+    const char *w = j->w + i0 * j->wstride;
+    if (j->t == GGUF_T_F32 || j->t == GGUF_T_F16 || j->t == GGUF_T_BF16) {
+        j->v->gemm_pack_w(j->t, w, j->wstride, (int)n, j->k, ap);
+        return;
+    }
+    for (int64_t c0 = 0; c0 < j->k; c0 += GEMM_SLAB) {
+        int64_t cw = j->k - c0 < GEMM_SLAB ? j->k - c0 : GEMM_SLAB;
+        size_t off = engine__row_size(j->t, c0); /* c0 is a multiple of every block size */
+        for (int64_t i = 0; i < n; i++)
+            j->v->type[j->t].dequant(w + i * j->wstride + off, rows + i * cw, cw);
+        j->v->gemm_pack_w(GGUF_T_F32, rows, (size_t)cw * sizeof(float), (int)n, cw,
+                          ap + c0 * ENGINE_GEMM_ROWS);
+    }
+}
+
+/* All tiles of group g and token chunk c. */
+static void
+run_unit(struct mm_job *j, int64_t g, int64_t c, const float *ap)
+{
+    int64_t i0 = g * ENGINE_GEMM_ROWS, n_tb = (j->m + ENGINE_GEMM_TOK - 1) / ENGINE_GEMM_TOK;
+    int n_rows = (int)(j->n_out - i0 < ENGINE_GEMM_ROWS ? j->n_out - i0 : ENGINE_GEMM_ROWS);
+    for (int64_t tb = c * GEMM_CHUNK_TB; tb < n_tb && tb < (c + 1) * GEMM_CHUNK_TB; tb++) {
+        int64_t t0 = tb * ENGINE_GEMM_TOK;
+        int n_tok = (int)(j->m - t0 < ENGINE_GEMM_TOK ? j->m - t0 : ENGINE_GEMM_TOK);
+        j->v->gemm_tile(j->k, ap, j->pool_xt + tb * j->k * ENGINE_GEMM_TOK, n_tok, n_rows,
+                        j->y + t0 * j->n_out + i0, j->n_out);
+    }
+}
+
+/*
+ * Asks for group g's weight bytes (one contiguous range) to be brought into
+ * L2 while the current group is being multiplied: dequantizing a group reads
+ * its rows a slab at a time, a pattern the hardware prefetcher does not follow.
+ */
+static void
+prefetch_group(const struct mm_job *j, int64_t g)
+{
+    int64_t i0 = g * ENGINE_GEMM_ROWS, i1 = i0 + ENGINE_GEMM_ROWS;
+    i1 = i1 < j->n_out ? i1 : j->n_out;
+    for (const char *p = j->w + i0 * j->wstride; p < j->w + i1 * j->wstride; p += 64)
+        __builtin_prefetch(p, 0, 2);
+}
+
+static void
+own_gemm_task(int ith, int nth, void *arg)
+{
+    struct mm_job *j = arg;
+    char *s = engine__pool_scratch(j->pool, ith, own_scratch(j->m, j->k));
+    float *rows = (float *)(s + engine__align64(xt_bytes(j->m, j->k)));
+    float *ap = rows + ENGINE_GEMM_ROWS * j->k;
+    int64_t n_tb = (j->m + ENGINE_GEMM_TOK - 1) / ENGINE_GEMM_TOK;
+    int64_t n_chunks = (n_tb + GEMM_CHUNK_TB - 1) / GEMM_CHUNK_TB;
+    int64_t n_groups = (j->n_out + ENGINE_GEMM_ROWS - 1) / ENGINE_GEMM_ROWS;
+    int64_t packed = -1, u, end;
+    while (claim_run(j, nth, n_groups * n_chunks, &u, &end)) {
+        for (; u < end; u++) {
+            if (u / n_chunks != packed) {
+                pack_group(j, packed = u / n_chunks, rows, ap);
+                if ((packed + 1) * n_chunks < end)
+                    prefetch_group(j, packed + 1);
+            }
+            run_unit(j, u / n_chunks, u % n_chunks, ap);
+        }
+    }
+}
+
+static void
+matmul_own_gemm(struct mm_job *j)
+{
+    /* thread 0's scratch holds xt for everyone; sized once so it does not move */
+    j->pool_xt = engine__pool_scratch(j->pool, 0, own_scratch(j->m, j->k));
+    atomic_store(&j->next, 0);
+    engine__pool_run_some(j->pool, pack_x_task, j);
+    atomic_store(&j->next, 0);
+    engine__pool_run_some(j->pool, own_gemm_task, j);
+}
+
 static void
 matmul_gemm(struct mm_job *j)
 {
+    if (j->v->gemm_tile != NULL) {
+        matmul_own_gemm(j);
+        return;
+    }
     int nth = engine__pool_size(j->pool);
     if (j->t == GGUF_T_F32) /* no panels to fill: a few big slices */
         j->chunk = (j->n_out + 4 * nth - 1) / (4 * nth);

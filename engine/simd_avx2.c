@@ -19,6 +19,8 @@
 
 #define DOT_ROWS 4
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
+/* Loops over a constant number of rows must become registers, not stack arrays. */
+#define UNROLL _Pragma("GCC unroll 16")
 
 /* ---- Helpers ---------------------------------------------------------- */
 
@@ -110,18 +112,18 @@ load8_bf16(const void *p)
     {                                                                                   \
         const T *w = wr;                                                                \
         __m256 acc0[DOT_ROWS], acc1[DOT_ROWS];                                          \
-        for (int r = 0; r < R; r++)                                                     \
+        UNROLL for (int r = 0; r < R; r++)                                                     \
             acc0[r] = acc1[r] = _mm256_setzero_ps();                                    \
         int64_t i = 0;                                                                  \
         for (; i + 16 <= k; i += 16) {                                                  \
             __m256 w0 = LOAD8(w + i), w1 = LOAD8(w + i + 8);                            \
-            for (int r = 0; r < R; r++) {                                               \
+            UNROLL for (int r = 0; r < R; r++) {                                               \
                 const float *x = (const float *)(a + r * astride) + i;                  \
                 acc0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), acc0[r]);             \
                 acc1[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), acc1[r]);         \
             }                                                                           \
         }                                                                               \
-        for (int r = 0; r < R; r++) {                                                   \
+        UNROLL for (int r = 0; r < R; r++) {                                                   \
             const float *x = (const float *)(a + r * astride);                          \
             float s = hsum_ps(_mm256_add_ps(acc0[r], acc1[r]));                         \
             for (int64_t t = i; t < k; t++)                                             \
@@ -148,7 +150,7 @@ dotn_q8_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float
     const struct engine_block_q8_0 *w = wr;
     const float *dx[DOT_ROWS];
     __m256 acc[DOT_ROWS];
-    for (int r = 0; r < R; r++) {
+    UNROLL for (int r = 0; r < R; r++) {
         dx[r] = engine__act_d(a + r * astride, k);
         acc[r] = _mm256_setzero_ps();
     }
@@ -156,13 +158,13 @@ dotn_q8_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float
         __m256i q = _mm256_loadu_si256((const __m256i *)w[b].qs);
         __m256i aq = _mm256_sign_epi8(q, q);
         __m256 dw = _mm256_set1_ps(f16(w[b].d));
-        for (int r = 0; r < R; r++) {
+        UNROLL for (int r = 0; r < R; r++) {
             __m256i x = _mm256_load_si256((const __m256i *)(a + r * astride) + b);
             __m256 p = _mm256_cvtepi32_ps(dot_u8s8(aq, _mm256_sign_epi8(x, q)));
             acc[r] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw, _mm256_set1_ps(dx[r][b])), acc[r]);
         }
     }
-    for (int r = 0; r < R; r++)
+    UNROLL for (int r = 0; r < R; r++)
         y[r * ldy] = hsum_ps(acc[r]);
 }
 
@@ -174,7 +176,7 @@ dotn_q4_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float
     const float *dx[DOT_ROWS];
     const int32_t *cx[DOT_ROWS];
     __m256 acc[DOT_ROWS];
-    for (int r = 0; r < R; r++) {
+    UNROLL for (int r = 0; r < R; r++) {
         dx[r] = engine__act_d(a + r * astride, k);
         cx[r] = engine__act_c(a + r * astride, k);
         acc[r] = _mm256_setzero_ps();
@@ -184,14 +186,14 @@ dotn_q4_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float
         __m128i q = _mm_loadu_si128((const __m128i *)w[b].qs);
         __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lo4);
         __m256 dw = _mm256_set1_ps(f16(w[b].d));
-        for (int r = 0; r < R; r++) {
+        UNROLL for (int r = 0; r < R; r++) {
             __m256i x = _mm256_load_si256((const __m256i *)(a + r * astride) + b);
             __m256i c = _mm256_zextsi128_si256(_mm_cvtsi32_si128(cx[r][b]));
             __m256 p = _mm256_cvtepi32_ps(_mm256_add_epi32(dot_u8s8(u, x), c));
             acc[r] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw, _mm256_set1_ps(dx[r][b])), acc[r]);
         }
     }
-    for (int r = 0; r < R; r++)
+    UNROLL for (int r = 0; r < R; r++)
         y[r * ldy] = hsum_ps(acc[r]);
 }
 
@@ -227,23 +229,23 @@ q4k_block(const struct engine_block_q4_k *w, const char *a, size_t astride, int6
     __m128i mn = _mm256_extracti128_si256(s16, 1);
     __m256i mn2 = _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn));
     __m256i iacc[DOT_ROWS];
-    for (int r = 0; r < R; r++)
+    UNROLL for (int r = 0; r < R; r++)
         iacc[r] = _mm256_setzero_si256();
     const __m256i lo4 = _mm256_set1_epi8(0x0f);
-    for (int c = 0; c < 4; c++) {
+    UNROLL for (int c = 0; c < 4; c++) {
         __m256i q = _mm256_loadu_si256((const __m256i *)w->qs + c);
         __m256i ql = _mm256_and_si256(q, lo4), qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), lo4);
         /* broadcast scale 2c and 2c+1 (16-bit) to every lane */
         __m256i sl = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(0x0100 + 0x0202 * 2 * c)));
         __m256i sh = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(0x0302 + 0x0202 * 2 * c)));
-        for (int r = 0; r < R; r++) {
+        UNROLL for (int r = 0; r < R; r++) {
             const __m256i *x = (const __m256i *)(a + r * astride + b * ENGINE_QK_K) + 2 * c;
             __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(ql, _mm256_load_si256(x)), sl);
             __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(qh, _mm256_load_si256(x + 1)), sh);
             iacc[r] = _mm256_add_epi32(iacc[r], _mm256_add_epi32(pl, ph));
         }
     }
-    for (int r = 0; r < R; r++) {
+    UNROLL for (int r = 0; r < R; r++) {
         const int16_t *bs = engine__act_bsums(a + r * astride, k) + 16 * b;
         __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), mn2);
         isum[r] = hsum_epi32(iacc[r]);
@@ -261,13 +263,13 @@ dotn_q4_k(int64_t k, const void *wr, const char *a, size_t astride, int R, float
         int isum[DOT_ROWS], msum[DOT_ROWS];
         q4k_block(&w[b], a, astride, k, b, R, isum, msum);
         float d = f16(w[b].d), dmin = f16(w[b].dmin);
-        for (int r = 0; r < R; r++) {
+        UNROLL for (int r = 0; r < R; r++) {
             float dx = engine__act_d(a + r * astride, k)[b];
             sum[r] = sum[r] + d * dx * (float)isum[r];
             sum[r] = sum[r] - dmin * dx * (float)msum[r];
         }
     }
-    for (int r = 0; r < R; r++)
+    UNROLL for (int r = 0; r < R; r++)
         y[r * ldy] = sum[r];
 }
 
@@ -293,19 +295,19 @@ q6k_block(const struct engine_block_q6_k *w, const char *a, size_t astride, int6
 {
     __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w->scales));
     __m256i iacc[DOT_ROWS];
-    for (int r = 0; r < R; r++)
+    UNROLL for (int r = 0; r < R; r++)
         iacc[r] = _mm256_setzero_si256();
-    for (int half = 0; half < 2; half++) {
+    UNROLL for (int half = 0; half < 2; half++) {
         __m256i q[4];
         q6k_unpack(w->ql + 64 * half, w->qh + 32 * half, q);
         __m256i sh = _mm256_broadcastsi128_si256(half ? _mm256_extracti128_si256(sc16, 1)
                                                       : _mm256_castsi256_si128(sc16));
-        for (int j = 0; j < 4; j++) {
+        UNROLL for (int j = 0; j < 4; j++) {
             /* low lane: scale of group 2j, high lane: group 2j + 1 (16-bit each) */
             __m256i pick = _mm256_set_m128i(_mm_set1_epi16((short)(0x0302 + 0x0404 * j)),
                                             _mm_set1_epi16((short)(0x0100 + 0x0404 * j)));
             __m256i s = _mm256_shuffle_epi8(sh, pick);
-            for (int r = 0; r < R; r++) {
+            UNROLL for (int r = 0; r < R; r++) {
                 const __m256i *x = (const __m256i *)(a + r * astride + b * ENGINE_QK_K) +
                                    4 * half + j;
                 __m256i p = _mm256_maddubs_epi16(q[j], _mm256_load_si256(x));
@@ -313,7 +315,7 @@ q6k_block(const struct engine_block_q6_k *w, const char *a, size_t astride, int6
             }
         }
     }
-    for (int r = 0; r < R; r++) {
+    UNROLL for (int r = 0; r < R; r++) {
         const int16_t *bs = engine__act_bsums(a + r * astride, k) + 16 * b;
         __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), sc16);
         isum[r] = hsum_epi32(iacc[r]) - 32 * hsum_epi32(c);
@@ -330,12 +332,12 @@ dotn_q6_k(int64_t k, const void *wr, const char *a, size_t astride, int R, float
         int isum[DOT_ROWS];
         q6k_block(&w[b], a, astride, k, b, R, isum);
         float d = f16(w[b].d);
-        for (int r = 0; r < R; r++) {
+        UNROLL for (int r = 0; r < R; r++) {
             float dx = engine__act_d(a + r * astride, k)[b];
             sum[r] = sum[r] + d * dx * (float)isum[r];
         }
     }
-    for (int r = 0; r < R; r++)
+    UNROLL for (int r = 0; r < R; r++)
         y[r * ldy] = sum[r];
 }
 
@@ -365,7 +367,7 @@ amax_ps(const float *x, int n)
 ALWAYS_INLINE void
 quant32(const float *x, __m256 id, int8_t *qs, __m256i v[4])
 {
-    for (int j = 0; j < 4; j++)
+    UNROLL for (int j = 0; j < 4; j++)
         v[j] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * j), id));
     __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
     /* packs interleave the 128-bit lanes: put the 8 dwords back in order */
@@ -500,11 +502,11 @@ dequant_q6_k(const void *src, float *dst, int64_t n)
     const struct engine_block_q6_k *b = src;
     for (int64_t i = 0; i < n / ENGINE_QK_K; i++) {
         float d = f16(b[i].d);
-        for (int half = 0; half < 2; half++) {
+        UNROLL for (int half = 0; half < 2; half++) {
             __m256i q[4];
             q6k_unpack(b[i].ql + 64 * half, b[i].qh + 32 * half, q);
             int8_t v[128];
-            for (int j = 0; j < 4; j++)
+            UNROLL for (int j = 0; j < 4; j++)
                 _mm256_storeu_si256((__m256i *)(v + 32 * j), _mm256_sub_epi8(q[j], _mm256_set1_epi8(32)));
             for (int g = 0; g < 8; g++) {
                 __m256 s = _mm256_set1_ps(d * b[i].scales[8 * half + g]);

@@ -20,6 +20,8 @@
 
 #define DOT_ROWS 4
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
+/* Loops over a constant number of rows must become registers, not stack arrays. */
+#define UNROLL _Pragma("GCC unroll 16")
 
 /* ---- Helpers ---------------------------------------------------------- */
 
@@ -92,23 +94,42 @@ load2x256(const void *lo, const void *hi)
 
 /* ---- Float weights ---------------------------------------------------- */
 
+/*
+ * 16 weights as f32; m masks the tail. Full-width loads and stores are not
+ * masked: masked stores in particular are slow on AMD cores.
+ */
 ALWAYS_INLINE __m512
 load16_f32(const void *p, __mmask16 m)
 {
-    return _mm512_maskz_loadu_ps(m, p);
+    return m == 0xffff ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
+}
+
+ALWAYS_INLINE __m256i
+load16_u16(const void *p, __mmask16 m)
+{
+    return m == 0xffff ? _mm256_loadu_si256(p) : _mm256_maskz_loadu_epi16(m, p);
 }
 
 ALWAYS_INLINE __m512
 load16_f16(const void *p, __mmask16 m)
 {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+    return _mm512_cvtph_ps(load16_u16(p, m));
 }
 
 ALWAYS_INLINE __m512
 load16_bf16(const void *p, __mmask16 m)
 {
-    __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+    __m512i v = _mm512_cvtepu16_epi32(load16_u16(p, m));
     return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+ALWAYS_INLINE void
+store16_f32(float *p, __mmask16 m, __m512 v)
+{
+    if (m == 0xffff)
+        _mm512_storeu_ps(p, v);
+    else
+        _mm512_mask_storeu_ps(p, m, v);
 }
 
 /*
@@ -121,12 +142,12 @@ load16_bf16(const void *p, __mmask16 m)
     {                                                                                   \
         const T *w = wr;                                                                \
         __m512 acc0[DOT_ROWS], acc1[DOT_ROWS];                                          \
-        for (int r = 0; r < R; r++)                                                     \
+        UNROLL for (int r = 0; r < R; r++)                                                     \
             acc0[r] = acc1[r] = _mm512_setzero_ps();                                    \
         int64_t i = 0;                                                                  \
         for (; i + 32 <= k; i += 32) {                                                  \
             __m512 w0 = LOAD16(w + i, 0xffff), w1 = LOAD16(w + i + 16, 0xffff);         \
-            for (int r = 0; r < R; r++) {                                               \
+            UNROLL for (int r = 0; r < R; r++) {                                               \
                 const float *x = (const float *)(a + r * astride) + i;                  \
                 acc0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x), acc0[r]);             \
                 acc1[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + 16), acc1[r]);        \
@@ -135,12 +156,12 @@ load16_bf16(const void *p, __mmask16 m)
         for (; i < k; i += 16) {                                                        \
             __mmask16 m = k - i >= 16 ? 0xffff : (__mmask16)((1u << (k - i)) - 1);      \
             __m512 w0 = LOAD16(w + i, m);                                               \
-            for (int r = 0; r < R; r++) {                                               \
+            UNROLL for (int r = 0; r < R; r++) {                                               \
                 const float *x = (const float *)(a + r * astride) + i;                  \
                 acc0[r] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x), acc0[r]);    \
             }                                                                           \
         }                                                                               \
-        for (int r = 0; r < R; r++)                                                     \
+        UNROLL for (int r = 0; r < R; r++)                                                     \
             y[r * ldy] = hsum_ps512(_mm512_add_ps(acc0[r], acc1[r]));                   \
     }
 
@@ -160,7 +181,7 @@ dotn_q8_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float
     const struct engine_block_q8_0 *w = wr;
     const float *dx[DOT_ROWS];
     __m256 acc[DOT_ROWS];
-    for (int r = 0; r < R; r++) {
+    UNROLL for (int r = 0; r < R; r++) {
         dx[r] = engine__act_d(a + r * astride, k);
         acc[r] = _mm256_setzero_ps();
     }
@@ -168,14 +189,14 @@ dotn_q8_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float
         __m256i q = _mm256_loadu_si256((const __m256i *)w[b].qs);
         __m256i aq = _mm256_abs_epi8(q);
         __m256 dw = _mm256_set1_ps(f16(w[b].d));
-        for (int r = 0; r < R; r++) {
+        UNROLL for (int r = 0; r < R; r++) {
             __m256i x = _mm256_load_si256((const __m256i *)(a + r * astride) + b);
             __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, _mm256_sign_epi8(x, q));
             acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
                                      _mm256_mul_ps(dw, _mm256_set1_ps(dx[r][b])), acc[r]);
         }
     }
-    for (int r = 0; r < R; r++)
+    UNROLL for (int r = 0; r < R; r++)
         y[r * ldy] = hsum_ps256(acc[r]);
 }
 
@@ -187,7 +208,7 @@ dotn_q4_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float
     const float *dx[DOT_ROWS];
     const int32_t *cx[DOT_ROWS];
     __m256 acc[DOT_ROWS];
-    for (int r = 0; r < R; r++) {
+    UNROLL for (int r = 0; r < R; r++) {
         dx[r] = engine__act_d(a + r * astride, k);
         cx[r] = engine__act_c(a + r * astride, k);
         acc[r] = _mm256_setzero_ps();
@@ -197,7 +218,7 @@ dotn_q4_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float
         __m128i q = _mm_loadu_si128((const __m128i *)w[b].qs);
         __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lo4);
         __m256 dw = _mm256_set1_ps(f16(w[b].d));
-        for (int r = 0; r < R; r++) {
+        UNROLL for (int r = 0; r < R; r++) {
             __m256i x = _mm256_load_si256((const __m256i *)(a + r * astride) + b);
             __m256i c = _mm256_zextsi128_si256(_mm_cvtsi32_si128(cx[r][b]));
             __m256i p = _mm256_dpbusd_epi32(c, u, x);
@@ -205,7 +226,7 @@ dotn_q4_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float
                                      _mm256_mul_ps(dw, _mm256_set1_ps(dx[r][b])), acc[r]);
         }
     }
-    for (int r = 0; r < R; r++)
+    UNROLL for (int r = 0; r < R; r++)
         y[r * ldy] = hsum_ps256(acc[r]);
 }
 
@@ -250,15 +271,15 @@ q4k_block(const struct engine_block_q4_k *w, const char *a, size_t astride, int6
     __m256i mn2 = _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn));
     const __m512i lo4 = _mm512_set1_epi8(0x0f);
     __m512i q[4];
-    for (int h = 0; h < 2; h++) {
+    UNROLL for (int h = 0; h < 2; h++) {
         __m512i v = _mm512_loadu_si512(w->qs + 64 * h);
         q[2 * h] = _mm512_and_si512(v, lo4);
         q[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
     }
-    for (int r = 0; r < R; r++) {
+    UNROLL for (int r = 0; r < R; r++) {
         const char *x = a + r * astride + b * ENGINE_QK_K;
         __m512i acc = _mm512_setzero_si512();
-        for (int j = 0; j < 4; j++) {
+        UNROLL for (int j = 0; j < 4; j++) {
             /* register j holds sub-blocks s0 = 4(j/2) + (j%2) and s0 + 2 */
             int s0 = 4 * (j / 2) + (j % 2);
             __m512i xv = load2x256(x + 32 * s0, x + 32 * (s0 + 2));
@@ -281,13 +302,13 @@ dotn_q4_k(int64_t k, const void *wr, const char *a, size_t astride, int R, float
         int isum[DOT_ROWS], msum[DOT_ROWS];
         q4k_block(&w[b], a, astride, k, b, R, isum, msum);
         float d = f16(w[b].d), dmin = f16(w[b].dmin);
-        for (int r = 0; r < R; r++) {
+        UNROLL for (int r = 0; r < R; r++) {
             float dx = engine__act_d(a + r * astride, k)[b];
             sum[r] = sum[r] + d * dx * (float)isum[r];
             sum[r] = sum[r] - dmin * dx * (float)msum[r];
         }
     }
-    for (int r = 0; r < R; r++)
+    UNROLL for (int r = 0; r < R; r++)
         y[r * ldy] = sum[r];
 }
 
@@ -317,7 +338,7 @@ q6k_block(const struct engine_block_q6_k *w, const char *a, size_t astride, int6
 {
     __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w->scales));
     __m512i s = _mm512_castsi256_si512(sc16), sc[4];
-    for (int j = 0; j < 4; j++) /* groups 4j .. 4j+3, one per 128-bit lane */
+    UNROLL for (int j = 0; j < 4; j++) /* groups 4j .. 4j+3, one per 128-bit lane */
         sc[j] = _mm512_permutexvar_epi16(
             _mm512_add_epi16(_mm512_set1_epi16((short)(4 * j)),
                              _mm512_set_epi64(0x0003000300030003, 0x0003000300030003,
@@ -327,10 +348,10 @@ q6k_block(const struct engine_block_q6_k *w, const char *a, size_t astride, int6
     __m512i q[4];
     q6k_unpack(w->ql, w->qh, q);
     q6k_unpack(w->ql + 64, w->qh + 32, q + 2);
-    for (int r = 0; r < R; r++) {
+    UNROLL for (int r = 0; r < R; r++) {
         const __m512i *x = (const __m512i *)(a + r * astride + b * ENGINE_QK_K);
         __m512i acc = _mm512_setzero_si512();
-        for (int j = 0; j < 4; j++)
+        UNROLL for (int j = 0; j < 4; j++)
             acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(q[j], _mm512_load_si512(x + j)),
                                       sc[j]);
         const int16_t *bs = engine__act_bsums(a + r * astride, k) + 16 * b;
@@ -349,12 +370,12 @@ dotn_q6_k(int64_t k, const void *wr, const char *a, size_t astride, int R, float
         int isum[DOT_ROWS];
         q6k_block(&w[b], a, astride, k, b, R, isum);
         float d = f16(w[b].d);
-        for (int r = 0; r < R; r++) {
+        UNROLL for (int r = 0; r < R; r++) {
             float dx = engine__act_d(a + r * astride, k)[b];
             sum[r] = sum[r] + d * dx * (float)isum[r];
         }
     }
-    for (int r = 0; r < R; r++)
+    UNROLL for (int r = 0; r < R; r++)
         y[r * ldy] = sum[r];
 }
 
@@ -425,8 +446,11 @@ dequant_f32(const void *src, float *dst, int64_t n)
     static void name(const void *src, float *dst, int64_t n)                     \
     {                                                                            \
         const T *s = src;                                                        \
-        for (int64_t i = 0; i < n; i += 16) {                                    \
-            __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1); \
+        int64_t i = 0;                                                           \
+        for (; i + 16 <= n; i += 16)                                             \
+            _mm512_storeu_ps(dst + i, LOAD16(s + i, 0xffff));                    \
+        if (i < n) {                                                             \
+            __mmask16 m = (__mmask16)((1u << (n - i)) - 1);                      \
             _mm512_mask_storeu_ps(dst + i, m, LOAD16(s + i, m));                 \
         }                                                                        \
     }
@@ -496,7 +520,7 @@ dequant_q6_k(const void *src, float *dst, int64_t n)
         __m512i q[4];
         q6k_unpack(b[i].ql, b[i].qh, q);
         q6k_unpack(b[i].ql + 64, b[i].qh + 32, q + 2);
-        for (int j = 0; j < 4; j++)
+        UNROLL for (int j = 0; j < 4; j++)
             _mm512_storeu_si512(v + 64 * j, _mm512_sub_epi8(q[j], _mm512_set1_epi8(32)));
         for (int g = 0; g < 16; g++)
             store16_i8(dst + 16 * g, _mm_loadu_si128((const __m128i *)(v + 16 * g)),
@@ -504,8 +528,151 @@ dequant_q6_k(const void *src, float *dst, int64_t n)
     }
 }
 
+/* ---- f32 GEMM on packed panels (large batches) ------------------------ */
+
+/* Transposes 16 rows of 16 floats in place: r[i][j] becomes r[j][i]. */
+ALWAYS_INLINE void
+transpose16(__m512 r[16])
+{
+    __m512 t[16], u[16];
+    UNROLL for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);     /* per lane: a0 b0 a1 b1 */
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]); /* a2 b2 a3 b3 */
+    }
+    UNROLL for (int i = 0; i < 4; i++) { /* u[4i + j], lane L: column 4L + j of rows 4i..4i+3 */
+        u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+    }
+    UNROLL for (int j = 0; j < 4; j++) {
+        __m512 v = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);    /* lanes 0, 2 of groups 0, 1 */
+        __m512 w = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xdd);    /* lanes 1, 3 */
+        __m512 v2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+        __m512 w2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xdd);
+        r[j] = _mm512_shuffle_f32x4(v, v2, 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(v, v2, 0xdd);
+        r[4 + j] = _mm512_shuffle_f32x4(w, w2, 0x88);
+        r[12 + j] = _mm512_shuffle_f32x4(w, w2, 0xdd);
+    }
+}
+
+/*
+ * Copies the n x k matrix src (rows stride bytes apart, elements of type t,
+ * n <= 16, zero rows after n) transposed into dst as f32: column kk goes to
+ * dst + kk * dstride, width floats (lanes beyond width are not stored).
+ */
+ALWAYS_INLINE void
+pack_transposed_t(enum gguf_ttype t, const void *src, size_t stride, int n, int64_t k,
+                  float *dst, int64_t dstride, int width)
+{
+    __mmask16 wm = (__mmask16)((1u << width) - 1);
+    size_t esize = t == GGUF_T_F32 ? 4 : 2;
+    int64_t kk = 0;
+    for (; kk + 16 <= k; kk += 16) {
+        __m512 r[16];
+        UNROLL for (int i = 0; i < 16; i++) {
+            const char *p = (const char *)src + i * stride + kk * esize;
+            r[i] = i >= n ? _mm512_setzero_ps()
+                 : t == GGUF_T_F32 ? _mm512_loadu_ps(p)
+                 : t == GGUF_T_F16 ? load16_f16(p, 0xffff) : load16_bf16(p, 0xffff);
+        }
+        transpose16(r);
+        UNROLL for (int c = 0; c < 16; c++)
+            store16_f32(dst + (kk + c) * dstride, wm, r[c]);
+    }
+    for (; kk < k; kk++) {
+        for (int i = 0; i < width; i++) {
+            const char *p = (const char *)src + i * stride;
+            float v = i >= n ? 0
+                    : t == GGUF_T_F32 ? ((const float *)p)[kk]
+                    : t == GGUF_T_F16 ? f16(((const uint16_t *)p)[kk])
+                    : engine__bf16_to_f32(((const uint16_t *)p)[kk]);
+            dst[kk * dstride + i] = v;
+        }
+    }
+}
+
+static void
+gemm_pack_x(const float *x, int64_t m, int64_t k, int64_t tb, float *xt)
+{
+    int64_t t0 = tb * ENGINE_GEMM_TOK;
+    int n = (int)(m - t0 < ENGINE_GEMM_TOK ? m - t0 : ENGINE_GEMM_TOK);
+    pack_transposed_t(GGUF_T_F32, x + t0 * k, (size_t)k * sizeof(float), n, k, xt,
+                      ENGINE_GEMM_TOK, ENGINE_GEMM_TOK);
+}
+
+/* One function per source type, so the loads above are chosen at compile time. */
+#define PACK_HALF(name, T)                                                                  \
+    static void name(const void *rows, size_t stride, int n, int64_t k, float *ap)         \
+    {                                                                                       \
+        int lo = n < 16 ? n : 16;                                                           \
+        pack_transposed_t(T, rows, stride, lo, k, ap, ENGINE_GEMM_ROWS, 16);                \
+        pack_transposed_t(T, n > 16 ? (const char *)rows + 16 * stride : rows, stride,      \
+                          n - lo, k, ap + 16, ENGINE_GEMM_ROWS, 16);                        \
+    }
+
+PACK_HALF(pack_w_f32, GGUF_T_F32)
+PACK_HALF(pack_w_f16, GGUF_T_F16)
+PACK_HALF(pack_w_bf16, GGUF_T_BF16)
+
+static void
+gemm_pack_w(enum gguf_ttype t, const void *rows, size_t stride, int n, int64_t k, float *ap)
+{
+    if (t == GGUF_T_F16)
+        pack_w_f16(rows, stride, n, k, ap);
+    else if (t == GGUF_T_BF16)
+        pack_w_bf16(rows, stride, n, k, ap);
+    else
+        pack_w_f32(rows, stride, n, k, ap);
+}
+
+/*
+ * 32 weight rows x T tokens: per step kk, two vectors of weights (rows in
+ * lanes) times one broadcast activation per token, 2T accumulators.
+ */
+ALWAYS_INLINE void
+tile_n(int64_t k, const float *ap, const float *xt, int T, float *y, int64_t ldy,
+       __mmask16 m0, __mmask16 m1)
+{
+    __m512 acc0[ENGINE_GEMM_TOK], acc1[ENGINE_GEMM_TOK];
+    UNROLL for (int t = 0; t < T; t++)
+        acc0[t] = acc1[t] = _mm512_setzero_ps();
+    for (int64_t kk = 0; kk < k; kk++) {
+        __m512 a0 = _mm512_load_ps(ap + kk * ENGINE_GEMM_ROWS);
+        __m512 a1 = _mm512_load_ps(ap + kk * ENGINE_GEMM_ROWS + 16);
+        UNROLL for (int t = 0; t < T; t++) {
+            __m512 b = _mm512_set1_ps(xt[kk * ENGINE_GEMM_TOK + t]);
+            acc0[t] = _mm512_fmadd_ps(a0, b, acc0[t]);
+            acc1[t] = _mm512_fmadd_ps(a1, b, acc1[t]);
+        }
+    }
+    UNROLL for (int t = 0; t < T; t++) {
+        store16_f32(y + t * ldy, m0, acc0[t]);
+        store16_f32(y + t * ldy + 16, m1, acc1[t]);
+    }
+}
+
+static void
+gemm_tile(int64_t k, const float *ap, const float *xt, int n_tok, int n_rows, float *y,
+          int64_t ldy)
+{
+    __mmask16 m0 = (__mmask16)(n_rows >= 16 ? 0xffff : (1u << n_rows) - 1);
+    __mmask16 m1 = (__mmask16)(n_rows >= 32 ? 0xffff : n_rows > 16 ? (1u << (n_rows - 16)) - 1 : 0);
+    switch (n_tok) {
+#define TILE_CASE(T) case T: tile_n(k, ap, xt, T, y, ldy, m0, m1); break;
+    TILE_CASE(12) TILE_CASE(11) TILE_CASE(10) TILE_CASE(9) TILE_CASE(8) TILE_CASE(7)
+    TILE_CASE(6) TILE_CASE(5) TILE_CASE(4) TILE_CASE(3) TILE_CASE(2) TILE_CASE(1)
+#undef TILE_CASE
+    default: break;
+    }
+}
+
 const struct engine_variant engine__variant_avx512 = {
     .name = "avx512",
+    .gemm_pack_x = gemm_pack_x,
+    .gemm_pack_w = gemm_pack_w,
+    .gemm_tile = gemm_tile,
     .act = { [ENGINE_ACT_Q8A] = act_q8a, [ENGINE_ACT_Q8K] = act_q8k },
     .type = {
         [GGUF_T_F32] = { ENGINE_ACT_F32, gemv_f32, dequant_f32 },

@@ -184,6 +184,35 @@ bench_model(void)
     free(x), free(y);
 }
 
+/* The 110M model's prefill matmuls in a loop, for profiling (BENCH_THREADS, default 1). */
+static void
+bench_prefill(void)
+{
+    const char *nt = getenv("BENCH_THREADS");
+    int nth = nt ? atoi(nt) : 1;
+    float *x = make_x(128 * 2048), *y = malloc(128 * 2048 * sizeof(float));
+    struct model md = { .t = GGUF_T_F16 };
+    for (int ti = 0; ti < N_TYPES; ti++)
+        if (only_type && strcmp(only_type, type_names[ti]) == 0)
+            md.t = types[ti];
+    for (int l = 0; l < 12; l++)
+        for (int j = 0; j < 7; j++)
+            md.layer[l][j] = make_weights(md.t, lshape[j][0], lshape[j][1], 1);
+    struct engine_pool *pool = NULL;
+    engine__pool_new(nth, &pool);
+    double best = 1e9;
+    for (int r = 0; r < 20; r++) {
+        double d = forward_matmuls(pool, &md, x, 128, y, false);
+        best = d < best ? d : best;
+    }
+    printf("prefill128 %d threads: %.0f tok/s\n", nth, 128 / best);
+    engine__pool_free(pool);
+    for (int l = 0; l < 12; l++)
+        for (int j = 0; j < 7; j++)
+            free(md.layer[l][j]);
+    free(x), free(y);
+}
+
 static void
 bench_batch(void)
 {
@@ -222,13 +251,16 @@ main(int argc, char **argv)
     only_type = getenv("BENCH_TYPE");
     const char *mode = argc > 1 ? argv[1] : "matvec";
     const char *variant = argc > 2 ? argv[2] : argc > 1 && strcmp(mode, "model") != 0 &&
-                                               strcmp(mode, "batch") != 0 ? argv[1] : NULL;
+                                               strcmp(mode, "batch") != 0 &&
+                                               strcmp(mode, "prefill") != 0 ? argv[1] : NULL;
     if (variant && engine__kernels_force(variant) != 0) {
         fprintf(stderr, "unknown or unsupported variant %s\n", variant);
         return 1;
     }
     if (strcmp(mode, "model") == 0)
         bench_model();
+    else if (strcmp(mode, "prefill") == 0)
+        bench_prefill();
     else if (strcmp(mode, "batch") == 0)
         bench_batch();
     else

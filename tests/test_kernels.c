@@ -681,7 +681,7 @@ test_pool_many_jobs(void)
     double dt = seconds() - t0;
     printf("     100000 jobs on 2 threads: %.1f us each\n", dt * 1e6 / 100000);
     CHECK_EQ(j.calls, 200000);
-    CHECK(dt < 30); /* generous: other processes may hold a core */
+    CHECK(dt < 60); /* ~0.1 s on a quiet machine; others may hold a core */
     /* after the spin window the worker sleeps; it must still wake for the next job */
     usleep(20000);
     engine__pool_run(pool, count_task, &j);
