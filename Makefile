@@ -29,7 +29,11 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-test: all $(TESTS)
+# The end-to-end tests' npm packages (the openai client), installed once from the lock file.
+node_modules:
+	npm ci --no-audit --no-fund
+
+test: all $(TESTS) | node_modules
 	@fail=0; for t in $(TESTS); do echo "== $$t"; LORASERVE_BIN=$(BUILD)/loraserve $$t || fail=1; done; \
 	if [ -d tests/e2e ]; then LORASERVE_BIN=$(BUILD)/loraserve node --test tests/e2e/ || fail=1; fi; \
 	exit $$fail

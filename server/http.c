@@ -361,8 +361,6 @@ stop(struct server *s)
     uv_poll_stop(&s->mhd_poll);
     uv_timer_stop(&s->mhd_timer);
     uv_timer_stop(&s->deadline);
-    uv_signal_stop(&s->sigterm);
-    uv_signal_stop(&s->sigint);
     MHD_stop_daemon(s->mhd);
     s->mhd = NULL;
     uv_stop(&s->loop);
@@ -503,6 +501,9 @@ server__http_close(struct server *s)
     close_handle((uv_handle_t *)&s->sigterm);
     close_handle((uv_handle_t *)&s->sigint);
     uv_run(&s->loop, UV_RUN_DEFAULT);
+    /* On the way out: a late SIGTERM must not turn exit status 0 into a kill. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
     if (uv_loop_close(&s->loop) != 0)
         fprintf(stderr, "loraserve: the loop still had open handles at exit\n");
 }

@@ -1,0 +1,99 @@
+// server.mjs - starts a built loraserve for a test file and stops it.
+//
+// The binary is $LORASERVE_BIN (default build/loraserve), the model
+// $LORASERVE_SHARED/models/kjv-tiny-f32.gguf (default ../shared). The server
+// binds 127.0.0.1 port 0 and prints the port it got, so two test files never
+// race for a port; each server gets its own temporary data directory.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import OpenAI from 'openai';
+
+export const SHARED = resolve(process.env.LORASERVE_SHARED || '../shared');
+export const BIN = resolve(process.env.LORASERVE_BIN || 'build/loraserve');
+export const MODEL = join(SHARED, 'models', 'kjv-tiny-f32.gguf');
+export const MODEL_ID = 'kjv-tiny-f32';
+
+export const BASE_CASES = ['short-genesis', 'short-moses', 'short-modern', 'long-kjv', 'long-mixed'];
+
+export function golden(name) {
+  return JSON.parse(readFileSync(join(SHARED, 'fixtures', 'golden', `base__${name}.json`), 'utf8'));
+}
+
+// Starts the server with extra flags; resolves once /health answers.
+export async function startServer(args = [], { timeoutMs = 30000 } = {}) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'loraserve-e2e-'));
+  const proc = spawn(BIN, ['serve', '--model', MODEL, '--host', '127.0.0.1', '--port', '0',
+    '--data-dir', dataDir, '--threads', '2', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  const exited = new Promise((res) => proc.on('exit', (code, signal) => res({ code, signal })));
+  const port = await new Promise((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`server did not start:\n${stderr}`)), timeoutMs);
+    proc.stderr.on('data', (d) => {
+      stderr += d;
+      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(stderr);
+      if (m) {
+        clearTimeout(timer);
+        res(Number(m[1]));
+      }
+    });
+    exited.then(({ code }) => rej(new Error(`server exited with ${code}:\n${stderr}`)));
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`${url}/health`)).ok) break;
+    } catch (e) {
+      if (i > 100) throw e;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const server = {
+    url,
+    port,
+    proc,
+    exited,
+    stderr: () => stderr,
+    client: new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60000 }),
+    // SIGTERM, then the exit status (SIGKILL after 30 s).
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      const kill = setTimeout(() => proc.kill('SIGKILL'), 30000);
+      const r = await exited;
+      clearTimeout(kill);
+      rmSync(dataDir, { recursive: true, force: true });
+      return r;
+    },
+  };
+  return server;
+}
+
+// POST a JSON body (or raw string / Buffer); returns { status, body (parsed if JSON), text }.
+export async function post(url, path, body, headers = {}) {
+  const raw = typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
+  const r = await fetch(url + path, {
+    method: 'POST', body: raw, headers: { 'Content-Type': 'application/json', ...headers },
+  });
+  const text = await r.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: r.status, headers: r.headers, body: json, text };
+}
+
+// Reads an SSE stream into its parsed events (the string "[DONE]" for the last).
+export async function readEvents(response) {
+  const text = await response.text();
+  const events = [];
+  for (const block of text.split('\n\n')) {
+    if (block === '') continue;
+    if (!block.startsWith('data: ')) throw new Error(`not an SSE data line: ${block}`);
+    const data = block.slice(6);
+    events.push(data === '[DONE]' ? data : JSON.parse(data));
+  }
+  return { text, events };
+}
+
+export async function health(url) {
+  return (await fetch(`${url}/health`)).json();
+}
