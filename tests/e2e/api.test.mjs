@@ -23,6 +23,24 @@ test('GET /v1/models lists the model', async () => {
   assert.equal(one.id, MODEL_ID);
 });
 
+test('LORASERVE_* variables set every flag; a flag wins; the short form serves', async () => {
+  const s = await startServer(['--parallel', '3'], {
+    short: true,
+    env: { LORASERVE_MODEL_ID: 'bible', LORASERVE_PARALLEL: '2', LORASERVE_CTX: '128' },
+  });
+  try {
+    const list = await s.client.models.list();
+    assert.equal(list.data[0].id, 'bible');
+    assert.equal(list.data[0].max_model_len, 128);
+    const h = await (await fetch(`${s.url}/health`)).json();
+    assert.equal(h.slots.total, 3);
+    const r = await s.client.completions.create({ model: 'bible', prompt: 'In', max_tokens: 2 });
+    assert.equal(r.model, 'bible');
+  } finally {
+    assert.equal((await s.stop()).code, 0, s.stderr());
+  }
+});
+
 test('GET /health reports the slots', async () => {
   const h = await (await fetch(`${srv.url}/health`)).json();
   assert.equal(h.status, 'ok');

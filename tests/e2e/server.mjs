@@ -21,11 +21,18 @@ export function golden(name) {
   return JSON.parse(readFileSync(join(SHARED, 'fixtures', 'golden', `base__${name}.json`), 'utf8'));
 }
 
-// Starts the server with extra flags; resolves once /health answers.
-export async function startServer(args = [], { timeoutMs = 30000 } = {}) {
+// Starts the server with extra flags; resolves once /health answers. With
+// short, starts it as `loraserve --model ...` (no command word); env is added
+// to the environment.
+export async function startServer(args = [], { timeoutMs = 60000, env = {}, short = false,
+  model = MODEL } = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'loraserve-e2e-'));
-  const proc = spawn(BIN, ['serve', '--model', MODEL, '--host', '127.0.0.1', '--port', '0',
-    '--data-dir', dataDir, '--threads', '2', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const argv = [...(short ? [] : ['serve']), '--model', model, '--host', '127.0.0.1',
+    '--port', '0', '--data-dir', dataDir, ...args];
+  if (!args.includes('--threads')) argv.push('--threads', '2');
+  const proc = spawn(BIN, argv, {
+    stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env },
+  });
   let stderr = '';
   const exited = new Promise((res) => proc.on('exit', (code, signal) => res({ code, signal })));
   const port = await new Promise((res, rej) => {
