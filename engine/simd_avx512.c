@@ -14,6 +14,8 @@
  * float sum exactly as the scalar reference adds them.
  */
 #include <immintrin.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -174,64 +176,205 @@ GEMV(gemv_bf16, dotn_bf16)
 
 /* ---- Q8_0 and Q4_0 against Q8A activations ---------------------------- */
 
-ALWAYS_INLINE void
-dotn_q8_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float *y,
-          int64_t ldy)
+/*
+ * Tiles of W weight rows x R activation rows (W * R <= 8 pairs), one block at
+ * a time. Each pair's block product is an exact int32 (vpdpbusd); the eight
+ * pairs' lanes are summed into one vector (lane p = pair p = i * R + r), and
+ * the float work is done once per eight pairs: sum = sum + (dw * dx) * isum,
+ * block by block, which is exactly the scalar reference's arithmetic.
+ *
+ * Q8_0 uses w + 128 (w ^ 0x80) as the unsigned operand, so each block sum is
+ * off by 128 * sum(x) = -16 * c; Q4_0 uses its nibbles, off by 8 * sum(x) =
+ * -c. Per block, the activation side of a group of R rows (dx and that
+ * correction, spread to the pair lanes) is prepared once in a q8a_group for
+ * all weight rows.
+ */
+#define Q8A_CHUNK 128 /* blocks per q8a_group: 8 KB of stack */
+
+struct q8a_group {
+    __m256 dx[Q8A_CHUNK];                 /* lane p: dx of activation row p % R */
+    __m256i corr[Q8A_CHUNK];              /* lane p: correction of row p % R */
+};
+
+static void
+q8a_group_fill(struct q8a_group *g, bool q4, const char *a, size_t astride, int64_t k,
+               int R, int64_t b0, int64_t b1)
 {
-    const struct engine_block_q8_0 *w = wr;
-    const float *dx[DOT_ROWS];
-    __m256 acc[DOT_ROWS];
-    UNROLL for (int r = 0; r < R; r++) {
-        dx[r] = engine__act_d(a + r * astride, k);
-        acc[r] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < k / ENGINE_QK; b++) {
-        __m256i q = _mm256_loadu_si256((const __m256i *)w[b].qs);
-        __m256i aq = _mm256_abs_epi8(q);
-        __m256 dw = _mm256_set1_ps(f16(w[b].d));
-        UNROLL for (int r = 0; r < R; r++) {
-            __m256i x = _mm256_load_si256((const __m256i *)(a + r * astride) + b);
-            __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, _mm256_sign_epi8(x, q));
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
-                                     _mm256_mul_ps(dw, _mm256_set1_ps(dx[r][b])), acc[r]);
+    for (int64_t b = b0; b < b1; b++) {
+        float dx[8];
+        int32_t c[8];
+        for (int p = 0; p < 8; p++) {
+            const char *row = a + (p % R) * astride;
+            dx[p] = engine__act_d(row, k)[b];
+            c[p] = engine__act_c(row, k)[b] * (q4 ? 1 : 16);
         }
+        g->dx[b - b0] = _mm256_loadu_ps(dx);
+        g->corr[b - b0] = _mm256_loadu_si256((const __m256i *)c);
     }
-    UNROLL for (int r = 0; r < R; r++)
-        y[r * ldy] = hsum_ps256(acc[r]);
 }
 
-ALWAYS_INLINE void
-dotn_q4_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float *y,
-          int64_t ldy)
+/* Lane p of the result is the sum of the eight lanes of v[p]. */
+ALWAYS_INLINE __m256i
+reduce8(const __m256i v[8])
 {
-    const struct engine_block_q4_0 *w = wr;
-    const float *dx[DOT_ROWS];
-    const int32_t *cx[DOT_ROWS];
-    __m256 acc[DOT_ROWS];
-    UNROLL for (int r = 0; r < R; r++) {
-        dx[r] = engine__act_d(a + r * astride, k);
-        cx[r] = engine__act_c(a + r * astride, k);
-        acc[r] = _mm256_setzero_ps();
-    }
-    const __m256i lo4 = _mm256_set1_epi8(0x0f);
-    for (int64_t b = 0; b < k / ENGINE_QK; b++) {
-        __m128i q = _mm_loadu_si128((const __m128i *)w[b].qs);
-        __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lo4);
-        __m256 dw = _mm256_set1_ps(f16(w[b].d));
-        UNROLL for (int r = 0; r < R; r++) {
-            __m256i x = _mm256_load_si256((const __m256i *)(a + r * astride) + b);
-            __m256i c = _mm256_zextsi128_si256(_mm_cvtsi32_si128(cx[r][b]));
-            __m256i p = _mm256_dpbusd_epi32(c, u, x);
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
-                                     _mm256_mul_ps(dw, _mm256_set1_ps(dx[r][b])), acc[r]);
-        }
-    }
-    UNROLL for (int r = 0; r < R; r++)
-        y[r * ldy] = hsum_ps256(acc[r]);
+    __m256i ab = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    __m256i cd = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    /* ab: lane 0 = v0..v3 summed over their lanes 0-3, lane 1 = over lanes 4-7 */
+    return _mm256_add_epi32(_mm256_permute2x128_si256(ab, cd, 0x20),
+                            _mm256_permute2x128_si256(ab, cd, 0x31));
 }
 
-GEMV(gemv_q8_0, dotn_q8_0)
-GEMV(gemv_q4_0, dotn_q4_0)
+/*
+ * dw of weight row p / R for each pair lane p. The W scales are inserted one
+ * by one (a gather costs about 14 cycles here) and spread with a permute.
+ */
+ALWAYS_INLINE __m256
+pair_dw(const char *wb, size_t wstride, int W, int R)
+{
+    __m128i h = _mm_cvtsi32_si128(*(const uint16_t *)wb); /* d is each block's first field */
+    UNROLL for (int i = 1; i < W; i++)
+        h = _mm_insert_epi16(h, *(const uint16_t *)(wb + i * wstride), i);
+    __m256 dw = _mm256_cvtph_ps(h);
+    if (R == 1)
+        return dw;
+    return _mm256_permutexvar_ps(_mm256_setr_epi32(0 / R, 1 / R, 2 / R, 3 / R, 4 / R, 5 / R,
+                                                   6 / R, 7 / R), dw);
+}
+
+/* Blocks [b0, b1) of a tile; the sums continue from y unless first. */
+ALWAYS_INLINE void
+q8a_tile(bool q4, int64_t k, const char *w, size_t wstride, const char *a, size_t astride,
+         const struct q8a_group *g, int64_t b0, int64_t b1, bool first, int W, int R,
+         float *y, int64_t ldy)
+{
+    const size_t bsize = q4 ? sizeof(struct engine_block_q4_0) : sizeof(struct engine_block_q8_0);
+    const __m256i lo4 = _mm256_set1_epi8(0x0f), bias = _mm256_set1_epi8((char)0x80);
+    float out[8] = { 0 };
+    if (!first)
+        UNROLL for (int i = 0; i < W; i++)
+            UNROLL for (int r = 0; r < R; r++)
+                out[i * R + r] = y[r * ldy + i];
+    __m256 acc = _mm256_loadu_ps(out);
+    for (int64_t b = b0; b < b1; b++) {
+        const char *wb = w + b * bsize;
+        __m256i p[8];
+        UNROLL for (int i = 0; i < W; i++) {
+            __m256i u;
+            if (q4) {
+                __m128i q = _mm_loadu_si128((const __m128i *)(wb + i * wstride + 2));
+                u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lo4);
+            } else {
+                u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(wb + i * wstride + 2)),
+                                     bias);
+            }
+            UNROLL for (int r = 0; r < R; r++)
+                p[i * R + r] = _mm256_dpbusd_epi32(
+                    _mm256_setzero_si256(), u,
+                    _mm256_load_si256((const __m256i *)(a + r * astride) + b));
+        }
+        UNROLL for (int q = W * R; q < 8; q++)
+            p[q] = _mm256_setzero_si256();
+        __m256i corr, dx;
+        if (R == 1) { /* one activation row: broadcast its values */
+            corr = _mm256_set1_epi32(engine__act_c(a, k)[b] * (q4 ? 1 : 16));
+            dx = _mm256_castps_si256(_mm256_set1_ps(engine__act_d(a, k)[b]));
+        } else {
+            corr = g->corr[b - b0];
+            dx = _mm256_castps_si256(g->dx[b - b0]);
+        }
+        __m256i isum = _mm256_add_epi32(reduce8(p), corr);
+        __m256 scale = _mm256_mul_ps(pair_dw(wb, wstride, W, R), _mm256_castsi256_ps(dx));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
+    }
+    _mm256_storeu_ps(out, acc);
+    UNROLL for (int i = 0; i < W; i++)
+        UNROLL for (int r = 0; r < R; r++)
+            y[r * ldy + i] = out[i * R + r];
+}
+
+/*
+ * One function per tile shape (W * R <= 8, R a power of two), each compiled
+ * on its own so its accumulators get registers.
+ */
+typedef void (*q8a_tile_fn)(int64_t k, const char *w, size_t wstride, const char *a, size_t astride,
+                            const struct q8a_group *g, int64_t b0, int64_t b1, bool first,
+                            float *y, int64_t ldy);
+
+#define Q8A_TILE(WW, RR)                                                                   \
+    static void q8_0_tile_##WW##x##RR(int64_t k, const char *w, size_t wstride, const char *a, \
+                                      size_t astride, const struct q8a_group *g,           \
+                                      int64_t b0, int64_t b1, bool first, float *y,        \
+                                      int64_t ldy)                                         \
+    {                                                                                      \
+        q8a_tile(false, k, w, wstride, a, astride, g, b0, b1, first, WW, RR, y, ldy);      \
+    }                                                                                      \
+    static void q4_0_tile_##WW##x##RR(int64_t k, const char *w, size_t wstride, const char *a, \
+                                      size_t astride, const struct q8a_group *g,           \
+                                      int64_t b0, int64_t b1, bool first, float *y,        \
+                                      int64_t ldy)                                         \
+    {                                                                                      \
+        q8a_tile(true, k, w, wstride, a, astride, g, b0, b1, first, WW, RR, y, ldy);       \
+    }
+
+Q8A_TILE(8, 1) Q8A_TILE(7, 1) Q8A_TILE(6, 1) Q8A_TILE(5, 1) Q8A_TILE(4, 1) Q8A_TILE(3, 1)
+Q8A_TILE(2, 1) Q8A_TILE(1, 1) Q8A_TILE(4, 2) Q8A_TILE(3, 2) Q8A_TILE(2, 2) Q8A_TILE(1, 2)
+Q8A_TILE(2, 4) Q8A_TILE(1, 4) Q8A_TILE(1, 8)
+
+/* [q4][log2 R][W - 1] */
+static const q8a_tile_fn q8a_tiles[2][4][8] = {
+    { { q8_0_tile_1x1, q8_0_tile_2x1, q8_0_tile_3x1, q8_0_tile_4x1, q8_0_tile_5x1,
+        q8_0_tile_6x1, q8_0_tile_7x1, q8_0_tile_8x1 },
+      { q8_0_tile_1x2, q8_0_tile_2x2, q8_0_tile_3x2, q8_0_tile_4x2 },
+      { q8_0_tile_1x4, q8_0_tile_2x4 },
+      { q8_0_tile_1x8 } },
+    { { q4_0_tile_1x1, q4_0_tile_2x1, q4_0_tile_3x1, q4_0_tile_4x1, q4_0_tile_5x1,
+        q4_0_tile_6x1, q4_0_tile_7x1, q4_0_tile_8x1 },
+      { q4_0_tile_1x2, q4_0_tile_2x2, q4_0_tile_3x2, q4_0_tile_4x2 },
+      { q4_0_tile_1x4, q4_0_tile_2x4 },
+      { q4_0_tile_1x8 } },
+};
+
+/*
+ * Activation rows in groups of R = 8, 4, 2 or 1 (the largest that fits),
+ * weight rows W = 8 / R at a time, Q8A_CHUNK blocks at a time; a chunk of
+ * weight rows stays in L2 while the groups pass over it.
+ */
+static void
+gemv_q8a(bool q4, int64_t k, const void *w, size_t wstride, int64_t n, const void *a,
+         size_t astride, int64_t m, float *y, int64_t ldy)
+{
+    struct q8a_group g;
+    int64_t nb = k / ENGINE_QK;
+    for (int64_t r0 = 0; r0 < m;) {
+        int lg = m - r0 >= 8 ? 3 : m - r0 >= 4 ? 2 : m - r0 >= 2 ? 1 : 0, R = 1 << lg, W = 8 / R;
+        const char *ar = (const char *)a + r0 * astride;
+        for (int64_t b0 = 0; b0 < nb; b0 += Q8A_CHUNK) {
+            int64_t b1 = nb - b0 < Q8A_CHUNK ? nb : b0 + Q8A_CHUNK;
+            if (R > 1)
+                q8a_group_fill(&g, q4, ar, astride, k, R, b0, b1);
+            for (int64_t i = 0; i < n; i += W) {
+                int wt = (int)(n - i < W ? n - i : W);
+                q8a_tiles[q4][lg][wt - 1](k, (const char *)w + i * wstride, wstride, ar, astride,
+                                          &g, b0, b1, b0 == 0, y + r0 * ldy + i, ldy);
+            }
+        }
+        r0 += R;
+    }
+}
+
+static void
+gemv_q8_0(int64_t k, const void *w, size_t wstride, int64_t n, const void *a, size_t astride,
+          int64_t m, float *y, int64_t ldy)
+{
+    gemv_q8a(false, k, w, wstride, n, a, astride, m, y, ldy);
+}
+
+static void
+gemv_q4_0(int64_t k, const void *w, size_t wstride, int64_t n, const void *a, size_t astride,
+          int64_t m, float *y, int64_t ldy)
+{
+    gemv_q8a(true, k, w, wstride, n, a, astride, m, y, ldy);
+}
 
 /* ---- Q4_K and Q6_K against Q8K activations ---------------------------- */
 
@@ -256,13 +399,57 @@ spread2(__m512i v, int i, int j)
 }
 
 /*
- * One Q4_K super-block: the 128 bytes of nibbles as two registers, each
- * holding two 32-byte chunks; low nibbles are sub-blocks (0, 2) and (4, 6),
- * high nibbles (1, 3) and (5, 7).
+ * Q4_K and Q6_K tiles: W weight rows x R activation rows (W * R <= 8), one
+ * super-block at a time. Each pair's super-block gives exact int32 sums (the
+ * main sum, and the mins' or the -32 offset's), reduced across the eight
+ * pairs into vectors as for Q8_0; the float sums then take, lane by lane,
+ * sum = sum + (d * dx) * isum (Q4_K also - (dmin * dx) * msum), which is the
+ * scalar reference's arithmetic.
+ */
+
+/* 8 lanes: the two 256-bit halves of v added. */
+ALWAYS_INLINE __m256i
+fold512(__m512i v)
+{
+    return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
+/* The 16-bit field at offset off of block b of weight row p / R, as f32, per pair lane p. */
+ALWAYS_INLINE __m256
+pair_f16(const char *wb, size_t wstride, int W, int R)
+{
+    __m128i h = _mm_cvtsi32_si128(*(const uint16_t *)wb);
+    UNROLL for (int i = 1; i < W; i++)
+        h = _mm_insert_epi16(h, *(const uint16_t *)(wb + i * wstride), i);
+    __m256 v = _mm256_cvtph_ps(h);
+    if (R == 1)
+        return v;
+    return _mm256_permutexvar_ps(_mm256_setr_epi32(0 / R, 1 / R, 2 / R, 3 / R, 4 / R, 5 / R,
+                                                   6 / R, 7 / R), v);
+}
+
+/* dx of super-block b of activation row p % R, per pair lane p. */
+ALWAYS_INLINE __m256
+pair_dx(const char *a, size_t astride, int64_t k, int64_t b, int R)
+{
+    float v[8];
+    UNROLL for (int r = 0; r < R; r++)
+        v[r] = engine__act_d(a + r * astride, k)[b];
+    return R == 1 ? _mm256_set1_ps(v[0])
+         : R == 2 ? _mm256_setr_ps(v[0], v[1], v[0], v[1], v[0], v[1], v[0], v[1])
+         : R == 4 ? _mm256_setr_ps(v[0], v[1], v[2], v[3], v[0], v[1], v[2], v[3])
+                  : _mm256_setr_ps(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+}
+
+/*
+ * One Q4_K super-block against R activation rows: the 128 bytes of nibbles
+ * as two registers, each holding two 32-byte chunks; low nibbles are
+ * sub-blocks (0, 2) and (4, 6), high nibbles (1, 3) and (5, 7). pi[r] gets
+ * the scaled products, pm[r] the mins times the activation sums (8 lanes).
  */
 ALWAYS_INLINE void
-q4k_block(const struct engine_block_q4_k *w, const char *a, size_t astride, int64_t k,
-          int64_t b, int R, int *isum, int *msum)
+q4k_pairs(const struct engine_block_q4_k *w, const char *a, size_t astride, int64_t k,
+          int64_t b, int R, __m256i *pi, __m256i *pm)
 {
     __m256i s16 = _mm256_cvtepu8_epi16(q4k_scales(w->scales));    /* sc0..7, mn0..7 */
     __m512i s = _mm512_castsi256_si512(s16);
@@ -286,30 +473,9 @@ q4k_block(const struct engine_block_q4_k *w, const char *a, size_t astride, int6
             acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(q[j], xv), sc[j]);
         }
         const int16_t *bs = engine__act_bsums(a + r * astride, k) + 16 * b;
-        __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), mn2);
-        isum[r] = hsum_epi32_512(acc);
-        msum[r] = hsum_epi32_256(m);
+        pi[r] = fold512(acc);
+        pm[r] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), mn2);
     }
-}
-
-ALWAYS_INLINE void
-dotn_q4_k(int64_t k, const void *wr, const char *a, size_t astride, int R, float *y,
-          int64_t ldy)
-{
-    const struct engine_block_q4_k *w = wr;
-    float sum[DOT_ROWS] = { 0 };
-    for (int64_t b = 0; b < k / ENGINE_QK_K; b++) {
-        int isum[DOT_ROWS], msum[DOT_ROWS];
-        q4k_block(&w[b], a, astride, k, b, R, isum, msum);
-        float d = f16(w[b].d), dmin = f16(w[b].dmin);
-        UNROLL for (int r = 0; r < R; r++) {
-            float dx = engine__act_d(a + r * astride, k)[b];
-            sum[r] = sum[r] + d * dx * (float)isum[r];
-            sum[r] = sum[r] - dmin * dx * (float)msum[r];
-        }
-    }
-    UNROLL for (int r = 0; r < R; r++)
-        y[r * ldy] = sum[r];
 }
 
 /*
@@ -331,10 +497,10 @@ q6k_unpack(const uint8_t *ql, const uint8_t *qh, __m512i q[2])
                            _mm512_and_si512(_mm512_srlv_epi16(h, shr), m2));
 }
 
-/* Integer sum of one Q6_K super-block per pair: sum_g sc_g * sum (q - 32) x. */
+/* One Q6_K super-block against R rows: pi[r] = sum_g sc_g q.x, pm[r] = sum_g sc_g bsum_g. */
 ALWAYS_INLINE void
-q6k_block(const struct engine_block_q6_k *w, const char *a, size_t astride, int64_t k,
-          int64_t b, int R, int *isum)
+q6k_pairs(const struct engine_block_q6_k *w, const char *a, size_t astride, int64_t k,
+          int64_t b, int R, __m256i *pi, __m256i *pm)
 {
     __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w->scales));
     __m512i s = _mm512_castsi256_si512(sc16), sc[4];
@@ -355,32 +521,112 @@ q6k_block(const struct engine_block_q6_k *w, const char *a, size_t astride, int6
             acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(q[j], _mm512_load_si512(x + j)),
                                       sc[j]);
         const int16_t *bs = engine__act_bsums(a + r * astride, k) + 16 * b;
-        __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), sc16);
-        isum[r] = hsum_epi32_512(acc) - 32 * hsum_epi32_256(c);
+        pi[r] = fold512(acc);
+        pm[r] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), sc16);
     }
 }
 
 ALWAYS_INLINE void
-dotn_q6_k(int64_t k, const void *wr, const char *a, size_t astride, int R, float *y,
-          int64_t ldy)
+kq_tile(bool q6, int64_t k, const char *w, size_t wstride, const char *a, size_t astride,
+        int W, int R, float *y, int64_t ldy)
 {
-    const struct engine_block_q6_k *w = wr;
-    float sum[DOT_ROWS] = { 0 };
+    const size_t bsize = q6 ? sizeof(struct engine_block_q6_k) : sizeof(struct engine_block_q4_k);
+    __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < k / ENGINE_QK_K; b++) {
-        int isum[DOT_ROWS];
-        q6k_block(&w[b], a, astride, k, b, R, isum);
-        float d = f16(w[b].d);
-        UNROLL for (int r = 0; r < R; r++) {
-            float dx = engine__act_d(a + r * astride, k)[b];
-            sum[r] = sum[r] + d * dx * (float)isum[r];
+        const char *wb = w + b * bsize;
+        __m256i pi[8], pm[8];
+        UNROLL for (int i = 0; i < W; i++) {
+            if (q6)
+                q6k_pairs((const void *)(wb + i * wstride), a, astride, k, b, R, pi + i * R,
+                          pm + i * R);
+            else
+                q4k_pairs((const void *)(wb + i * wstride), a, astride, k, b, R, pi + i * R,
+                          pm + i * R);
+        }
+        UNROLL for (int q = W * R; q < 8; q++)
+            pi[q] = pm[q] = _mm256_setzero_si256();
+        __m256 dx = pair_dx(a, astride, k, b, R);
+        if (q6) {
+            __m256i isum = _mm256_sub_epi32(reduce8(pi), _mm256_slli_epi32(reduce8(pm), 5));
+            __m256 d = pair_f16(wb + offsetof(struct engine_block_q6_k, d), wstride, W, R);
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum)));
+        } else {
+            __m256 d = pair_f16(wb, wstride, W, R), dmin = pair_f16(wb + 2, wstride, W, R);
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(d, dx),
+                                                   _mm256_cvtepi32_ps(reduce8(pi))));
+            acc = _mm256_sub_ps(acc, _mm256_mul_ps(_mm256_mul_ps(dmin, dx),
+                                                   _mm256_cvtepi32_ps(reduce8(pm))));
         }
     }
-    UNROLL for (int r = 0; r < R; r++)
-        y[r * ldy] = sum[r];
+    float out[8];
+    _mm256_storeu_ps(out, acc);
+    UNROLL for (int i = 0; i < W; i++)
+        UNROLL for (int r = 0; r < R; r++)
+            y[r * ldy + i] = out[i * R + r];
 }
 
-GEMV(gemv_q4_k, dotn_q4_k)
-GEMV(gemv_q6_k, dotn_q6_k)
+typedef void (*kq_tile_fn)(int64_t k, const char *w, size_t wstride, const char *a,
+                           size_t astride, float *y, int64_t ldy);
+
+#define KQ_TILE(WW, RR)                                                                    \
+    static void q4_k_tile_##WW##x##RR(int64_t k, const char *w, size_t wstride,            \
+                                      const char *a, size_t astride, float *y, int64_t ldy) \
+    {                                                                                      \
+        kq_tile(false, k, w, wstride, a, astride, WW, RR, y, ldy);                         \
+    }                                                                                      \
+    static void q6_k_tile_##WW##x##RR(int64_t k, const char *w, size_t wstride,            \
+                                      const char *a, size_t astride, float *y, int64_t ldy) \
+    {                                                                                      \
+        kq_tile(true, k, w, wstride, a, astride, WW, RR, y, ldy);                          \
+    }
+
+KQ_TILE(8, 1) KQ_TILE(7, 1) KQ_TILE(6, 1) KQ_TILE(5, 1) KQ_TILE(4, 1) KQ_TILE(3, 1)
+KQ_TILE(2, 1) KQ_TILE(1, 1) KQ_TILE(4, 2) KQ_TILE(3, 2) KQ_TILE(2, 2) KQ_TILE(1, 2)
+KQ_TILE(2, 4) KQ_TILE(1, 4) KQ_TILE(1, 8)
+
+/* [q6][log2 R][W - 1] */
+static const kq_tile_fn kq_tiles[2][4][8] = {
+    { { q4_k_tile_1x1, q4_k_tile_2x1, q4_k_tile_3x1, q4_k_tile_4x1, q4_k_tile_5x1,
+        q4_k_tile_6x1, q4_k_tile_7x1, q4_k_tile_8x1 },
+      { q4_k_tile_1x2, q4_k_tile_2x2, q4_k_tile_3x2, q4_k_tile_4x2 },
+      { q4_k_tile_1x4, q4_k_tile_2x4 },
+      { q4_k_tile_1x8 } },
+    { { q6_k_tile_1x1, q6_k_tile_2x1, q6_k_tile_3x1, q6_k_tile_4x1, q6_k_tile_5x1,
+        q6_k_tile_6x1, q6_k_tile_7x1, q6_k_tile_8x1 },
+      { q6_k_tile_1x2, q6_k_tile_2x2, q6_k_tile_3x2, q6_k_tile_4x2 },
+      { q6_k_tile_1x4, q6_k_tile_2x4 },
+      { q6_k_tile_1x8 } },
+};
+
+static void
+gemv_kq(bool q6, int64_t k, const void *w, size_t wstride, int64_t n, const void *a,
+        size_t astride, int64_t m, float *y, int64_t ldy)
+{
+    for (int64_t r0 = 0; r0 < m;) {
+        int lg = m - r0 >= 8 ? 3 : m - r0 >= 4 ? 2 : m - r0 >= 2 ? 1 : 0, R = 1 << lg, W = 8 / R;
+        for (int64_t i = 0; i < n; i += W) {
+            int wt = (int)(n - i < W ? n - i : W);
+            kq_tiles[q6][lg][wt - 1](k, (const char *)w + i * wstride, wstride,
+                                     (const char *)a + r0 * astride, astride,
+                                     y + r0 * ldy + i, ldy);
+        }
+        r0 += R;
+    }
+}
+
+static void
+gemv_q4_k(int64_t k, const void *w, size_t wstride, int64_t n, const void *a, size_t astride,
+          int64_t m, float *y, int64_t ldy)
+{
+    gemv_kq(false, k, w, wstride, n, a, astride, m, y, ldy);
+}
+
+static void
+gemv_q6_k(int64_t k, const void *w, size_t wstride, int64_t n, const void *a, size_t astride,
+          int64_t m, float *y, int64_t ldy)
+{
+    gemv_kq(true, k, w, wstride, n, a, astride, m, y, ldy);
+}
 
 /* ---- Activation conversion -------------------------------------------- */
 
