@@ -225,20 +225,24 @@ reduce8(const __m256i v[8])
 }
 
 /*
- * dw of weight row p / R for each pair lane p. The W scales are inserted one
- * by one (a gather costs about 14 cycles here) and spread with a permute.
+ * The f16 at wb (a block scale) of weight row p / R, as f32, for each pair
+ * lane p. The W values are inserted one by one (a gather costs about 14
+ * cycles here) and spread with a permute.
  */
 ALWAYS_INLINE __m256
-pair_dw(const char *wb, size_t wstride, int W, int R)
+pair_f16(const char *wb, size_t wstride, int W, int R)
 {
-    __m128i h = _mm_cvtsi32_si128(*(const uint16_t *)wb); /* d is each block's first field */
-    UNROLL for (int i = 1; i < W; i++)
+    __m128i h = _mm_cvtsi32_si128(*(const uint16_t *)wb);
+#define INSERT(i) \
+    if (W > i) \
         h = _mm_insert_epi16(h, *(const uint16_t *)(wb + i * wstride), i);
-    __m256 dw = _mm256_cvtph_ps(h);
+    INSERT(1) INSERT(2) INSERT(3) INSERT(4) INSERT(5) INSERT(6) INSERT(7)
+#undef INSERT
+    __m256 v = _mm256_cvtph_ps(h);
     if (R == 1)
-        return dw;
+        return v;
     return _mm256_permutexvar_ps(_mm256_setr_epi32(0 / R, 1 / R, 2 / R, 3 / R, 4 / R, 5 / R,
-                                                   6 / R, 7 / R), dw);
+                                                   6 / R, 7 / R), v);
 }
 
 /* Blocks [b0, b1) of a tile; the sums continue from y unless first. */
@@ -283,7 +287,7 @@ q8a_tile(bool q4, int64_t k, const char *w, size_t wstride, const char *a, size_
             dx = _mm256_castps_si256(g->dx[b - b0]);
         }
         __m256i isum = _mm256_add_epi32(reduce8(p), corr);
-        __m256 scale = _mm256_mul_ps(pair_dw(wb, wstride, W, R), _mm256_castsi256_ps(dx));
+        __m256 scale = _mm256_mul_ps(pair_f16(wb, wstride, W, R), _mm256_castsi256_ps(dx));
         acc = _mm256_add_ps(acc, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
     }
     _mm256_storeu_ps(out, acc);
@@ -412,20 +416,6 @@ ALWAYS_INLINE __m256i
 fold512(__m512i v)
 {
     return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
-}
-
-/* The 16-bit field at offset off of block b of weight row p / R, as f32, per pair lane p. */
-ALWAYS_INLINE __m256
-pair_f16(const char *wb, size_t wstride, int W, int R)
-{
-    __m128i h = _mm_cvtsi32_si128(*(const uint16_t *)wb);
-    UNROLL for (int i = 1; i < W; i++)
-        h = _mm_insert_epi16(h, *(const uint16_t *)(wb + i * wstride), i);
-    __m256 v = _mm256_cvtph_ps(h);
-    if (R == 1)
-        return v;
-    return _mm256_permutexvar_ps(_mm256_setr_epi32(0 / R, 1 / R, 2 / R, 3 / R, 4 / R, 5 / R,
-                                                   6 / R, 7 / R), v);
 }
 
 /* dx of super-block b of activation row p % R, per pair lane p. */
