@@ -182,6 +182,7 @@ engine__q4k_scale_min(const uint8_t *s, int j, int *sc, int *mn)
  */
 enum engine_act { ENGINE_ACT_F32, ENGINE_ACT_Q8A, ENGINE_ACT_Q8K };
 #define ENGINE_ACT_ALIGN 64
+#define ENGINE_GEMM_NEVER INT64_MAX /* the integer kernels beat the f32 GEMM at any m */
 
 static inline size_t
 engine__align64(size_t n)
@@ -254,6 +255,7 @@ struct engine_variant {
         enum engine_act act;              /* format the activation is converted to */
         engine_gemv_fn gemv;
         engine_row_fn dequant;            /* n elements to f32 */
+        int64_t gemm_min_m;               /* from this many rows on, use the f32 GEMM */
     } type[GGUF_T_COUNT];
 };
 

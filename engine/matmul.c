@@ -100,8 +100,9 @@ engine__kernels_force(const char *name)
 /* ---- Shapes and thresholds -------------------------------------------- */
 
 /*
- * From this many activation rows on, dequantizing panels for sgemm beats the
- * integer kernels (measured with tests/bench_kernels.c on Zen 5, 2 threads).
+ * From the type's gemm_min_m activation rows on (a property of the variant,
+ * measured on Zen 5: tests/bench_kernels.c batch), the f32 GEMM on
+ * dequantized panels beats the gemv kernels.
  */
 static _Atomic int64_t gemm_min_override;
 
@@ -115,10 +116,7 @@ static int64_t
 gemm_min_m(enum gguf_ttype t)
 {
     int64_t o = atomic_load_explicit(&gemm_min_override, memory_order_relaxed);
-    if (o > 0)
-        return o;
-    (void)t;
-    return 32;
+    return o > 0 ? o : engine__variant()->type[t].gemm_min_m;
 }
 
 /* Weight rows per sgemm panel: about 256 KB of f32, so it stays in L2. */

@@ -216,7 +216,7 @@ bench_prefill(void)
 static void
 bench_batch(void)
 {
-    static const int64_t ms[] = { 1, 2, 4, 8, 16, 24, 32, 48, 64, 128 };
+    static const int64_t ms[] = { 1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128 };
     printf("2048x768 and 768x2048, 2 threads, kernels %s: us per row (gemv | sgemm)\n",
            engine__kernels_name());
     struct engine_pool *pool = NULL;
