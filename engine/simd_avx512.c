@@ -213,6 +213,20 @@ q8a_group_fill(struct q8a_group *g, bool q4, const char *a, size_t astride, int6
     }
 }
 
+/*
+ * A tile reads its W rows side by side, a pattern the hardware prefetcher
+ * does not follow from memory. So each step also prefetches its share of the
+ * next tile's rows (the W * wstride bytes that follow this tile's): by the
+ * time this tile ends, the next one is on its way.
+ */
+ALWAYS_INLINE const char *
+prefetch_next(const char *pf, const char *end)
+{
+    for (; pf < end; pf += 64)
+        __builtin_prefetch(pf, 0, 3);
+    return pf;
+}
+
 /* Lane p of the result is the sum of the eight lanes of v[p]. */
 ALWAYS_INLINE __m256i
 reduce8(const __m256i v[8])
@@ -259,8 +273,10 @@ q8a_tile(bool q4, int64_t k, const char *w, size_t wstride, const char *a, size_
             UNROLL for (int r = 0; r < R; r++)
                 out[i * R + r] = y[r * ldy + i];
     __m256 acc = _mm256_loadu_ps(out);
+    const char *next = w + W * wstride + b0 * W * bsize, *pf = next;
     for (int64_t b = b0; b < b1; b++) {
         const char *wb = w + b * bsize;
+        pf = prefetch_next(pf, next + (b - b0 + 1) * W * bsize);
         __m256i p[8];
         UNROLL for (int i = 0; i < W; i++) {
             __m256i u;
@@ -522,8 +538,10 @@ kq_tile(bool q6, int64_t k, const char *w, size_t wstride, const char *a, size_t
 {
     const size_t bsize = q6 ? sizeof(struct engine_block_q6_k) : sizeof(struct engine_block_q4_k);
     __m256 acc = _mm256_setzero_ps();
+    const char *next = w + W * wstride, *pf = next;
     for (int64_t b = 0; b < k / ENGINE_QK_K; b++) {
         const char *wb = w + b * bsize;
+        pf = prefetch_next(pf, next + (b + 1) * W * bsize);
         __m256i pi[8], pm[8];
         UNROLL for (int i = 0; i < W; i++) {
             if (q6)
