@@ -44,6 +44,33 @@ struct engine_model {
     int64_t n_params;
 };
 
+/* ---- LoRA in the forward pass (lora.c) ---- */
+
+/* The rows of one batch that use adapter l, with each row's total scale. */
+struct engine_lora_group {
+    const struct engine_lora *l;
+    int n;
+    int *row;
+    float *scale;
+};
+
+/* Groups of a batch plus scratch buffers, reused across batches. */
+struct engine_lora_plan {
+    int n;
+    struct engine_lora_group *g;
+    int *row;
+    float *scale;
+    float *xg, *t, *d;
+    size_t cap_g, cap_row, cap_scale, cap_xg, cap_t, cap_d;
+};
+
+int engine__lora_plan(struct engine_lora_plan *p, const struct engine_lora_set *const *set,
+                      int rows);
+int engine__lora_apply(struct engine_pool *pool, struct engine_lora_plan *p, int layer,
+                       enum engine_lora_target t, const float *x, int64_t k, float *y,
+                       int64_t n_out);
+void engine__lora_plan_release(struct engine_lora_plan *p);
+
 /* Fixed-size bookkeeping allocations: abort with a message on failure. */
 void *engine__xmalloc(size_t n);
 void *engine__xcalloc(size_t n, size_t size);

@@ -32,6 +32,7 @@ struct engine_ctx {
     /* Activations for up to cap rows, regrown as needed. */
     int cap;
     float *x, *xb, *q, *k, *v, *ao, *hb, *hb2, *xl;
+    struct engine_lora_plan plan;   /* adapter groups of the current batch */
 };
 
 /* ---- Context ---------------------------------------------------------- */
@@ -94,6 +95,7 @@ engine_ctx_free(struct engine_ctx *c)
     if (c == NULL)
         return;
     free_rows(c);
+    engine__lora_plan_release(&c->plan);
     engine__pool_free(c->pool);
     free(c->kcache);
     free(c->vcache);
@@ -210,6 +212,22 @@ matmul(struct engine_ctx *c, const struct engine_weight *w, const float *x, int 
     engine__matmul(c->pool, w->type, w->data, w->n_out, w->k, x, rows, y);
 }
 
+/* y = x . W^T for all rows, then each adapter group's low-rank update. */
+static int
+project(struct engine_ctx *c, int il, enum engine_lora_target t, const float *x, int rows,
+        float *y)
+{
+    const struct engine_layer *ly = &c->m->layers[il];
+    const struct engine_weight *ws[ENGINE_LORA_N_TARGETS] = {
+        &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down
+    };
+    const struct engine_weight *w = ws[t];
+    matmul(c, w, x, rows, y);
+    if (c->plan.n == 0)
+        return 0;
+    return engine__lora_apply(c->pool, &c->plan, il, t, x, w->k, y, w->n_out);
+}
+
 /* ---- Attention -------------------------------------------------------- */
 
 struct attn_job {
@@ -283,18 +301,20 @@ store_kv(struct engine_ctx *c, const struct engine_batch *b, int layer)
     }
 }
 
-static void
+static int
 attention_block(struct engine_ctx *c, const struct engine_batch *b, int il)
 {
     const struct engine_hparams *hp = &c->m->hp;
     const struct engine_layer *ly = &c->m->layers[il];
     int n = b->n, e = hp->n_embd, qd = hp->n_head * hp->head_dim, kd = (int)kv_dim(c->m);
 
-    /* xb = norm(x); q, k, v = xb . W^T (+ bias) */
+    /* xb = norm(x); q, k, v = xb . W^T (+ adapters, + bias) */
     rmsnorm_rows(c->xb, c->x, ly->attn_norm, n, e, hp->rms_eps);
-    matmul(c, &ly->wq, c->xb, n, c->q);
-    matmul(c, &ly->wk, c->xb, n, c->k);
-    matmul(c, &ly->wv, c->xb, n, c->v);
+    int rc = 0;
+    if ((rc = project(c, il, ENGINE_LORA_Q, c->xb, n, c->q)) < 0 ||
+        (rc = project(c, il, ENGINE_LORA_K, c->xb, n, c->k)) < 0 ||
+        (rc = project(c, il, ENGINE_LORA_V, c->xb, n, c->v)) < 0)
+        return rc;
     add_bias(c->q, ly->bq, n, qd);
     add_bias(c->k, ly->bk, n, kd);
     add_bias(c->v, ly->bv, n, kd);
@@ -309,29 +329,34 @@ attention_block(struct engine_ctx *c, const struct engine_batch *b, int il)
     /* Causal attention per (row, head), then x += ao . Wo^T */
     struct attn_job job = { c, b, il };
     engine__pool_run(c->pool, attn_task, &job);
-    matmul(c, &ly->wo, c->ao, n, c->xb);
+    if ((rc = project(c, il, ENGINE_LORA_O, c->ao, n, c->xb)) < 0)
+        return rc;
     for (size_t i = 0; i < (size_t)n * e; i++)
         c->x[i] += c->xb[i];
+    return 0;
 }
 
-static void
+static int
 ffn_block(struct engine_ctx *c, int n, int il)
 {
     const struct engine_hparams *hp = &c->m->hp;
     const struct engine_layer *ly = &c->m->layers[il];
-    int e = hp->n_embd;
+    int e = hp->n_embd, rc = 0;
 
     /* x += Wdown . (silu(Wgate . norm(x)) * (Wup . norm(x))) */
     rmsnorm_rows(c->xb, c->x, ly->ffn_norm, n, e, hp->rms_eps);
-    matmul(c, &ly->w_gate, c->xb, n, c->hb);
-    matmul(c, &ly->w_up, c->xb, n, c->hb2);
+    if ((rc = project(c, il, ENGINE_LORA_GATE, c->xb, n, c->hb)) < 0 ||
+        (rc = project(c, il, ENGINE_LORA_UP, c->xb, n, c->hb2)) < 0)
+        return rc;
     for (size_t i = 0; i < (size_t)n * hp->n_ff; i++) {
         float g = c->hb[i];
         c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
     }
-    matmul(c, &ly->w_down, c->hb, n, c->xb);
+    if ((rc = project(c, il, ENGINE_LORA_DOWN, c->hb, n, c->xb)) < 0)
+        return rc;
     for (size_t i = 0; i < (size_t)n * e; i++)
         c->x[i] += c->xb[i];
+    return 0;
 }
 
 /* ---- Decode ----------------------------------------------------------- */
@@ -387,11 +412,13 @@ engine_decode(struct engine_ctx *c, const struct engine_batch *b, float *out)
     int rc = check_batch(c, b);
     if (rc < 0 || (rc = reserve_rows(c, b->n)) < 0)
         return rc;
+    c->plan.n = 0;
+    if (b->lora != NULL && (rc = engine__lora_plan(&c->plan, b->lora, b->n)) < 0)
+        return rc;
     embed(c, b);
-    for (int il = 0; il < c->m->hp.n_layer; il++) {
-        attention_block(c, b, il);
-        ffn_block(c, b->n, il);
-    }
+    for (int il = 0; il < c->m->hp.n_layer; il++)
+        if ((rc = attention_block(c, b, il)) < 0 || (rc = ffn_block(c, b->n, il)) < 0)
+            return rc;
     output_logits(c, b, out);
     for (int r = 0; r < b->n; r++)
         c->seq_len[b->seq[r]] = b->pos[r] + 1;

@@ -371,7 +371,7 @@ iterate(struct engine_sched *S)
     int n_logits = 0, n = build_batch(S, &n_logits);
     if (n == 0)
         return;
-    struct engine_batch b = { n, S->tokens, S->pos, S->seq, S->want };
+    struct engine_batch b = { n, S->tokens, S->pos, S->seq, S->want, NULL };
     if (engine_decode(S->ctx, &b, S->logits) < 0) {
         for (int k = 0; k < n_logits; k++)
             if (S->slots[S->row_slot[k]].r != NULL)

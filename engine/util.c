@@ -5,6 +5,7 @@
  * sensible to do); sizes taken from input go through engine__try_alloc and
  * fail with -ENOMEM instead.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,4 +65,14 @@ engine__err(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
+}
+
+int
+engine_tensor_to_f32(enum gguf_ttype t, const void *src, float *dst, int64_t n)
+{
+    if (!engine__type_supported(t))
+        return -EINVAL;
+    engine__kernels_init();
+    engine__dequantize_row(t, src, dst, n);
+    return 0;
 }

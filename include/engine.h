@@ -59,6 +59,60 @@ const struct gguf *engine_model_gguf(const struct engine_model *m);
 size_t engine_model_bytes(const struct engine_model *m);
 int64_t engine_model_n_params(const struct engine_model *m);
 
+/* ---- LoRA adapters ---------------------------------------------------- */
+
+/*
+ * An adapter as the forward pass applies it, unmerged: for each projection it
+ * targets, y += s * B (A x) with A (rank, k) and B (n_out, rank) in f32.
+ * Built by a loader (adapters/) with engine_lora_new + engine_lora_add, then
+ * immutable and refcounted: any thread may ref or unref it; the memory goes
+ * with the last reference. The model must outlive it.
+ */
+enum engine_lora_target {
+    ENGINE_LORA_Q,
+    ENGINE_LORA_K,
+    ENGINE_LORA_V,
+    ENGINE_LORA_O,
+    ENGINE_LORA_GATE,
+    ENGINE_LORA_UP,
+    ENGINE_LORA_DOWN,
+    ENGINE_LORA_N_TARGETS
+};
+
+struct engine_lora;
+
+/* "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down". */
+const char *engine_lora_target_name(enum engine_lora_target t);
+
+/* A new adapter with no matrices yet. Caller owns the one reference. 0 or -ENOMEM. */
+int engine_lora_new(const struct engine_model *m, struct engine_lora **out);
+
+/*
+ * Copies A (rank rows of k) and B (n_out rows of rank) for one projection of
+ * one layer, applied as scale * B (A x) (scale = alpha / rank, or rsLoRA's
+ * alpha / sqrt(rank)). k and n_out must be those of the base weight; values
+ * must be finite; each projection at most once. Returns 0, -EINVAL with a
+ * message, or -ENOMEM. Only before the adapter is shared.
+ */
+int engine_lora_add(struct engine_lora *l, int layer, enum engine_lora_target t, int rank,
+                    float scale, int64_t k, int64_t n_out, const float *a, const float *b,
+                    char *err, size_t errlen);
+
+void engine_lora_ref(struct engine_lora *l);
+void engine_lora_unref(struct engine_lora *l);     /* accepts NULL */
+size_t engine_lora_bytes(const struct engine_lora *l);
+int engine_lora_max_rank(const struct engine_lora *l);
+/* Unique per object for the life of the process (never reused). */
+uint64_t engine_lora_id(const struct engine_lora *l);
+
+/* The adapters one request uses, each with its own scale; their deltas add. */
+#define ENGINE_LORA_MAX_SET 8
+struct engine_lora_set {
+    int n;
+    struct engine_lora *lora[ENGINE_LORA_MAX_SET];
+    float scale[ENGINE_LORA_MAX_SET];
+};
+
 /* ---- Forward pass ----------------------------------------------------- */
 
 struct engine_ctx;
@@ -78,7 +132,8 @@ int engine_ctx_n_ctx(const struct engine_ctx *c);
  * pos[i] of sequence seq[i]; rows of one sequence must have consecutive
  * positions that continue what the cache holds. Logits are written for the
  * rows with logits[i] set (all rows if logits is NULL), n_vocab floats each,
- * in row order, to out.
+ * in row order, to out. Row i applies the adapters of lora[i] (none if lora or
+ * lora[i] is NULL); rows with different adapters share the base matmuls.
  * Returns 0, or -EINVAL (bad token, position or sequence), -ENOMEM.
  */
 struct engine_batch {
@@ -87,6 +142,7 @@ struct engine_batch {
     const int32_t *pos;
     const int32_t *seq;
     const bool *logits;
+    const struct engine_lora_set *const *lora;  /* per row (entries may be NULL), or NULL */
 };
 int engine_decode(struct engine_ctx *c, const struct engine_batch *b, float *out);
 
@@ -220,6 +276,13 @@ void engine_req_stats(struct engine_req *r, int *n_prompt, int *n_generated, dou
 void engine_req_cancel(struct engine_req *r);
 /* Drops the submitter's reference (cancels first if still running). Accepts NULL. */
 void engine_req_release(struct engine_req *r);
+
+/*
+ * Converts n values of a tensor of type t (F32, F16, BF16 or a quantized
+ * type the engine supports; n a multiple of its block size) to f32.
+ * Returns 0 or -EINVAL for a type the engine cannot read.
+ */
+int engine_tensor_to_f32(enum gguf_ttype t, const void *src, float *dst, int64_t n);
 
 /* ---- Model files ------------------------------------------------------ */
 

@@ -58,7 +58,7 @@ prefill(struct engine_ctx *ctx, const int32_t *ids, int n, float *logits)
             seq[i] = 0;
             want[i] = off + i == n - 1;
         }
-        struct engine_batch b = { m, ids + off, pos, seq, want };
+        struct engine_batch b = { m, ids + off, pos, seq, want, NULL };
         int rc = engine_decode(ctx, &b, logits);
         if (rc < 0)
             return rc;
@@ -103,7 +103,7 @@ decode_loop(struct gen_state *g, const struct gen_opts *o, int n_prompt, int n)
         if (i + 1 == n || pos >= engine_ctx_n_ctx(g->ctx))
             break;
         int32_t seq = 0;
-        struct engine_batch b = { 1, &id, &pos, &seq, NULL };
+        struct engine_batch b = { 1, &id, &pos, &seq, NULL, NULL };
         int rc = engine_decode(g->ctx, &b, g->logits);
         if (rc < 0)
             return rc;

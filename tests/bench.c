@@ -157,13 +157,13 @@ measure(const char *path, int threads, struct speed *sp)
     sp->bytes = engine_model_bytes(m);
     for (int rep = 0; rc == 0 && rep < 4; rep++) {
         engine_seq_truncate(ctx, 0, 0);
-        struct engine_batch b = { N_PROMPT, toks, pos, seq, want };
+        struct engine_batch b = { N_PROMPT, toks, pos, seq, want, NULL };
         double t0 = now_s();
         rc = engine_decode(ctx, &b, logits);
         double t1 = now_s();
         int32_t id = 1, p = N_PROMPT, s = 0;
         for (int i = 0; rc == 0 && i < N_DECODE; i++, p++) {
-            struct engine_batch d = { 1, &id, &p, &s, NULL };
+            struct engine_batch d = { 1, &id, &p, &s, NULL, NULL };
             rc = engine_decode(ctx, &d, logits);
             id = 1 + (int32_t)(i * 31 % 1000);
         }

@@ -70,7 +70,7 @@ eval_prompt(struct engine_ctx *ctx, int seq, const int32_t *ids, int n, float *o
         seqs[i] = seq;
         want[i] = i == n - 1;
     }
-    struct engine_batch b = { n, ids, pos, seqs, want };
+    struct engine_batch b = { n, ids, pos, seqs, want, NULL };
     return engine_decode(ctx, &b, out);
 }
 
@@ -108,7 +108,7 @@ greedy(struct engine_model *m, const int32_t *prompt, int n_prompt, int n, bool 
         out[got++] = id;
         if (id == 2 && !ignore_eos)
             break;
-        struct engine_batch b = { 1, &id, &pos, &seq, NULL };
+        struct engine_batch b = { 1, &id, &pos, &seq, NULL, NULL };
         if (got < n && engine_decode(ctx, &b, logits) < 0)
             break;
         pos++;
@@ -236,12 +236,12 @@ test_batch_matches_single(void)
         toks[n] = pa[i], pos[n] = i, seq[n] = 0, want[n] = i == na - 1;
     for (int i = 0; i < 100; i++, n++)
         toks[n] = pb[i], pos[n] = i, seq[n] = 1, want[n] = false;
-    struct engine_batch b1 = { n, toks, pos, seq, want };
+    struct engine_batch b1 = { n, toks, pos, seq, want, NULL };
     CHECK(engine_decode(ctx, &b1, both) == 0);
     n = 0;
     for (int i = 100; i < nb; i++, n++)
         toks[n] = pb[i], pos[n] = i, seq[n] = 1, want[n] = i == nb - 1;
-    struct engine_batch b2 = { n, toks, pos, seq, want };
+    struct engine_batch b2 = { n, toks, pos, seq, want, NULL };
     CHECK(engine_decode(ctx, &b2, both + 2048) == 0);
     double da = 0, db = 0;
     for (int i = 0; i < 2048; i++) {
@@ -252,7 +252,7 @@ test_batch_matches_single(void)
     CHECK(db < 1e-4);
     /* A position that does not continue the cache is refused. */
     int32_t tok = 5, p = 7, s = 0;
-    struct engine_batch bad = { 1, &tok, &p, &s, NULL };
+    struct engine_batch bad = { 1, &tok, &p, &s, NULL, NULL };
     CHECK_EQ(engine_decode(ctx, &bad, la), -EINVAL);
     tok = 99999, p = na;
     CHECK_EQ(engine_decode(ctx, &bad, la), -EINVAL);

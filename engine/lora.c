@@ -1,0 +1,278 @@
+/*
+ * lora.c - low-rank adapters as the forward pass applies them, unmerged:
+ *     y = W x + sum over the row's adapters of s * B (A x)
+ * An engine_lora holds, per layer and target projection, A (rank rows of k)
+ * and B (n_out rows of rank) in f32 with its own scale (alpha / rank, or
+ * alpha / sqrt(rank) for rsLoRA). It is built once by a
+ * loader (adapters/), then immutable and refcounted: a running request holds
+ * a reference, so a replaced or unloaded adapter's memory goes when the
+ * last request using it ends, on whichever thread that happens.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_int.h"
+
+struct lora_mat {
+    int rank;                   /* 0: this target has no adapter */
+    float scale;                /* alpha / rank (or rsLoRA's alpha / sqrt(rank)) */
+    float *a;                   /* (rank, k) */
+    float *b;                   /* (n_out, rank) */
+};
+
+struct engine_lora {
+    atomic_int refs;
+    const struct engine_model *m;
+    size_t bytes;
+    uint64_t id;                /* unique per object, for caches */
+    struct lora_mat *mats;      /* (n_layer, ENGINE_LORA_N_TARGETS) */
+};
+
+static atomic_uint_fast64_t next_id = 1;
+
+/* The base weight an adapter target modifies. */
+static const struct engine_weight *
+target_weight(const struct engine_model *m, int layer, enum engine_lora_target t)
+{
+    const struct engine_layer *ly = &m->layers[layer];
+    switch (t) {
+    case ENGINE_LORA_Q: return &ly->wq;
+    case ENGINE_LORA_K: return &ly->wk;
+    case ENGINE_LORA_V: return &ly->wv;
+    case ENGINE_LORA_O: return &ly->wo;
+    case ENGINE_LORA_GATE: return &ly->w_gate;
+    case ENGINE_LORA_UP: return &ly->w_up;
+    case ENGINE_LORA_DOWN: return &ly->w_down;
+    default: return NULL;
+    }
+}
+
+const char *
+engine_lora_target_name(enum engine_lora_target t)
+{
+    static const char *names[ENGINE_LORA_N_TARGETS] = { "attn_q", "attn_k", "attn_v",
+                                                        "attn_output", "ffn_gate", "ffn_up",
+                                                        "ffn_down" };
+    return (unsigned)t < ENGINE_LORA_N_TARGETS ? names[t] : "?";
+}
+
+int
+engine_lora_new(const struct engine_model *m, struct engine_lora **out)
+{
+    *out = NULL;
+    struct engine_lora *l = engine__xcalloc(1, sizeof(*l));
+    atomic_init(&l->refs, 1);
+    l->m = m;
+    l->id = atomic_fetch_add(&next_id, 1);
+    l->mats = engine__try_alloc((size_t)m->hp.n_layer * ENGINE_LORA_N_TARGETS,
+                                sizeof(*l->mats));
+    if (l->mats == NULL) {
+        free(l);
+        return -ENOMEM;
+    }
+    memset(l->mats, 0, (size_t)m->hp.n_layer * ENGINE_LORA_N_TARGETS * sizeof(*l->mats));
+    *out = l;
+    return 0;
+}
+
+static bool
+all_finite(const float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return false;
+    return true;
+}
+
+int
+engine_lora_add(struct engine_lora *l, int layer, enum engine_lora_target t, int rank,
+                float scale, int64_t k, int64_t n_out, const float *a, const float *b,
+                char *err, size_t errlen)
+{
+    const struct engine_model *m = l->m;
+    if (layer < 0 || layer >= m->hp.n_layer || (unsigned)t >= ENGINE_LORA_N_TARGETS) {
+        engine__err(err, errlen, "layer %d is not in the model (0..%d)", layer,
+                    m->hp.n_layer - 1);
+        return -EINVAL;
+    }
+    const struct engine_weight *w = target_weight(m, layer, t);
+    struct lora_mat *mat = &l->mats[(size_t)layer * ENGINE_LORA_N_TARGETS + t];
+    if (rank < 1 || k != w->k || n_out != w->n_out || mat->rank != 0) {
+        engine__err(err, errlen, "blk.%d.%s: adapter shape A (%d, %lld), B (%lld, %d) does not "
+                    "fit the base weight (%lld, %lld)%s", layer, engine_lora_target_name(t),
+                    rank, (long long)k, (long long)n_out, rank, (long long)w->n_out,
+                    (long long)w->k, mat->rank != 0 ? " or is given twice" : "");
+        return -EINVAL;
+    }
+    size_t na = (size_t)rank * (size_t)k, nb = (size_t)n_out * (size_t)rank;
+    if (!isfinite(scale) || !all_finite(a, na) || !all_finite(b, nb)) {
+        engine__err(err, errlen, "blk.%d.%s: adapter weights hold NaN or infinity", layer,
+                    engine_lora_target_name(t));
+        return -EINVAL;
+    }
+    mat->a = engine__try_alloc(na, sizeof(float));
+    mat->b = engine__try_alloc(nb, sizeof(float));
+    if (mat->a == NULL || mat->b == NULL) {
+        free(mat->a), free(mat->b);
+        mat->a = mat->b = NULL;
+        return -ENOMEM;
+    }
+    memcpy(mat->a, a, na * sizeof(float));
+    memcpy(mat->b, b, nb * sizeof(float));
+    mat->rank = rank;
+    mat->scale = scale;
+    l->bytes += (na + nb) * sizeof(float);
+    return 0;
+}
+
+void
+engine_lora_ref(struct engine_lora *l)
+{
+    atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed);
+}
+
+void
+engine_lora_unref(struct engine_lora *l)
+{
+    if (l == NULL)
+        return;
+    int old = atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel);
+    if (old != 1)
+        return;
+    for (size_t i = 0; i < (size_t)l->m->hp.n_layer * ENGINE_LORA_N_TARGETS; i++) {
+        free(l->mats[i].a);
+        free(l->mats[i].b);
+    }
+    free(l->mats);
+    free(l);
+}
+
+size_t
+engine_lora_bytes(const struct engine_lora *l)
+{
+    return l->bytes;
+}
+
+uint64_t
+engine_lora_id(const struct engine_lora *l)
+{
+    return l->id;
+}
+
+int
+engine_lora_max_rank(const struct engine_lora *l)
+{
+    int r = 0;
+    for (size_t i = 0; i < (size_t)l->m->hp.n_layer * ENGINE_LORA_N_TARGETS; i++)
+        r = l->mats[i].rank > r ? l->mats[i].rank : r;
+    return r;
+}
+
+/* ---- Application in the forward pass ---------------------------------- */
+
+/* Grows a scratch array to n elements of size sz; false on failure. */
+static bool
+grow(void **p, size_t *cap, size_t n, size_t sz)
+{
+    if (n <= *cap)
+        return true;
+    void *q = engine__try_alloc(n, sz);
+    if (q == NULL)
+        return false;
+    free(*p);
+    *p = q;
+    *cap = n;
+    return true;
+}
+
+/*
+ * Groups the rows of a batch by adapter, once per batch: group g lists the
+ * rows that use adapter l and each row's request scale. A row with two adapters is in two groups; their deltas add up.
+ */
+int
+engine__lora_plan(struct engine_lora_plan *p, const struct engine_lora_set *const *set,
+                  int rows)
+{
+    size_t entries = 0;
+    for (int r = 0; r < rows; r++)
+        entries += set[r] != NULL ? (size_t)set[r]->n : 0;
+    p->n = 0;
+    if (entries == 0)
+        return 0;
+    if (!grow((void **)&p->g, &p->cap_g, entries, sizeof(*p->g)) ||
+        !grow((void **)&p->row, &p->cap_row, entries, sizeof(int)) ||
+        !grow((void **)&p->scale, &p->cap_scale, entries, sizeof(float)))
+        return -ENOMEM;
+    size_t used = 0;
+    for (int r0 = 0; r0 < rows; r0++) {
+        for (int j0 = 0; set[r0] != NULL && j0 < set[r0]->n; j0++) {
+            const struct engine_lora *l = set[r0]->lora[j0];
+            bool seen = false;
+            for (int g = 0; g < p->n && !seen; g++)
+                seen = p->g[g].l == l;
+            if (seen)
+                continue;
+            struct engine_lora_group *g = &p->g[p->n++];
+            *g = (struct engine_lora_group){ l, 0, p->row + used, p->scale + used };
+            for (int r = r0; r < rows; r++)
+                for (int j = 0; set[r] != NULL && j < set[r]->n; j++)
+                    if (set[r]->lora[j] == l) {
+                        g->row[g->n] = r;
+                        g->scale[g->n++] = set[r]->scale[j];
+                    }
+            used += (size_t)g->n;
+        }
+    }
+    return 0;
+}
+
+/*
+ * y (rows of n_out) += for each group: its rows of x gathered, times A^T,
+ * scaled per row (request scale x alpha / rank), times B^T, scattered back (two small GEMMs of the rank).
+ */
+int
+engine__lora_apply(struct engine_pool *pool, struct engine_lora_plan *p, int layer,
+                   enum engine_lora_target t, const float *x, int64_t k, float *y,
+                   int64_t n_out)
+{
+    for (int gi = 0; gi < p->n; gi++) {
+        const struct engine_lora_group *g = &p->g[gi];
+        const struct lora_mat *mat = &g->l->mats[(size_t)layer * ENGINE_LORA_N_TARGETS + t];
+        if (mat->rank == 0)
+            continue;
+        size_t n = (size_t)g->n;
+        if (!grow((void **)&p->xg, &p->cap_xg, n * (size_t)k, sizeof(float)) ||
+            !grow((void **)&p->t, &p->cap_t, n * (size_t)mat->rank, sizeof(float)) ||
+            !grow((void **)&p->d, &p->cap_d, n * (size_t)n_out, sizeof(float)))
+            return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+            memcpy(p->xg + i * k, x + (size_t)g->row[i] * k, (size_t)k * sizeof(float));
+        engine__matmul(pool, GGUF_T_F32, mat->a, mat->rank, k, p->xg, g->n, p->t);
+        for (size_t i = 0; i < n; i++)
+            for (int q = 0; q < mat->rank; q++)
+                p->t[i * mat->rank + q] *= g->scale[i] * mat->scale;
+        engine__matmul(pool, GGUF_T_F32, mat->b, n_out, mat->rank, p->t, g->n, p->d);
+        for (size_t i = 0; i < n; i++) {
+            float *yr = y + (size_t)g->row[i] * n_out;
+            const float *dr = p->d + i * n_out;
+            for (int64_t c = 0; c < n_out; c++)
+                yr[c] += dr[c];
+        }
+    }
+    return 0;
+}
+
+void
+engine__lora_plan_release(struct engine_lora_plan *p)
+{
+    free(p->g);
+    free(p->row);
+    free(p->scale);
+    free(p->xg);
+    free(p->t);
+    free(p->d);
+    memset(p, 0, sizeof(*p));
+}
