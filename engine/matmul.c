@@ -6,9 +6,12 @@
  * rows once (to 8-bit blocks for the quantized types) and stream the weight
  * rows through the variant's gemv kernel: pool threads claim chunks of rows
  * from a shared counter, and each weight row is used for all m activation
- * rows while it is in cache. Larger batches (prefill) have each thread
- * dequantize panels of weight rows to f32 in its scratch buffer and hand them
- * to OpenBLAS sgemm, single-threaded, so math threads never exceed the pool.
+ * rows while it is in cache. Larger batches (prefill) run an f32 GEMM on
+ * dequantized weights: the variant's own packed-panel GEMM if it has one
+ * (AVX-512), else each thread dequantizes panels into its scratch and calls
+ * OpenBLAS sgemm, single-threaded (set once at init), so math threads never
+ * exceed the pool. Every job is claimed dynamically and run with
+ * engine__pool_run_some, so a late or descheduled worker is never waited for.
  */
 #include <assert.h>
 #include <cblas.h>
@@ -208,25 +211,54 @@ gemv_chunk(int64_t n_out, int nth)
     return (c + 3) & ~(int64_t)3;
 }
 
+/* Converts activation rows claimed four at a time (j->n_out is m here). */
 static void
-matmul_gemv(struct mm_job *j)
+act_task(int ith, int nth, void *arg)
+{
+    (void)ith, (void)nth;
+    struct mm_job *j = arg;
+    enum engine_act a = j->v->type[j->t].act;
+    int64_t r0, r1;
+    while (claim(j, &r0, &r1))
+        for (int64_t r = r0; r < r1; r++)
+            j->v->act[a](j->x + r * j->k, (char *)j->a + r * j->astride, j->k);
+}
+
+/* The activation in the format the gemv kernels take, in thread 0's scratch. */
+static void
+convert_act(struct mm_job *j)
 {
     enum engine_act a = j->v->type[j->t].act;
     if (a == ENGINE_ACT_F32) {
         j->a = j->x;
         j->astride = (size_t)j->k * sizeof(float);
-    } else {
-        j->astride = engine__act_row_size(a, j->k);
-        char *buf = engine__pool_scratch(j->pool, 0, j->astride * (size_t)j->m);
-        for (int64_t r = 0; r < j->m; r++)
-            j->v->act[a](j->x + r * j->k, buf + r * j->astride, j->k);
-        j->a = buf;
+        return;
     }
+    j->astride = engine__act_row_size(a, j->k);
+    j->a = engine__pool_scratch(j->pool, 0, j->astride * (size_t)j->m);
+    if (j->m < 8) { /* not worth waking anyone */
+        for (int64_t r = 0; r < j->m; r++)
+            j->v->act[a](j->x + r * j->k, (char *)j->a + r * j->astride, j->k);
+        return;
+    }
+    int64_t n_out = j->n_out;
+    j->n_out = j->m;
+    j->chunk = 4;
+    atomic_store(&j->next, 0);
+    engine__pool_run_some(j->pool, act_task, j);
+    j->n_out = n_out;
+}
+
+static void
+matmul_gemv(struct mm_job *j)
+{
+    convert_act(j);
     j->chunk = gemv_chunk(j->n_out, engine__pool_size(j->pool));
+    atomic_store(&j->next, 0);
     engine__pool_run_some(j->pool, gemv_task, j);
 }
 
-/* ---- Large batches: dequantized panels and sgemm ----------------------- */
+/* ---- Large batches: OpenBLAS sgemm on dequantized panels -------------- */
 
 static void
 gemm_task(int ith, int nth, void *arg)
@@ -249,6 +281,8 @@ gemm_task(int ith, int nth, void *arg)
                     (int)j->n_out);
     }
 }
+
+/* ---- Large batches: the variant's own packed-panel GEMM --------------- */
 
 /*
  * The variant's own GEMM. The activation is packed once (xt, in thread 0's

@@ -6,13 +6,15 @@
  * maddubs (u8 x s8 -> s16 pairs) then madd (-> s32), with the sign trick for
  * Q8_0 (|w| x sign(x, w)) and the activation's -8 * sum term for Q4_0.
  *
- * Each gemv passes over a weight row once for up to four activation rows
- * (DOT_ROWS), so a batch reads the weights once; every (row, activation)
- * pair is summed in the same order whatever the batch, so results do not
- * depend on m. Q4_K and Q6_K sums are exact integers per super-block and are
- * added to the float sum exactly as the scalar reference does.
+ * The quantized gemv kernels work on tiles of 8 (weight row, activation row)
+ * pairs with exact int32 block sums and the scalar reference's float
+ * arithmetic (see simd_avx512.c), so they give the scalar results bit for
+ * bit, whatever m. Float rows pass over a weight row once for up to four
+ * activation rows (DOT_ROWS). Large batches use OpenBLAS (matmul.c).
  */
 #include <immintrin.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -143,62 +145,207 @@ GEMV(gemv_bf16, dotn_bf16)
 
 /* ---- Q8_0 and Q4_0 against Q8A activations ---------------------------- */
 
-ALWAYS_INLINE void
-dotn_q8_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float *y,
-          int64_t ldy)
+/*
+ * Tiles of W weight rows x R activation rows (W * R <= 8 pairs), one block at
+ * a time, as in simd_avx512.c: each pair's block product is an exact int32,
+ * the eight pairs' lanes are summed into one vector (lane p = i * R + r), and
+ * sum = sum + (dw * dx) * isum is done lane by lane, which is the scalar
+ * reference's arithmetic. Q8_0 uses the sign trick (|w| . sign(x, w), exact:
+ * no s16 saturation with |w| <= 128, |x| <= 127); Q4_0 adds c = -8 * sum(x).
+ * Per block, the activation side of a group of R rows (dx and c, spread to
+ * the pair lanes) is prepared once in a q8a_group for all weight rows.
+ */
+#define Q8A_CHUNK 128 /* blocks per q8a_group: 8 KB of stack */
+
+struct q8a_group {
+    __m256 dx[Q8A_CHUNK];                 /* lane p: dx of activation row p % R */
+    __m256i corr[Q8A_CHUNK];              /* lane p: c of row p % R (Q4_0) */
+};
+
+static void
+q8a_group_fill(struct q8a_group *g, bool q4, const char *a, size_t astride, int64_t k,
+               int R, int64_t b0, int64_t b1)
 {
-    const struct engine_block_q8_0 *w = wr;
-    const float *dx[DOT_ROWS];
-    __m256 acc[DOT_ROWS];
-    UNROLL for (int r = 0; r < R; r++) {
-        dx[r] = engine__act_d(a + r * astride, k);
-        acc[r] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < k / ENGINE_QK; b++) {
-        __m256i q = _mm256_loadu_si256((const __m256i *)w[b].qs);
-        __m256i aq = _mm256_sign_epi8(q, q);
-        __m256 dw = _mm256_set1_ps(f16(w[b].d));
-        UNROLL for (int r = 0; r < R; r++) {
-            __m256i x = _mm256_load_si256((const __m256i *)(a + r * astride) + b);
-            __m256 p = _mm256_cvtepi32_ps(dot_u8s8(aq, _mm256_sign_epi8(x, q)));
-            acc[r] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw, _mm256_set1_ps(dx[r][b])), acc[r]);
+    for (int64_t b = b0; b < b1; b++) {
+        float dx[8];
+        int32_t c[8];
+        for (int p = 0; p < 8; p++) {
+            const char *row = a + (p % R) * astride;
+            dx[p] = engine__act_d(row, k)[b];
+            c[p] = q4 ? engine__act_c(row, k)[b] : 0;
         }
+        g->dx[b - b0] = _mm256_loadu_ps(dx);
+        g->corr[b - b0] = _mm256_loadu_si256((const __m256i *)c);
     }
-    UNROLL for (int r = 0; r < R; r++)
-        y[r * ldy] = hsum_ps(acc[r]);
 }
 
-ALWAYS_INLINE void
-dotn_q4_0(int64_t k, const void *wr, const char *a, size_t astride, int R, float *y,
-          int64_t ldy)
+/* Each step prefetches its share of the next tile's rows; see simd_avx512.c. */
+ALWAYS_INLINE const char *
+prefetch_next(const char *pf, const char *end)
 {
-    const struct engine_block_q4_0 *w = wr;
-    const float *dx[DOT_ROWS];
-    const int32_t *cx[DOT_ROWS];
-    __m256 acc[DOT_ROWS];
-    UNROLL for (int r = 0; r < R; r++) {
-        dx[r] = engine__act_d(a + r * astride, k);
-        cx[r] = engine__act_c(a + r * astride, k);
-        acc[r] = _mm256_setzero_ps();
-    }
+    for (; pf < end; pf += 64)
+        __builtin_prefetch(pf, 0, 3);
+    return pf;
+}
+
+/* Lane p of the result is the sum of the eight lanes of v[p]. */
+ALWAYS_INLINE __m256i
+reduce8(const __m256i v[8])
+{
+    __m256i ab = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    __m256i cd = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(ab, cd, 0x20),
+                            _mm256_permute2x128_si256(ab, cd, 0x31));
+}
+
+/* The f16 at wb of weight row p / R, as f32, for each pair lane p. */
+ALWAYS_INLINE __m256
+pair_f16(const char *wb, size_t wstride, int W, int R)
+{
+    __m128i h = _mm_cvtsi32_si128(*(const uint16_t *)wb);
+#define INSERT(i) \
+    if (W > i) \
+        h = _mm_insert_epi16(h, *(const uint16_t *)(wb + i * wstride), i);
+    INSERT(1) INSERT(2) INSERT(3) INSERT(4) INSERT(5) INSERT(6) INSERT(7)
+#undef INSERT
+    __m256 v = _mm256_cvtph_ps(h);
+    if (R == 1)
+        return v;
+    return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0 / R, 1 / R, 2 / R, 3 / R, 4 / R,
+                                                         5 / R, 6 / R, 7 / R));
+}
+
+/* Blocks [b0, b1) of a tile; the sums continue from y unless first. */
+ALWAYS_INLINE void
+q8a_tile(bool q4, int64_t k, const char *w, size_t wstride, const char *a, size_t astride,
+         const struct q8a_group *g, int64_t b0, int64_t b1, bool first, int W, int R,
+         float *y, int64_t ldy)
+{
+    const size_t bsize = q4 ? sizeof(struct engine_block_q4_0) : sizeof(struct engine_block_q8_0);
     const __m256i lo4 = _mm256_set1_epi8(0x0f);
-    for (int64_t b = 0; b < k / ENGINE_QK; b++) {
-        __m128i q = _mm_loadu_si128((const __m128i *)w[b].qs);
-        __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lo4);
-        __m256 dw = _mm256_set1_ps(f16(w[b].d));
-        UNROLL for (int r = 0; r < R; r++) {
-            __m256i x = _mm256_load_si256((const __m256i *)(a + r * astride) + b);
-            __m256i c = _mm256_zextsi128_si256(_mm_cvtsi32_si128(cx[r][b]));
-            __m256 p = _mm256_cvtepi32_ps(_mm256_add_epi32(dot_u8s8(u, x), c));
-            acc[r] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw, _mm256_set1_ps(dx[r][b])), acc[r]);
+    float out[8] = { 0 };
+    if (!first)
+        UNROLL for (int i = 0; i < W; i++)
+            UNROLL for (int r = 0; r < R; r++)
+                out[i * R + r] = y[r * ldy + i];
+    __m256 acc = _mm256_loadu_ps(out);
+    const char *next = w + W * wstride + b0 * W * bsize, *pf = next;
+    for (int64_t b = b0; b < b1; b++) {
+        const char *wb = w + b * bsize;
+        pf = prefetch_next(pf, next + (b - b0 + 1) * W * bsize);
+        __m256i p[8];
+        UNROLL for (int i = 0; i < W; i++) {
+            if (q4) {
+                __m128i q = _mm_loadu_si128((const __m128i *)(wb + i * wstride + 2));
+                __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lo4);
+                UNROLL for (int r = 0; r < R; r++)
+                    p[i * R + r] = dot_u8s8(u, _mm256_load_si256((const __m256i *)(a + r * astride) + b));
+            } else {
+                __m256i q = _mm256_loadu_si256((const __m256i *)(wb + i * wstride + 2));
+                __m256i aq = _mm256_sign_epi8(q, q);
+                UNROLL for (int r = 0; r < R; r++) {
+                    __m256i x = _mm256_load_si256((const __m256i *)(a + r * astride) + b);
+                    p[i * R + r] = dot_u8s8(aq, _mm256_sign_epi8(x, q));
+                }
+            }
         }
+        UNROLL for (int q = W * R; q < 8; q++)
+            p[q] = _mm256_setzero_si256();
+        __m256i isum = reduce8(p);
+        __m256 dx;
+        if (R == 1) {
+            if (q4)
+                isum = _mm256_add_epi32(isum, _mm256_set1_epi32(engine__act_c(a, k)[b]));
+            dx = _mm256_set1_ps(engine__act_d(a, k)[b]);
+        } else {
+            isum = _mm256_add_epi32(isum, g->corr[b - b0]);
+            dx = g->dx[b - b0];
+        }
+        __m256 scale = _mm256_mul_ps(pair_f16(wb, wstride, W, R), dx);
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
     }
-    UNROLL for (int r = 0; r < R; r++)
-        y[r * ldy] = hsum_ps(acc[r]);
+    _mm256_storeu_ps(out, acc);
+    UNROLL for (int i = 0; i < W; i++)
+        UNROLL for (int r = 0; r < R; r++)
+            y[r * ldy + i] = out[i * R + r];
 }
 
-GEMV(gemv_q8_0, dotn_q8_0)
-GEMV(gemv_q4_0, dotn_q4_0)
+/* One function per tile shape, each compiled on its own so its accumulators get registers. */
+typedef void (*q8a_tile_fn)(int64_t k, const char *w, size_t wstride, const char *a,
+                            size_t astride, const struct q8a_group *g, int64_t b0, int64_t b1,
+                            bool first, float *y, int64_t ldy);
+
+#define Q8A_TILE(WW, RR)                                                                      \
+    static void q8_0_tile_##WW##x##RR(int64_t k, const char *w, size_t wstride, const char *a, \
+                                      size_t astride, const struct q8a_group *g,              \
+                                      int64_t b0, int64_t b1, bool first, float *y,           \
+                                      int64_t ldy)                                            \
+    {                                                                                         \
+        q8a_tile(false, k, w, wstride, a, astride, g, b0, b1, first, WW, RR, y, ldy);         \
+    }                                                                                         \
+    static void q4_0_tile_##WW##x##RR(int64_t k, const char *w, size_t wstride, const char *a, \
+                                      size_t astride, const struct q8a_group *g,              \
+                                      int64_t b0, int64_t b1, bool first, float *y,           \
+                                      int64_t ldy)                                            \
+    {                                                                                         \
+        q8a_tile(true, k, w, wstride, a, astride, g, b0, b1, first, WW, RR, y, ldy);          \
+    }
+
+Q8A_TILE(8, 1) Q8A_TILE(7, 1) Q8A_TILE(6, 1) Q8A_TILE(5, 1) Q8A_TILE(4, 1) Q8A_TILE(3, 1)
+Q8A_TILE(2, 1) Q8A_TILE(1, 1) Q8A_TILE(4, 2) Q8A_TILE(3, 2) Q8A_TILE(2, 2) Q8A_TILE(1, 2)
+Q8A_TILE(2, 4) Q8A_TILE(1, 4) Q8A_TILE(1, 8)
+
+/* [q4][log2 R][W - 1] */
+static const q8a_tile_fn q8a_tiles[2][4][8] = {
+    { { q8_0_tile_1x1, q8_0_tile_2x1, q8_0_tile_3x1, q8_0_tile_4x1, q8_0_tile_5x1,
+        q8_0_tile_6x1, q8_0_tile_7x1, q8_0_tile_8x1 },
+      { q8_0_tile_1x2, q8_0_tile_2x2, q8_0_tile_3x2, q8_0_tile_4x2 },
+      { q8_0_tile_1x4, q8_0_tile_2x4 },
+      { q8_0_tile_1x8 } },
+    { { q4_0_tile_1x1, q4_0_tile_2x1, q4_0_tile_3x1, q4_0_tile_4x1, q4_0_tile_5x1,
+        q4_0_tile_6x1, q4_0_tile_7x1, q4_0_tile_8x1 },
+      { q4_0_tile_1x2, q4_0_tile_2x2, q4_0_tile_3x2, q4_0_tile_4x2 },
+      { q4_0_tile_1x4, q4_0_tile_2x4 },
+      { q4_0_tile_1x8 } },
+};
+
+/* Activation rows in groups of R = 8, 4, 2 or 1, weight rows W = 8 / R at a time. */
+static void
+gemv_q8a(bool q4, int64_t k, const void *w, size_t wstride, int64_t n, const void *a,
+         size_t astride, int64_t m, float *y, int64_t ldy)
+{
+    struct q8a_group g;
+    int64_t nb = k / ENGINE_QK;
+    for (int64_t r0 = 0; r0 < m;) {
+        int lg = m - r0 >= 8 ? 3 : m - r0 >= 4 ? 2 : m - r0 >= 2 ? 1 : 0, R = 1 << lg, W = 8 / R;
+        const char *ar = (const char *)a + r0 * astride;
+        for (int64_t b0 = 0; b0 < nb; b0 += Q8A_CHUNK) {
+            int64_t b1 = nb - b0 < Q8A_CHUNK ? nb : b0 + Q8A_CHUNK;
+            if (R > 1)
+                q8a_group_fill(&g, q4, ar, astride, k, R, b0, b1);
+            for (int64_t i = 0; i < n; i += W) {
+                int wt = (int)(n - i < W ? n - i : W);
+                q8a_tiles[q4][lg][wt - 1](k, (const char *)w + i * wstride, wstride, ar, astride,
+                                          &g, b0, b1, b0 == 0, y + r0 * ldy + i, ldy);
+            }
+        }
+        r0 += R;
+    }
+}
+
+static void
+gemv_q8_0(int64_t k, const void *w, size_t wstride, int64_t n, const void *a, size_t astride,
+          int64_t m, float *y, int64_t ldy)
+{
+    gemv_q8a(false, k, w, wstride, n, a, astride, m, y, ldy);
+}
+
+static void
+gemv_q4_0(int64_t k, const void *w, size_t wstride, int64_t n, const void *a, size_t astride,
+          int64_t m, float *y, int64_t ldy)
+{
+    gemv_q8a(true, k, w, wstride, n, a, astride, m, y, ldy);
+}
 
 /* ---- Q4_K and Q6_K against Q8K activations ---------------------------- */
 
@@ -218,59 +365,36 @@ q4k_scales(const uint8_t *s)
     return _mm_set_epi32((int)mn47, (int)mn03, (int)sc47, (int)sc03);
 }
 
-/* Per-pair integer sums of one Q4_K super-block: main and min terms. */
+/* One Q4_K super-block against R rows: pi[r] the scaled products, pm[r] mins x sums (8 lanes). */
 ALWAYS_INLINE void
-q4k_block(const struct engine_block_q4_k *w, const char *a, size_t astride, int64_t k,
-          int64_t b, int R, int *isum, int *msum)
+q4k_pairs(const struct engine_block_q4_k *w, const char *a, size_t astride, int64_t k,
+          int64_t b, int R, __m256i *pi, __m256i *pm)
 {
     __m128i s8 = q4k_scales(w->scales);
     __m256i s16 = _mm256_cvtepu8_epi16(s8);                       /* sc0..7, mn0..7 */
     __m256i sc = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(s16));
     __m128i mn = _mm256_extracti128_si256(s16, 1);
     __m256i mn2 = _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn));
-    __m256i iacc[DOT_ROWS];
     UNROLL for (int r = 0; r < R; r++)
-        iacc[r] = _mm256_setzero_si256();
+        pi[r] = _mm256_setzero_si256();
     const __m256i lo4 = _mm256_set1_epi8(0x0f);
     UNROLL for (int c = 0; c < 4; c++) {
         __m256i q = _mm256_loadu_si256((const __m256i *)w->qs + c);
         __m256i ql = _mm256_and_si256(q, lo4), qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), lo4);
         /* broadcast scale 2c and 2c+1 (16-bit) to every lane */
-        __m256i sl = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(0x0100 + 0x0202 * 2 * c)));
-        __m256i sh = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(0x0302 + 0x0202 * 2 * c)));
+        __m256i sl = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(0x0100 + 0x0404 * c)));
+        __m256i sh = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(0x0302 + 0x0404 * c)));
         UNROLL for (int r = 0; r < R; r++) {
             const __m256i *x = (const __m256i *)(a + r * astride + b * ENGINE_QK_K) + 2 * c;
             __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(ql, _mm256_load_si256(x)), sl);
             __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(qh, _mm256_load_si256(x + 1)), sh);
-            iacc[r] = _mm256_add_epi32(iacc[r], _mm256_add_epi32(pl, ph));
+            pi[r] = _mm256_add_epi32(pi[r], _mm256_add_epi32(pl, ph));
         }
     }
     UNROLL for (int r = 0; r < R; r++) {
         const int16_t *bs = engine__act_bsums(a + r * astride, k) + 16 * b;
-        __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), mn2);
-        isum[r] = hsum_epi32(iacc[r]);
-        msum[r] = hsum_epi32(m);
+        pm[r] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), mn2);
     }
-}
-
-ALWAYS_INLINE void
-dotn_q4_k(int64_t k, const void *wr, const char *a, size_t astride, int R, float *y,
-          int64_t ldy)
-{
-    const struct engine_block_q4_k *w = wr;
-    float sum[DOT_ROWS] = { 0 };
-    for (int64_t b = 0; b < k / ENGINE_QK_K; b++) {
-        int isum[DOT_ROWS], msum[DOT_ROWS];
-        q4k_block(&w[b], a, astride, k, b, R, isum, msum);
-        float d = f16(w[b].d), dmin = f16(w[b].dmin);
-        UNROLL for (int r = 0; r < R; r++) {
-            float dx = engine__act_d(a + r * astride, k)[b];
-            sum[r] = sum[r] + d * dx * (float)isum[r];
-            sum[r] = sum[r] - dmin * dx * (float)msum[r];
-        }
-    }
-    UNROLL for (int r = 0; r < R; r++)
-        y[r * ldy] = sum[r];
 }
 
 /* The four 32-element quarters of one 128-element half of a Q6_K block, 0..63. */
@@ -288,15 +412,14 @@ q6k_unpack(const uint8_t *ql, const uint8_t *qh, __m256i q[4])
                            _mm256_and_si256(_mm256_srli_epi16(h, 2), m2));
 }
 
-/* Integer sum of one Q6_K super-block per pair: sum_g sc_g * sum (q - 32) x. */
+/* One Q6_K super-block against R rows: pi[r] = sum_g sc_g q.x, pm[r] = sum_g sc_g bsum_g. */
 ALWAYS_INLINE void
-q6k_block(const struct engine_block_q6_k *w, const char *a, size_t astride, int64_t k,
-          int64_t b, int R, int *isum)
+q6k_pairs(const struct engine_block_q6_k *w, const char *a, size_t astride, int64_t k,
+          int64_t b, int R, __m256i *pi, __m256i *pm)
 {
     __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w->scales));
-    __m256i iacc[DOT_ROWS];
     UNROLL for (int r = 0; r < R; r++)
-        iacc[r] = _mm256_setzero_si256();
+        pi[r] = _mm256_setzero_si256();
     UNROLL for (int half = 0; half < 2; half++) {
         __m256i q[4];
         q6k_unpack(w->ql + 64 * half, w->qh + 32 * half, q);
@@ -311,38 +434,134 @@ q6k_block(const struct engine_block_q6_k *w, const char *a, size_t astride, int6
                 const __m256i *x = (const __m256i *)(a + r * astride + b * ENGINE_QK_K) +
                                    4 * half + j;
                 __m256i p = _mm256_maddubs_epi16(q[j], _mm256_load_si256(x));
-                iacc[r] = _mm256_add_epi32(iacc[r], _mm256_madd_epi16(p, s));
+                pi[r] = _mm256_add_epi32(pi[r], _mm256_madd_epi16(p, s));
             }
         }
     }
     UNROLL for (int r = 0; r < R; r++) {
         const int16_t *bs = engine__act_bsums(a + r * astride, k) + 16 * b;
-        __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), sc16);
-        isum[r] = hsum_epi32(iacc[r]) - 32 * hsum_epi32(c);
+        pm[r] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), sc16);
     }
 }
 
-ALWAYS_INLINE void
-dotn_q6_k(int64_t k, const void *wr, const char *a, size_t astride, int R, float *y,
-          int64_t ldy)
+/* dx of super-block b of activation row p % R, per pair lane p. */
+ALWAYS_INLINE __m256
+pair_dx(const char *a, size_t astride, int64_t k, int64_t b, int R)
 {
-    const struct engine_block_q6_k *w = wr;
-    float sum[DOT_ROWS] = { 0 };
+    float v[8];
+    UNROLL for (int r = 0; r < R; r++)
+        v[r] = engine__act_d(a + r * astride, k)[b];
+    return R == 1 ? _mm256_set1_ps(v[0])
+         : R == 2 ? _mm256_setr_ps(v[0], v[1], v[0], v[1], v[0], v[1], v[0], v[1])
+         : R == 4 ? _mm256_setr_ps(v[0], v[1], v[2], v[3], v[0], v[1], v[2], v[3])
+                  : _mm256_setr_ps(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+}
+
+/* Q4_K and Q6_K tiles: as for Q8_0, per super-block; see simd_avx512.c. */
+ALWAYS_INLINE void
+kq_tile(bool q6, int64_t k, const char *w, size_t wstride, const char *a, size_t astride,
+        int W, int R, float *y, int64_t ldy)
+{
+    const size_t bsize = q6 ? sizeof(struct engine_block_q6_k) : sizeof(struct engine_block_q4_k);
+    __m256 acc = _mm256_setzero_ps();
+    const char *next = w + W * wstride, *pf = next;
     for (int64_t b = 0; b < k / ENGINE_QK_K; b++) {
-        int isum[DOT_ROWS];
-        q6k_block(&w[b], a, astride, k, b, R, isum);
-        float d = f16(w[b].d);
-        UNROLL for (int r = 0; r < R; r++) {
-            float dx = engine__act_d(a + r * astride, k)[b];
-            sum[r] = sum[r] + d * dx * (float)isum[r];
+        const char *wb = w + b * bsize;
+        pf = prefetch_next(pf, next + (b + 1) * W * bsize);
+        __m256i pi[8], pm[8];
+        UNROLL for (int i = 0; i < W; i++) {
+            if (q6)
+                q6k_pairs((const void *)(wb + i * wstride), a, astride, k, b, R, pi + i * R,
+                          pm + i * R);
+            else
+                q4k_pairs((const void *)(wb + i * wstride), a, astride, k, b, R, pi + i * R,
+                          pm + i * R);
+        }
+        UNROLL for (int q = W * R; q < 8; q++)
+            pi[q] = pm[q] = _mm256_setzero_si256();
+        __m256 dx = pair_dx(a, astride, k, b, R);
+        if (q6) {
+            __m256i isum = _mm256_sub_epi32(reduce8(pi), _mm256_slli_epi32(reduce8(pm), 5));
+            __m256 d = pair_f16(wb + offsetof(struct engine_block_q6_k, d), wstride, W, R);
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum)));
+        } else {
+            __m256 d = pair_f16(wb, wstride, W, R), dmin = pair_f16(wb + 2, wstride, W, R);
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(d, dx),
+                                                   _mm256_cvtepi32_ps(reduce8(pi))));
+            acc = _mm256_sub_ps(acc, _mm256_mul_ps(_mm256_mul_ps(dmin, dx),
+                                                   _mm256_cvtepi32_ps(reduce8(pm))));
         }
     }
-    UNROLL for (int r = 0; r < R; r++)
-        y[r * ldy] = sum[r];
+    float out[8];
+    _mm256_storeu_ps(out, acc);
+    UNROLL for (int i = 0; i < W; i++)
+        UNROLL for (int r = 0; r < R; r++)
+            y[r * ldy + i] = out[i * R + r];
 }
 
-GEMV(gemv_q4_k, dotn_q4_k)
-GEMV(gemv_q6_k, dotn_q6_k)
+typedef void (*kq_tile_fn)(int64_t k, const char *w, size_t wstride, const char *a,
+                           size_t astride, float *y, int64_t ldy);
+
+#define KQ_TILE(WW, RR)                                                                    \
+    static void q4_k_tile_##WW##x##RR(int64_t k, const char *w, size_t wstride,            \
+                                      const char *a, size_t astride, float *y, int64_t ldy) \
+    {                                                                                      \
+        kq_tile(false, k, w, wstride, a, astride, WW, RR, y, ldy);                         \
+    }                                                                                      \
+    static void q6_k_tile_##WW##x##RR(int64_t k, const char *w, size_t wstride,            \
+                                      const char *a, size_t astride, float *y, int64_t ldy) \
+    {                                                                                      \
+        kq_tile(true, k, w, wstride, a, astride, WW, RR, y, ldy);                          \
+    }
+
+KQ_TILE(8, 1) KQ_TILE(7, 1) KQ_TILE(6, 1) KQ_TILE(5, 1) KQ_TILE(4, 1) KQ_TILE(3, 1)
+KQ_TILE(2, 1) KQ_TILE(1, 1) KQ_TILE(4, 2) KQ_TILE(3, 2) KQ_TILE(2, 2) KQ_TILE(1, 2)
+KQ_TILE(2, 4) KQ_TILE(1, 4) KQ_TILE(1, 8)
+
+/* [q6][log2 R][W - 1] */
+static const kq_tile_fn kq_tiles[2][4][8] = {
+    { { q4_k_tile_1x1, q4_k_tile_2x1, q4_k_tile_3x1, q4_k_tile_4x1, q4_k_tile_5x1,
+        q4_k_tile_6x1, q4_k_tile_7x1, q4_k_tile_8x1 },
+      { q4_k_tile_1x2, q4_k_tile_2x2, q4_k_tile_3x2, q4_k_tile_4x2 },
+      { q4_k_tile_1x4, q4_k_tile_2x4 },
+      { q4_k_tile_1x8 } },
+    { { q6_k_tile_1x1, q6_k_tile_2x1, q6_k_tile_3x1, q6_k_tile_4x1, q6_k_tile_5x1,
+        q6_k_tile_6x1, q6_k_tile_7x1, q6_k_tile_8x1 },
+      { q6_k_tile_1x2, q6_k_tile_2x2, q6_k_tile_3x2, q6_k_tile_4x2 },
+      { q6_k_tile_1x4, q6_k_tile_2x4 },
+      { q6_k_tile_1x8 } },
+};
+
+static void
+gemv_kq(bool q6, int64_t k, const void *w, size_t wstride, int64_t n, const void *a,
+        size_t astride, int64_t m, float *y, int64_t ldy)
+{
+    for (int64_t r0 = 0; r0 < m;) {
+        int lg = m - r0 >= 8 ? 3 : m - r0 >= 4 ? 2 : m - r0 >= 2 ? 1 : 0, R = 1 << lg, W = 8 / R;
+        for (int64_t i = 0; i < n; i += W) {
+            int wt = (int)(n - i < W ? n - i : W);
+            kq_tiles[q6][lg][wt - 1](k, (const char *)w + i * wstride, wstride,
+                                     (const char *)a + r0 * astride, astride,
+                                     y + r0 * ldy + i, ldy);
+        }
+        r0 += R;
+    }
+}
+
+static void
+gemv_q4_k(int64_t k, const void *w, size_t wstride, int64_t n, const void *a, size_t astride,
+          int64_t m, float *y, int64_t ldy)
+{
+    gemv_kq(false, k, w, wstride, n, a, astride, m, y, ldy);
+}
+
+static void
+gemv_q6_k(int64_t k, const void *w, size_t wstride, int64_t n, const void *a, size_t astride,
+          int64_t m, float *y, int64_t ldy)
+{
+    gemv_kq(true, k, w, wstride, n, a, astride, m, y, ldy);
+}
+
 
 /* ---- Activation conversion -------------------------------------------- */
 
