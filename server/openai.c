@@ -212,7 +212,9 @@ parse_prompt(struct oai_request *r, int n_vocab, struct oai_err *e)
         return server__fail(e, -EINVAL, "prompt", "invalid_value",
                             "prompt: %d prompts, at most %d are taken at once", n,
                             OAI_MAX_CHOICES);
-    r->prompts = server__xcalloc((size_t)n, sizeof(*r->prompts));
+    r->prompts = calloc((size_t)n, sizeof(*r->prompts));
+    if (r->prompts == NULL)
+        return server__fail(e, -ENOMEM, NULL, NULL, "out of memory for %d prompts", n);
     r->n_prompts = n;
     if (cJSON_IsString(v)) {
         r->prompts[0].text = v->valuestring;
@@ -307,7 +309,9 @@ parse_messages(struct oai_request *r, struct oai_err *e)
     int n = cJSON_GetArraySize(v);
     if (!cJSON_IsArray(v) || n == 0)
         return bad(e, "messages", "a non-empty array of messages", v);
-    r->msgs = server__xcalloc((size_t)n, sizeof(*r->msgs));
+    r->msgs = calloc((size_t)n, sizeof(*r->msgs));
+    if (r->msgs == NULL)
+        return server__fail(e, -ENOMEM, NULL, NULL, "out of memory for %d messages", n);
     cJSON *it = NULL;
     cJSON_ArrayForEach(it, v) {
         if (parse_message(it, r->n_msgs, &r->msgs[r->n_msgs], e) < 0)
@@ -360,7 +364,9 @@ parse_logit_bias(struct oai_request *r, int n_vocab, struct oai_err *e)
     if (!cJSON_IsObject(v))
         return bad(e, "logit_bias", "an object of token id -> bias", v);
     int n = cJSON_GetArraySize(v);
-    r->bias = server__xcalloc((size_t)n, sizeof(*r->bias));
+    r->bias = calloc((size_t)(n > 0 ? n : 1), sizeof(*r->bias));
+    if (r->bias == NULL)
+        return server__fail(e, -ENOMEM, NULL, NULL, "out of memory for %d logit biases", n);
     const cJSON *it = NULL;
     cJSON_ArrayForEach(it, v) {
         char *end = NULL;
