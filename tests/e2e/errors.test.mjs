@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import OpenAI from 'openai';
-import { startServer, post } from './server.mjs';
+import { startServer, post, health, until } from './server.mjs';
 
 let srv;
 before(async () => { srv = await startServer(['--max-body', '4096']); });
@@ -154,7 +154,7 @@ test('a full queue is 429', async () => {
     assert.ok(statuses.includes(429), statuses.join());
     for (const r of results) if (r.status === 429) assertError(r, 429, { code: 'queue_full' });
     const running = post(busy.url, '/v1/completions', long);
-    await new Promise((res) => setTimeout(res, 20));
+    await until(async () => (await health(busy.url)).slots.busy === 1);
     await assert.rejects(busy.client.completions.create(long),
       (e) => e instanceof OpenAI.RateLimitError && e.status === 429);
     assert.equal((await running).status, 200);
@@ -198,9 +198,9 @@ test('while shutting down: new requests are 503, running ones finish, exit 0', a
   assert.match(first, /^HTTP\/1\.1 200/);
   const long = post(s.url, '/v1/completions',
     { prompt: 'In the beginning', max_tokens: 200, ignore_eos: true, temperature: 0 });
-  await new Promise((res) => setTimeout(res, 30));
+  await until(async () => (await health(s.url)).slots.busy === 1);
   s.proc.kill('SIGTERM');
-  await new Promise((res) => setTimeout(res, 30));
+  await until(() => /no new connections/.test(s.stderr()));
   const body = '{"prompt":"a"}';
   const refused = await c.send('POST /v1/completions HTTP/1.1\r\nHost: x\r\n' +
     `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);

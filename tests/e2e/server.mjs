@@ -104,3 +104,12 @@ export async function readEvents(response) {
 export async function health(url) {
   return (await fetch(`${url}/health`)).json();
 }
+
+// Polls cond (sync or async) every 5 ms until it holds; throws after ms.
+export async function until(cond, ms = 10000) {
+  const t0 = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${cond}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
