@@ -19,7 +19,63 @@ int adapters__load_peft(const struct engine_model *m, const char *dir, int max_r
 bool adapters__parse_target(const char *name, size_t len, int *layer,
                             enum engine_lora_target *t);
 
-/* sha256 of buf[0..len) as lowercase hex (65 bytes with the NUL). */
-void adapters__sha256_hex(const void *buf, size_t len, char hex[65]);
+/* sha256 of buf[0..len) followed by buf2[0..len2) (buf2 may be NULL) as lowercase hex. */
+void adapters__sha256_hex(const void *buf, size_t len, const void *buf2, size_t len2,
+                          char hex[65]);
+
+/*
+ * Maps path read-only (a regular file; an empty file gives *buf = NULL,
+ * *len = 0). Returns 0 or -errno with "PATH: what is wrong" in err. Release
+ * with adapters__unmap.
+ */
+int adapters__map(const char *path, const void **buf, size_t *len, char *err, size_t errlen);
+void adapters__unmap(const void *buf, size_t len);
+
+/* ---- safetensors (safetensors.c) -------------------------------------- */
+
+/*
+ * A safetensors file: u64 little-endian N, N bytes of JSON header
+ * {"NAME": {"dtype": "F32", "shape": [d0, d1], "data_offsets": [begin, end]},
+ *  ..., "__metadata__": {"key": "value"}}, then the data section. Offsets are
+ * relative to the data section; the tensors tile it exactly (no overlap, no
+ * gap, nothing after the last), as the reference implementation requires.
+ * Only F32, F16 and BF16 tensors are accepted.
+ */
+#define ADAPTERS_ST_MAX_HEADER (100u << 20)
+#define ADAPTERS_ST_MAX_DIMS 8
+
+struct adapters_st_tensor {
+    const char *name;           /* NUL-terminated, owned by the struct adapters_st */
+    enum gguf_ttype type;       /* GGUF_T_F32, GGUF_T_F16 or GGUF_T_BF16 */
+    int n_dims;                 /* 0..ADAPTERS_ST_MAX_DIMS */
+    int64_t shape[ADAPTERS_ST_MAX_DIMS];    /* row-major: the last dim is the row */
+    uint64_t begin, end;        /* in the data section */
+    const void *data;           /* into the buffer; may be unaligned */
+    size_t nbytes;
+};
+
+struct adapters_st;
+
+/*
+ * Parses the safetensors file held in buf[0..len); name is used in error
+ * messages. Every length, offset, shape and dtype is checked against the
+ * buffer (overflow-safe) before use. Returns 0, or -EBADMSG (corrupt or
+ * unsupported) / -ENOMEM with one line "NAME: what is wrong" in err. The
+ * caller owns *out (release with adapters__st_free); buf must outlive it.
+ */
+int adapters__st_parse(const void *buf, size_t len, const char *name, struct adapters_st **out,
+                       char *err, size_t errlen);
+void adapters__st_free(struct adapters_st *st);    /* accepts NULL */
+int adapters__st_n_tensors(const struct adapters_st *st);
+/* Tensors sorted by name; borrowed from st. */
+const struct adapters_st_tensor *adapters__st_tensor(const struct adapters_st *st, int i);
+const struct adapters_st_tensor *adapters__st_find(const struct adapters_st *st,
+                                                   const char *name);   /* NULL if absent */
+
+/*
+ * Converts a tensor to a new f32 array (caller frees), or NULL if out of
+ * memory. The data may be unaligned.
+ */
+float *adapters__st_to_f32(const struct adapters_st_tensor *t);
 
 #endif

@@ -10,22 +10,71 @@
  * scale 1, as llama.cpp).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "adapters_int.h"
 
 void
-adapters__sha256_hex(const void *buf, size_t len, char hex[65])
+adapters__sha256_hex(const void *buf, size_t len, const void *buf2, size_t len2, char hex[65])
 {
     unsigned char md[32];
     unsigned int n = 0;
-    EVP_Digest(buf, len, md, &n, EVP_sha256(), NULL);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    bool ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+              (len == 0 || EVP_DigestUpdate(ctx, buf, len) == 1) &&
+              (len2 == 0 || EVP_DigestUpdate(ctx, buf2, len2) == 1) &&
+              EVP_DigestFinal_ex(ctx, md, &n) == 1;
+    EVP_MD_CTX_free(ctx);
+    if (!ok)
+        memset(md, 0, sizeof(md));  /* only if OpenSSL cannot allocate its context */
     for (int i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
+}
+
+int
+adapters__map(const char *path, const void **buf, size_t *len, char *err, size_t errlen)
+{
+    *buf = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        int rc = -errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    int rc = 0;
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file", path);
+        rc = -EINVAL;
+    } else if (st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            rc = -errno;
+            snprintf(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+        } else {
+            *buf = p;
+            *len = (size_t)st.st_size;
+        }
+    }
+    close(fd);
+    return rc;
+}
+
+void
+adapters__unmap(const void *buf, size_t len)
+{
+    if (buf != NULL)
+        munmap((void *)buf, len);
 }
 
 bool
@@ -205,7 +254,7 @@ adapters__load_gguf(const struct engine_model *m, const char *path, int max_rank
     if (rc == 0) {
         size_t len = 0;
         const void *buf = gguf_buffer(g, &len);
-        adapters__sha256_hex(buf, len, info->sha256);
+        adapters__sha256_hex(buf, len, NULL, 0, info->sha256);
         info->file_bytes = len;
         info->alpha = c.alpha > 0.0f ? c.alpha : (float)info->rank;
         *out = c.l;

@@ -216,7 +216,54 @@ test_golden_gguf(void)
         check_config(false, c);
 }
 
-/* All six configurations in one batch: each gives its golden tokens. */
+static void
+test_golden_peft(void)
+{
+    for (int c = 1; c < N_CONFIGS; c++)
+        check_config(true, c);
+}
+
+/*
+ * The PEFT and GGUF forms of each adapter, side by side in one batch on every
+ * prompt: the same greedy tokens, and first logits that agree closely.
+ */
+static void
+test_peft_equals_gguf(void)
+{
+    static const char *names[] = { "fortunes", "jargon", "devil" };
+    struct engine_lora_set sets[6];
+    const struct engine_lora_set *ps[30];
+    struct golden g[30];
+    for (int i = 0; i < 6; i++) {
+        memset(&sets[i], 0, sizeof(sets[i]));
+        sets[i].n = 1;
+        sets[i].lora[0] = load_adapter(names[i / 2], i % 2 == 1);
+        sets[i].scale[0] = 1.0f;
+        CHECK(sets[i].lora[0] != NULL);
+    }
+    for (int i = 0; i < 30; i++) {
+        ps[i] = &sets[i % 6];
+        CHECK(load_golden("base", prompts[i / 6], &g[i]));
+    }
+    int32_t out[30][64];
+    int n_out[30] = { 0 };
+    float *first = malloc(30 * 2048 * sizeof(float));
+    run_batch(ps, g, 30, out, n_out, first);
+    for (int i = 0; i < 30; i += 2) {
+        CHECK(n_out[i] == n_out[i + 1] &&
+              memcmp(out[i], out[i + 1], (size_t)n_out[i] * sizeof(int32_t)) == 0);
+        double worst = 0.0;
+        const float *x = first + (size_t)i * 2048, *y = x + 2048;
+        for (int v = 0; v < 2048; v++)
+            worst = fmax(worst, fabs(x[v] - y[v]));
+        CHECK(worst <= 1e-3);
+    }
+    free(first);
+    for (int i = 0; i < 6; i++)
+        set_release(&sets[i]);
+}
+
+/* All six configurations in one batch, GGUF and PEFT forms mixed: each gives its golden tokens. */
 static void
 test_mixed_batch(void)
 {
@@ -224,7 +271,7 @@ test_mixed_batch(void)
     const struct engine_lora_set *ps[N_CONFIGS * 2];
     struct golden g[N_CONFIGS * 2];
     for (int c = 0; c < N_CONFIGS; c++)
-        make_set(&configs[c], false, &sets[c]);
+        make_set(&configs[c], c % 2 == 1, &sets[c]);
     for (int i = 0; i < N_CONFIGS * 2; i++) {
         int c = i % N_CONFIGS;
         ps[i] = sets[c].n > 0 ? &sets[c] : NULL;
@@ -251,6 +298,8 @@ main(int argc, char **argv)
     }
     static const struct check_test tests[] = {
         { "golden_gguf", test_golden_gguf },
+        { "golden_peft", test_golden_peft },
+        { "peft_equals_gguf", test_peft_equals_gguf },
         { "mixed_batch", test_mixed_batch },
         { NULL, NULL },
     };
