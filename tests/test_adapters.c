@@ -1,13 +1,17 @@
 /*
  * test_adapters.c - LoRA adapters: loading both formats, the golden outputs
- * of every adapter configuration, and batches that mix adapters.
+ * of every adapter configuration, batches that mix adapters, and a table of
+ * crafted bad adapters that must each be refused with their own error.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "adapters.h"
 #include "check.h"
@@ -287,6 +291,349 @@ test_mixed_batch(void)
         set_release(&sets[c]);
 }
 
+
+/* ---- Crafted bad adapters --------------------------------------------- */
+
+static char tmpdir[64];
+
+static int
+rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void
+tmp_open(void)
+{
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/loraserve-test-XXXXXX");
+    CHECK(mkdtemp(tmpdir) != NULL);
+}
+
+static void
+tmp_close(void)
+{
+    nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void
+write_file(const char *path, const void *buf, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (f != NULL) {
+        CHECK_EQ(fwrite(buf, 1, len, f), len);
+        fclose(f);
+    }
+}
+
+#define QA "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+#define QB "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"
+#define T(name, dtype, shape, offsets) \
+    "\"" name "\":{\"dtype\":\"" dtype "\",\"shape\":" shape ",\"data_offsets\":" offsets "}"
+/* The good adapter: rank 1 on layer 0's q_proj, A (1, 256) and B (256, 1). */
+#define GOOD_HEADER "{" T(QA, "F32", "[1,256]", "[0,1024]") "," \
+                        T(QB, "F32", "[256,1]", "[1024,2048]") "}"
+#define GOOD_CONFIG "{\"peft_type\":\"LORA\",\"r\":1,\"lora_alpha\":2,\"bias\":\"none\"," \
+                    "\"target_modules\":[\"q_proj\"],\"task_type\":\"CAUSAL_LM\"}"
+
+/* A safetensors file: u64 header length (hlen, or the header's), header, data. */
+static void
+write_st(const char *path, const char *header, uint64_t hlen, size_t data_len, int nan_at,
+         size_t *len)
+{
+    size_t hl = strlen(header), n = 8 + hl + data_len;
+    unsigned char *buf = malloc(n + 1);
+    uint64_t h = hlen ? hlen : hl;
+    for (int i = 0; i < 8; i++)
+        buf[i] = (unsigned char)(h >> (8 * i));
+    memcpy(buf + 8, header, hl);
+    for (size_t i = 0; i + 4 <= data_len; i += 4) {
+        float v = nan_at >= 0 && i / 4 == (size_t)nan_at ? NAN : 0.01f * (float)(i % 7);
+        memcpy(buf + 8 + hl + i, &v, 4);
+    }
+    write_file(path, buf, n);
+    free(buf);
+    if (len != NULL)
+        *len = n;
+}
+
+/* A PEFT directory DIR/name with the given config and safetensors. */
+static void
+write_peft(const char *dir, const char *config, const char *header, uint64_t hlen,
+           size_t data_len, int nan_at)
+{
+    char path[512];
+    mkdir(dir, 0700);
+    snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
+    if (config != NULL)
+        write_file(path, config, strlen(config));
+    snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
+    if (header != NULL)
+        write_st(path, header, hlen, data_len, nan_at, NULL);
+}
+
+/* Loads path expecting rc and an error containing msg; no adapter comes back. */
+static void
+expect_refused(const char *what, const char *path, int max_rank, int rc, const char *msg)
+{
+    char err[512] = "";
+    struct engine_lora *l = (struct engine_lora *)1;
+    struct adapters_info info;
+    int got = adapters_load_path(model, path, max_rank, &l, &info, err, sizeof(err));
+    bool ok = got == rc && l == NULL && strstr(err, msg) != NULL && strchr(err, '\n') == NULL;
+    if (!ok || getenv("SHOW_ERRORS"))
+        fprintf(stderr, "  %s: got %d \"%s\", want %d \"%s\"\n", what, got, err, rc, msg);
+    CHECK(ok);
+    if (got == 0)
+        engine_lora_unref(l);
+}
+
+#define NO_DATA ((size_t)-1)
+
+struct bad_peft {
+    const char *what;
+    const char *config;     /* NULL: GOOD_CONFIG */
+    const char *header;     /* NULL: GOOD_HEADER */
+    size_t data_len;        /* 0: 2048, NO_DATA: none */
+    uint64_t hlen;          /* header length written; 0: the header's */
+    int nan_at;             /* float of the data set to NaN; 0: none (it is index 0 of A) */
+    int rc;
+    const char *msg;
+};
+
+static const struct bad_peft bad_peft[] = {
+    /* safetensors */
+    { "header length 2^63", .hlen = 1ull << 63, .rc = -EBADMSG, .msg = "above the limit" },
+    { "header past EOF", .hlen = 4000, .rc = -EBADMSG, .msg = "past the end of the file" },
+    { "bad JSON header", .header = "{\"a\": [1, 2", .rc = -EBADMSG, .msg = "not valid JSON" },
+    { "header not an object", .header = "[1, 2, 3]", .rc = -EBADMSG, .msg = "not a JSON obj" },
+    { "bytes after the JSON", .header = "{} x", .rc = -EBADMSG, .msg = "after its JSON" },
+    { "offsets past EOF", .header = "{" T(QA, "F32", "[1,256]", "[0,1024]") ","
+      T(QB, "F32", "[256,1]", "[1024,4096]") "}", .rc = -EBADMSG, .msg = "not within the data" },
+    { "begin after end", .header = "{" T(QA, "F32", "[1,256]", "[0,1024]") ","
+      T(QB, "F32", "[256,1]", "[2048,1024]") "}", .rc = -EBADMSG, .msg = "not within the data" },
+    { "overlapping tensors", .header = "{" T(QA, "F32", "[1,256]", "[0,1024]") ","
+      T(QB, "F32", "[256,1]", "[512,1536]") "}", .data_len = 1536, .rc = -EBADMSG,
+      .msg = "overlaps" },
+    { "size not the shape's", .header = "{" T(QA, "F32", "[1,256]", "[0,1000]") ","
+      T(QB, "F32", "[256,1]", "[1000,2048]") "}", .rc = -EBADMSG,
+      .msg = "span 1000 bytes but the shape and dtype need 1024" },
+    { "shape overflow", .header = "{" T(QA, "F32", "[4294967296,4294967296,4294967296]",
+      "[0,2048]") "}", .rc = -EBADMSG, .msg = "shape is too large" },
+    { "unknown dtype", .header = "{" T(QA, "Q9", "[1,256]", "[0,1024]") ","
+      T(QB, "F32", "[256,1]", "[1024,2048]") "}", .rc = -EBADMSG,
+      .msg = "dtype Q9 is not supported (F32, F16, BF16)" },
+    { "integer dtype", .header = "{" T(QA, "I64", "[1,128]", "[0,1024]") ","
+      T(QB, "F32", "[256,1]", "[1024,2048]") "}", .rc = -EBADMSG, .msg = "dtype I64" },
+    { "duplicate name", .header = "{" T(QA, "F32", "[1,256]", "[0,1024]") ","
+      T(QA, "F32", "[256,1]", "[1024,2048]") "}", .rc = -EBADMSG, .msg = "appears twice" },
+    { "gap in the data", .header = "{" T(QA, "F32", "[1,256]", "[0,1024]") ","
+      T(QB, "F32", "[256,1]", "[1028,2052]") "}", .data_len = 2052, .rc = -EBADMSG,
+      .msg = "belong to no tensor" },
+    { "bytes after the data", .data_len = 2052, .rc = -EBADMSG, .msg = "after the last" },
+    { "fractional offset", .header = "{" T(QA, "F32", "[1,256]", "[0.5,1024]") "}",
+      .rc = -EBADMSG, .msg = "data_offsets is not [begin, end]" },
+    { "negative shape", .header = "{" T(QA, "F32", "[-1,256]", "[0,1024]") "}",
+      .rc = -EBADMSG, .msg = "shape holds something other than a size" },
+    { "metadata not strings", .header = "{\"__metadata__\":{\"format\":1}}", .data_len = 1,
+      .rc = -EBADMSG, .msg = "__metadata__: format is not a string" },
+    /* adapter_config.json */
+    { "config bad JSON", .config = "{\"r\": 8,", .rc = -EINVAL,
+      .msg = "adapter_config.json: not a JSON object" },
+    { "config missing r", .config = "{\"target_modules\":[\"q_proj\"]}", .rc = -EINVAL,
+      .msg = "adapter_config.json: r is missing" },
+    { "config r = 0", .config = "{\"r\":0,\"target_modules\":[\"q_proj\"]}", .rc = -EINVAL,
+      .msg = "r must be a positive integer (got 0)" },
+    { "config r above max", .config = "{\"r\":128,\"target_modules\":[\"q_proj\"]}",
+      .rc = -EINVAL, .msg = "r 128 is above the maximum rank 64" },
+    { "config embed_tokens", .config = "{\"r\":1,\"target_modules\":[\"q_proj\","
+      "\"embed_tokens\"]}", .rc = -EINVAL, .msg = "target module \"embed_tokens\" is not one" },
+    { "config lm_head regex", .config = "{\"r\":1,\"target_modules\":\".*(q_proj|lm_head)\"}",
+      .rc = -EINVAL, .msg = "target_modules matches lm_head" },
+    { "config bad regex", .config = "{\"r\":1,\"target_modules\":\"(q_proj\"}", .rc = -EINVAL,
+      .msg = "is not a regular expression" },
+    { "config bias all", .config = "{\"r\":1,\"bias\":\"all\",\"target_modules\":[\"q_proj\"]}",
+      .rc = -EINVAL, .msg = "bias is \"all\"; loraserve supports only \"none\"" },
+    { "config fan_in_fan_out", .config = "{\"r\":1,\"fan_in_fan_out\":true,"
+      "\"target_modules\":[\"q_proj\"]}", .rc = -EINVAL, .msg = "fan_in_fan_out is true" },
+    { "config peft_type", .config = "{\"r\":1,\"peft_type\":\"PREFIX_TUNING\","
+      "\"target_modules\":[\"q_proj\"]}", .rc = -EINVAL, .msg = "peft_type is \"PREFIX_TUNING\"" },
+    { "config DoRA", .config = "{\"r\":1,\"use_dora\":true,\"target_modules\":[\"q_proj\"]}",
+      .rc = -EINVAL, .msg = "use_dora is true" },
+    { "config modules_to_save", .config = "{\"r\":1,\"modules_to_save\":[\"lm_head\"],"
+      "\"target_modules\":[\"q_proj\"]}", .rc = -EINVAL, .msg = "modules_to_save is set" },
+    { "config rank_pattern 0", .config = "{\"r\":1,\"rank_pattern\":{\"q_proj\":0},"
+      "\"target_modules\":[\"q_proj\"]}", .rc = -EINVAL, .msg = "rank_pattern[\"q_proj\"]" },
+    /* weights against the config and the base */
+    { "n_embd 128 adapter", .header = "{" T(QA, "F32", "[1,128]", "[0,512]") ","
+      T(QB, "F32", "[128,1]", "[512,1024]") "}", .data_len = 1024, .rc = -EINVAL,
+      .msg = "lora_A is (1, 128) and lora_B (128, 1), but the base weight is (256, 256)" },
+    { "NaN weight", .nan_at = 300, .rc = -EINVAL, .msg = "NaN or infinity" },
+    { "lora_A without lora_B", .header = "{" T(QA, "F32", "[1,256]", "[0,1024]") "}",
+      .data_len = 1024, .rc = -EINVAL, .msg = "lora_A has no matching lora_B" },
+    { "lora_B without lora_A", .header = "{" T(QB, "F32", "[256,1]", "[0,1024]") "}",
+      .data_len = 1024, .rc = -EINVAL, .msg = "lora_B has no matching lora_A" },
+    { "ranks differ", .header = "{" T(QA, "F32", "[2,256]", "[0,2048]") ","
+      T(QB, "F32", "[256,1]", "[2048,3072]") "}", .data_len = 3072, .rc = -EINVAL,
+      .msg = "their ranks differ" },
+    { "rank not the config's", .config = "{\"r\":2,\"target_modules\":[\"q_proj\"]}",
+      .rc = -EINVAL, .msg = "rank 1 differs from the config's 2" },
+    { "layer beyond the model", .header = "{"
+      T("base_model.model.model.layers.6.self_attn.q_proj.lora_A.weight", "F32", "[1,256]",
+        "[0,1024]") ","
+      T("base_model.model.model.layers.6.self_attn.q_proj.lora_B.weight", "F32", "[256,1]",
+        "[1024,2048]") "}", .rc = -EINVAL, .msg = "layer 6 is beyond the model's 6 layers" },
+    { "module not targeted", .config = "{\"r\":1,\"target_modules\":[\"v_proj\"]}",
+      .rc = -EINVAL, .msg = "has weights but is not in target_modules" },
+    { "lm_head weights", .header = "{"
+      T("base_model.model.lm_head.lora_A.weight", "F32", "[1,256]", "[0,1024]") "}",
+      .data_len = 1024, .rc = -EINVAL, .msg = "module lm_head is not one loraserve can adapt" },
+    { "embedding weights", .header = "{"
+      T("base_model.model.model.embed_tokens.lora_embedding_A", "F32", "[1,256]", "[0,1024]")
+      "}", .data_len = 1024, .rc = -EINVAL, .msg = "is not a LoRA weight" },
+    { "no weights", .header = "{}", .data_len = NO_DATA, .rc = -EINVAL, .msg = "holds no LoRA" },
+};
+
+static void
+test_bad_peft(void)
+{
+    tmp_open();
+    char dir[128];
+    snprintf(dir, sizeof(dir), "%s/good", tmpdir);
+    write_peft(dir, GOOD_CONFIG, GOOD_HEADER, 0, 2048, -1);
+    struct engine_lora *l = NULL;
+    struct adapters_info info;
+    char err[512] = "";
+    CHECK_EQ(adapters_load_path(model, dir, 64, &l, &info, err, sizeof(err)), 0);
+    CHECK(l != NULL && info.rank == 1 && info.targets == 1u << ENGINE_LORA_Q);
+    engine_lora_unref(l);
+    size_t n = sizeof(bad_peft) / sizeof(bad_peft[0]);
+    CHECK(n >= 30);
+    for (size_t i = 0; i < n; i++) {
+        const struct bad_peft *b = &bad_peft[i];
+        snprintf(dir, sizeof(dir), "%s/bad%zu", tmpdir, i);
+        size_t data_len = b->data_len == NO_DATA ? 0 : b->data_len ? b->data_len : 2048;
+        write_peft(dir, b->config ? b->config : GOOD_CONFIG, b->header ? b->header : GOOD_HEADER,
+                   b->hlen, data_len, b->nan_at ? b->nan_at : -1);
+        expect_refused(b->what, dir, 64, b->rc, b->msg);
+    }
+    tmp_close();
+}
+
+/* The good PEFT safetensors cut at every header length and many data lengths: never loads. */
+static void
+test_truncated(void)
+{
+    tmp_open();
+    char dir[128], path[160];
+    snprintf(dir, sizeof(dir), "%s/t", tmpdir);
+    write_peft(dir, GOOD_CONFIG, GOOD_HEADER, 0, 2048, -1);
+    snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
+    size_t len = 0;
+    char *full = test_read_file(path, &len);
+    size_t header_end = 8 + strlen(GOOD_HEADER);
+    int n = 0;
+    for (size_t cut = 0; full != NULL && cut < len; cut += cut < header_end + 8 ? 1 : 61) {
+        write_file(path, full, cut);
+        expect_refused("truncated", dir, 64, -EBADMSG, "adapter_model.safetensors: ");
+        n++;
+    }
+    CHECK(n > 250);
+    free(full);
+    tmp_close();
+}
+
+/* A GGUF-LoRA file with one pair on blk.0.attn_q of the given shapes. */
+static void
+write_gguf_lora(const char *path, const char *arch, int64_t k, int64_t r, int64_t n_out,
+                bool with_b, float nan_or_value)
+{
+    struct gguf_writer *w = gguf_writer_new();
+    gguf_writer_set_str(w, "general.type", "adapter");
+    gguf_writer_set_str(w, "adapter.type", "lora");
+    gguf_writer_set_str(w, "general.architecture", arch);
+    gguf_writer_set_f32(w, "adapter.lora.alpha", 2.0f);
+    float *a = calloc((size_t)(k * r), 4), *b = calloc((size_t)(r * n_out), 4);
+    a[0] = nan_or_value;
+    int64_t ne_a[2] = { k, r }, ne_b[2] = { r, n_out };
+    gguf_writer_add_tensor(w, "blk.0.attn_q.weight.lora_a", GGUF_T_F32, 2, ne_a, a,
+                           (size_t)(k * r) * 4);
+    if (with_b)
+        gguf_writer_add_tensor(w, "blk.0.attn_q.weight.lora_b", GGUF_T_F32, 2, ne_b, b,
+                               (size_t)(r * n_out) * 4);
+    char err[256] = "";
+    CHECK_EQ(gguf_writer_write(w, path, err, sizeof(err)), 0);
+    gguf_writer_free(w);
+    free(a), free(b);
+}
+
+static void
+test_bad_gguf(void)
+{
+    tmp_open();
+    char path[160], real[512];
+    snprintf(path, sizeof(path), "%s/good.gguf", tmpdir);
+    write_gguf_lora(path, "llama", 256, 2, 256, true, 0.5f);
+    struct engine_lora *l = NULL;
+    struct adapters_info info;
+    char err[512] = "";
+    CHECK_EQ(adapters_load_path(model, path, 64, &l, &info, err, sizeof(err)), 0);
+    engine_lora_unref(l);
+    snprintf(path, sizeof(path), "%s/qwen2.gguf", tmpdir);
+    write_gguf_lora(path, "qwen2", 256, 2, 256, true, 0.5f);
+    expect_refused("wrong architecture", path, 64, -EINVAL, "another architecture");
+    snprintf(path, sizeof(path), "%s/n128.gguf", tmpdir);
+    write_gguf_lora(path, "llama", 128, 2, 128, true, 0.5f);
+    expect_refused("n_embd 128", path, 64, -EINVAL, "does not fit the base weight");
+    snprintf(path, sizeof(path), "%s/nan.gguf", tmpdir);
+    write_gguf_lora(path, "llama", 256, 2, 256, true, NAN);
+    expect_refused("NaN", path, 64, -EINVAL, "NaN or infinity");
+    snprintf(path, sizeof(path), "%s/nob.gguf", tmpdir);
+    write_gguf_lora(path, "llama", 256, 2, 256, false, 0.5f);
+    expect_refused("lora_a without lora_b", path, 64, -EINVAL, "has no matching lora_b");
+    snprintf(real, sizeof(real), "%s/models/kjv-tiny-f32.gguf", test_shared_dir());
+    expect_refused("model as adapter", real, 64, -EINVAL, "not a LoRA adapter");
+    snprintf(real, sizeof(real), "%s/models/lora/kjv-tiny-lora-fortunes.gguf",
+             test_shared_dir());
+    expect_refused("rank above max", real, 4, -EINVAL, "rank 8 is out of range [1, 4]");
+    size_t len = 0;
+    char *full = test_read_file(real, &len);
+    snprintf(path, sizeof(path), "%s/cut.gguf", tmpdir);
+    for (size_t cut = 0; full != NULL && cut < len; cut += cut < 4096 ? 97 : 65521) {
+        write_file(path, full, cut);
+        expect_refused("truncated gguf", path, 64, -EBADMSG, "cut.gguf: ");
+    }
+    free(full);
+    tmp_close();
+}
+
+/* Paths that are not adapters at all. */
+static void
+test_bad_paths(void)
+{
+    tmp_open();
+    char dir[128], path[192];
+    expect_refused("missing", "/nonexistent/adapter", 64, -ENOENT, "no such file");
+    snprintf(dir, sizeof(dir), "%s/empty", tmpdir);
+    mkdir(dir, 0700);
+    expect_refused("empty dir", dir, 64, -EINVAL, "not a PEFT adapter directory");
+    snprintf(dir, sizeof(dir), "%s/bin", tmpdir);
+    write_peft(dir, GOOD_CONFIG, NULL, 0, 0, -1);
+    snprintf(path, sizeof(path), "%s/adapter_model.bin", dir);
+    write_file(path, "pickle", 6);
+    expect_refused("pickle only", dir, 64, -EINVAL, "pickled weights are not supported");
+    snprintf(dir, sizeof(dir), "%s/noweights", tmpdir);
+    write_peft(dir, GOOD_CONFIG, NULL, 0, 0, -1);
+    expect_refused("no safetensors", dir, 64, -EINVAL, "adapter_model.safetensors: ");
+    snprintf(path, sizeof(path), "%s/models/lora/peft-jargon", test_shared_dir());
+    expect_refused("PEFT rank above max", path, 4, -EINVAL, "r 8 is above the maximum rank 4");
+    snprintf(path, sizeof(path), "%s/text.gguf", tmpdir);
+    write_file(path, "hello", 5);
+    expect_refused("text file", path, 64, -EBADMSG, "text.gguf: ");
+    tmp_close();
+}
+
 int
 main(int argc, char **argv)
 {
@@ -301,6 +648,10 @@ main(int argc, char **argv)
         { "golden_peft", test_golden_peft },
         { "peft_equals_gguf", test_peft_equals_gguf },
         { "mixed_batch", test_mixed_batch },
+        { "bad_peft", test_bad_peft },
+        { "truncated", test_truncated },
+        { "bad_gguf", test_bad_gguf },
+        { "bad_paths", test_bad_paths },
         { NULL, NULL },
     };
     int rc = check_main(tests, argc, argv);
