@@ -56,6 +56,14 @@ init_once(void)
         best = &engine__variant_avx512;
     else if (cpu_has(&engine__variant_avx2))
         best = &engine__variant_avx2;
+    /* LORASERVE_KERNELS=scalar|avx2|avx512 picks a lesser variant (for tests and debugging). */
+    const char *want = getenv("LORASERVE_KERNELS");
+    const struct engine_variant *const all[] = {
+        &engine__variant_scalar, &engine__variant_avx2, &engine__variant_avx512,
+    };
+    for (size_t i = 0; want != NULL && i < sizeof(all) / sizeof(all[0]); i++)
+        if (strcmp(all[i]->name, want) == 0 && cpu_has(all[i]))
+            best = all[i];
     atomic_store(&active, best);
 }
 

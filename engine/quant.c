@@ -615,8 +615,10 @@ act_q8a(const float *x, void *dst, int64_t k)
     int8_t *qs = dst;
     float *d = engine__act_d(dst, k);
     int32_t *c = engine__act_c(dst, k);
-    for (int64_t b = 0; b < k / ENGINE_QK; b++)
+    for (int64_t b = 0; b < k / ENGINE_QK; b++) {
         c[b] = -8 * act_block(x + b * ENGINE_QK, ENGINE_QK, qs + b * ENGINE_QK, &d[b]);
+        d[b] = engine__f16_to_f32(engine__f32_to_f16(d[b]));
+    }
 }
 
 static void
