@@ -429,7 +429,6 @@ start_mhd(struct server *s)
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-                              MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
                               MHD_OPTION_END);
     if (s->mhd == NULL) {
         fprintf(stderr, "loraserve: cannot listen on %s port %d: %s\n", s->cfg->host,

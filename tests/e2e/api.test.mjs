@@ -3,8 +3,9 @@
 // output and usage, seeds, stop sequences, n, logprobs.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import {
-  startServer, post, readEvents, golden, BASE_CASES, MODEL_ID,
+  startServer, post, readEvents, golden, BASE_CASES, MODEL_ID, BIN, MODEL,
 } from './server.mjs';
 
 let srv;
@@ -39,6 +40,13 @@ test('LORASERVE_* variables set every flag; a flag wins; the short form serves',
   } finally {
     assert.equal((await s.stop()).code, 0, s.stderr());
   }
+});
+
+test('a port in use is an error at start, exit status 1', () => {
+  const r = spawnSync(BIN, ['serve', '--model', MODEL, '--port', String(srv.port),
+    '--data-dir', srv.dataDir], { encoding: 'utf8', timeout: 30000 });
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /cannot listen on 127\.0\.0\.1 port \d+: Address already in use/);
 });
 
 test('GET /health reports the slots', async () => {

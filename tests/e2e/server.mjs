@@ -59,6 +59,7 @@ export async function startServer(args = [], { timeoutMs = 60000, env = {}, shor
   const server = {
     url,
     port,
+    dataDir,
     proc,
     exited,
     stderr: () => stderr,
