@@ -78,4 +78,43 @@ const struct adapters_st_tensor *adapters__st_find(const struct adapters_st *st,
  */
 float *adapters__st_to_f32(const struct adapters_st_tensor *t);
 
+/* ---- The registry's table (registry_db.c) ----------------------------- */
+
+/*
+ * One SQLite connection and its prepared statements. Not thread-safe: the
+ * registry serializes every call with its db lock. Functions return 0 or
+ * -EIO with "DB: what sqlite says" in err (-ENOMEM when out of memory).
+ */
+struct adapters_db;
+
+/* path NULL: an in-memory database. Caller owns *out; release with adapters__db_close. */
+int adapters__db_open(const char *path, struct adapters_db **out, char *err, size_t errlen);
+void adapters__db_close(struct adapters_db *d);     /* accepts NULL */
+
+/* Rows that say "loaded" become "evicted" (a new process has nothing resident). */
+int adapters__db_reset_loaded(struct adapters_db *d, char *err, size_t errlen);
+int adapters__db_begin(struct adapters_db *d, char *err, size_t errlen);
+int adapters__db_commit(struct adapters_db *d, char *err, size_t errlen);
+void adapters__db_rollback(struct adapters_db *d);
+
+/* Inserts or replaces the row of row->name (every field; users is not stored). */
+int adapters__db_put(struct adapters_db *d, const struct adapters_entry *row, char *err,
+                     size_t errlen);
+int adapters__db_set_status(struct adapters_db *d, const char *name, enum adapters_status s,
+                            const char *error, int64_t now, char *err, size_t errlen);
+int adapters__db_set_pinned(struct adapters_db *d, const char *name, bool pinned,
+                            int64_t now, char *err, size_t errlen);
+int adapters__db_set_used(struct adapters_db *d, const char *name, int64_t last_used_at,
+                          char *err, size_t errlen);
+int adapters__db_delete(struct adapters_db *d, const char *name, char *err, size_t errlen);
+
+/*
+ * Calls row_cb for every row, sorted by name (the row and its strings are
+ * valid during the call only); a non-zero return stops the scan and is
+ * returned.
+ */
+int adapters__db_scan(struct adapters_db *d,
+                      int (*row_cb)(const struct adapters_entry *row, void *arg), void *arg,
+                      char *err, size_t errlen);
+
 #endif
