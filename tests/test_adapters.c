@@ -521,6 +521,140 @@ test_bad_peft(void)
     tmp_close();
 }
 
+/* ---- PEFT options that change the scale or the matching --------------- */
+
+/* The first logits of prompt short-genesis with l at scale 1 (n_vocab floats, caller frees). */
+static float *
+first_logits(struct engine_lora *l, struct golden *g)
+{
+    struct engine_lora_set set = { 1, { l }, { 1.0f } };
+    const struct engine_lora_set *sets[1] = { &set };
+    int32_t out[1][64];
+    int n_out[1] = { 0 };
+    float *first = malloc(2048 * sizeof(float));
+    run_batch(sets, g, 1, out, n_out, first);
+    return first;
+}
+
+/* A copy of peft-fortunes with another adapter_config.json. */
+static void
+write_fortunes(const char *dir, const char *config)
+{
+    char path[640];
+    snprintf(path, sizeof(path), "%s/models/lora/peft-fortunes/adapter_model.safetensors",
+             test_shared_dir());
+    size_t len = 0;
+    char *st = test_read_file(path, &len);
+    mkdir(dir, 0700);
+    snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
+    write_file(path, st, len);
+    snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
+    write_file(path, config, strlen(config));
+    free(st);
+}
+
+#define ALL_TARGETS "[\"q_proj\",\"k_proj\",\"v_proj\",\"o_proj\",\"gate_proj\",\"up_proj\"," \
+                    "\"down_proj\"]"
+
+/*
+ * Configs that must all give scale 2 on every module (the golden
+ * lora-fortunes), or 1 (lora-fortunes-scale0.5), through different options.
+ */
+static const struct {
+    const char *config, *golden;
+} options[] = {
+    { "{\"r\":8,\"lora_alpha\":16,\"target_modules\":\"all-linear\"}", "lora-fortunes" },
+    { "{\"r\":8,\"lora_alpha\":16,\"target_modules\":\".*\\\\.(q|k|v|o|gate|up|down)_proj\"}",
+      "lora-fortunes" },
+    { "{\"r\":8,\"lora_alpha\":16,\"target_modules\":[\"self_attn.q_proj\",\"k_proj\","
+      "\"v_proj\",\"o_proj\",\"mlp.gate_proj\",\"up_proj\",\"down_proj\"]}", "lora-fortunes" },
+    { "{\"r\":8,\"lora_alpha\":5.656854249492381,\"use_rslora\":true,\"target_modules\":"
+      ALL_TARGETS "}", "lora-fortunes" },
+    { "{\"r\":4,\"lora_alpha\":3,\"rank_pattern\":{\".*\":8},\"alpha_pattern\":"
+      "{\"proj\":5,\".*\":16},\"target_modules\":" ALL_TARGETS "}", "lora-fortunes" },
+    { "{\"r\":8,\"lora_alpha\":8,\"target_modules\":" ALL_TARGETS "}",
+      "lora-fortunes-scale0.5" },
+};
+
+static void
+test_peft_options(void)
+{
+    tmp_open();
+    for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+        char dir[128], err[512] = "";
+        snprintf(dir, sizeof(dir), "%s/opt%zu", tmpdir, i);
+        write_fortunes(dir, options[i].config);
+        struct engine_lora *l = NULL;
+        struct adapters_info info;
+        int rc = adapters_load_path(model, dir, 64, &l, &info, err, sizeof(err));
+        if (rc < 0)
+            fprintf(stderr, "  option %zu: %s\n", i, err);
+        CHECK_EQ(rc, 0);
+        struct golden g;
+        CHECK(load_golden(options[i].golden, "short-genesis", &g));
+        float *first = rc == 0 ? first_logits(l, &g) : NULL;
+        for (int k = 0; first != NULL && k < 5; k++) {
+            bool ok = fabs(first[g.top_id[k]] - g.top_logit[k]) <= 1e-3;
+            if (!ok)
+                fprintf(stderr, "  option %zu: logit %d is %g, want %g\n", i, g.top_id[k],
+                        first[g.top_id[k]], g.top_logit[k]);
+            CHECK(ok);
+        }
+        free(first);
+        engine_lora_unref(l);
+    }
+    tmp_close();
+}
+
+/* The same weights (all 0.5, exact in every type) as F32, F16 and BF16 give the same logits. */
+static void
+test_peft_dtypes(void)
+{
+    tmp_open();
+    static const struct {
+        const char *dtype;
+        size_t size;
+        uint32_t half;      /* 0.5 in that type (F32: the whole word) */
+    } types[] = { { "F32", 4, 0x3f000000u }, { "F16", 2, 0x3800u }, { "BF16", 2, 0x3f00u } };
+    float *ref = NULL;
+    struct golden g;
+    CHECK(load_golden("base", "short-genesis", &g));
+    for (int i = 0; i < 3; i++) {
+        char dir[128], path[192], header[512];
+        size_t na = 256 * types[i].size;
+        snprintf(header, sizeof(header), "{\"" QA "\":{\"dtype\":\"%s\",\"shape\":[1,256],"
+                 "\"data_offsets\":[0,%zu]},\"" QB "\":{\"dtype\":\"%s\",\"shape\":[256,1],"
+                 "\"data_offsets\":[%zu,%zu]}}", types[i].dtype, na, types[i].dtype, na,
+                 2 * na);
+        snprintf(dir, sizeof(dir), "%s/%s", tmpdir, types[i].dtype);
+        write_peft(dir, GOOD_CONFIG, NULL, 0, 0, -1);
+        size_t hl = strlen(header), n = 8 + hl + 2 * na;
+        unsigned char *buf = calloc(1, n);
+        for (int b = 0; b < 8; b++)
+            buf[b] = (unsigned char)((uint64_t)hl >> (8 * b));
+        memcpy(buf + 8, header, hl);
+        for (size_t e = 0; e < 512; e++)
+            memcpy(buf + 8 + hl + e * types[i].size, &types[i].half, types[i].size);
+        snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
+        write_file(path, buf, n);
+        free(buf);
+        struct engine_lora *l = NULL;
+        struct adapters_info info;
+        char err[512] = "";
+        CHECK_EQ(adapters_load_path(model, dir, 64, &l, &info, err, sizeof(err)), 0);
+        float *first = l ? first_logits(l, &g) : NULL;
+        if (ref == NULL)
+            ref = first;
+        else if (first != NULL)
+            CHECK(memcmp(ref, first, 2048 * sizeof(float)) == 0);
+        if (first != ref)
+            free(first);
+        engine_lora_unref(l);
+    }
+    free(ref);
+    tmp_close();
+}
+
 /* The good PEFT safetensors cut at every header length and many data lengths: never loads. */
 static void
 test_truncated(void)
@@ -649,6 +783,8 @@ main(int argc, char **argv)
         { "peft_equals_gguf", test_peft_equals_gguf },
         { "mixed_batch", test_mixed_batch },
         { "bad_peft", test_bad_peft },
+        { "peft_options", test_peft_options },
+        { "peft_dtypes", test_peft_dtypes },
         { "truncated", test_truncated },
         { "bad_gguf", test_bad_gguf },
         { "bad_paths", test_bad_paths },
