@@ -77,6 +77,8 @@ struct engine_sched {
     int32_t *tokens, *pos, *seq;      /* (batch_rows + n_slots) */
     bool *want;
     int *row_slot;                    /* slot of each row that wants logits */
+    int32_t *eog;                     /* end-of-generation ids, banned by ignore_eos */
+    int n_eog;
     float *logits;                    /* (n_slots, n_vocab) */
 };
 
@@ -250,9 +252,8 @@ sample_slot(struct engine_sched *S, struct slot *s, float *logits)
     struct engine_req *r = s->r;
     const struct tokenizer *tok = engine_model_tokenizer(S->m);
     if (r->ignore_eos)
-        for (int i = 0; i < S->n_vocab; i++)
-            if (tokenizer_is_eog(tok, i))
-                logits[i] = -INFINITY;
+        for (int i = 0; i < S->n_eog; i++)
+            logits[S->eog[i]] = -INFINITY;
     struct engine_tok t = { 0 };
     float *raw = r->logprobs ? S->logits + (size_t)S->p.n_slots * S->n_vocab : NULL;
     if (raw != NULL)
@@ -421,6 +422,10 @@ engine_sched_new(struct engine_model *m, const struct engine_sched_params *p,
     S->seq = engine__xcalloc(rows, sizeof(int32_t));
     S->want = engine__xcalloc(rows, sizeof(bool));
     S->row_slot = engine__xcalloc((size_t)p->n_slots, sizeof(int));
+    S->eog = engine__xcalloc((size_t)S->n_vocab, sizeof(int32_t));
+    for (int i = 0; i < S->n_vocab; i++)
+        if (tokenizer_is_eog(engine_model_tokenizer(m), i))
+            S->eog[S->n_eog++] = i;
     S->logits = engine__try_alloc(((size_t)p->n_slots + 1) * (size_t)S->n_vocab, sizeof(float));
     int rc = S->logits ? engine_ctx_new(m, p->n_ctx, p->n_slots, p->n_threads, &S->ctx)
                        : -ENOMEM;
@@ -466,6 +471,7 @@ engine_sched_free(struct engine_sched *S)
     free(S->seq);
     free(S->want);
     free(S->row_slot);
+    free(S->eog);
     free(S->logits);
     free(S);
 }
