@@ -440,6 +440,11 @@ write_change(struct adapters *r, const struct adapters_entry *row, struct entry 
     return rc;
 }
 
+/*
+ * Drops the registry's ref on a victim. A get may have taken a ref since the
+ * plan saw it idle: that is safe (the getter keeps its version alive), only
+ * its memory then goes when the getter is done rather than now.
+ */
 static void
 evict(struct adapters *r, struct pub *p, struct entry *v, int64_t t)
 {
@@ -710,6 +715,10 @@ adapters_load(struct adapters *r, const char *name, const char *path, bool pin,
     if (!adapters_name_valid(name)) {
         snprintf(err, errlen, "\"%.64s\": invalid adapter name (1 to %d of A-Z a-z 0-9 . _ "
                  ": -, not starting with '.')", name ? name : "", ADAPTERS_NAME_MAX);
+        return -EINVAL;
+    }
+    if (path == NULL || path[0] == '\0') {
+        snprintf(err, errlen, "%s: no path given", name);
         return -EINVAL;
     }
     char resolved[PATH_MAX];

@@ -116,9 +116,10 @@ bool adapters_name_valid(const char *name);
  * it is loaded again; if it is unknown and an adapter_dir is set, DIR/NAME is
  * loaded and registered. Either reads files: call from a thread that may
  * block (the libuv pool), never the loop or scheduler. Returns 0, -ENOENT
- * (unknown name), or a load error (-EINVAL, -EBADMSG, -EACCES, -ENOMEM, -EIO)
- * with one line in err. Concurrent gets of a name being loaded wait for that
- * one load. Any thread.
+ * (unknown name), a load error (-EINVAL, -EBADMSG, -EACCES, -ENOMEM, -EIO), or
+ * -EAGAIN if the name was replaced or unloaded during 16 loads in a row, with
+ * one line in err. Concurrent gets of a name being loaded wait for that one
+ * load, and share its error if it fails. Any thread.
  */
 int adapters_get(struct adapters *r, const char *name, struct adapter **out, char *err,
                  size_t errlen);
@@ -138,9 +139,10 @@ int adapters_try_get(struct adapters *r, const char *name, struct adapter **out)
  * Validation and loading run on the caller's thread with no lock held; the
  * swap is atomic: later gets see the new version, holders of the old one keep
  * it. pin: never evict it (a replace sets the pin anew). If out is not NULL,
- * *out gets a ref to the new version. On any error (-EINVAL bad name or
- * adapter, -EBADMSG corrupt, -ENOENT no such path, -EACCES outside the roots,
- * -ENOMEM over max_memory with nothing evictable, -EIO database) the
+ * *out gets a ref to the new version. On any error (-EINVAL bad name, no
+ * path or an adapter that does not fit, -EBADMSG corrupt, -ENOENT no such
+ * path, -EACCES outside the roots, -ENAMETOOLONG, -ENOMEM over max_memory
+ * with nothing evictable, -EIO database), with one line in err, the
  * registry is unchanged and the old version keeps serving. Blocks: pool
  * thread. Any thread.
  */

@@ -221,6 +221,8 @@ test_versions(void)
     adapters_list_free(rows);
     CHECK_EQ(load(r, "bad/name", gguf_path("jargon"), false, "invalid adapter name"), -EINVAL);
     CHECK_EQ(load(r, "..", gguf_path("jargon"), false, "invalid adapter name"), -EINVAL);
+    CHECK_EQ(adapters_load(r, "a", NULL, false, NULL, err, sizeof(err)), -EINVAL);
+    CHECK_EQ(load(r, "a", "", false, "no path given"), -EINVAL);
     CHECK_EQ(adapters_unload(r, "a", err, sizeof(err)), 0);
     CHECK_EQ(adapters_unload(r, "a", err, sizeof(err)), -ENOENT);
     struct adapter *none = NULL;
