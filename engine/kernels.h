@@ -24,10 +24,11 @@
 /* ---- Thread pool ------------------------------------------------------ */
 
 /*
- * A fixed set of worker threads that spin briefly, then sleep, between jobs.
- * engine__pool_run() runs fn(ith, nth, arg) on every thread (the caller is
- * thread 0) and returns when all have finished. Only one thread may call
- * engine__pool_run() on a pool at a time.
+ * A fixed set of worker threads that spin briefly (2 ms), then sleep, between
+ * jobs. engine__pool_run() runs fn(ith, nth, arg) on every thread (the
+ * caller is thread 0) and returns when all have finished. Only one thread
+ * may call engine__pool_run(), engine__pool_run_some() or engine__matmul()
+ * on a pool at a time.
  */
 struct engine_pool;
 typedef void (*engine_task_cb)(int ith, int nth, void *arg);
@@ -81,6 +82,16 @@ float engine__vec_dot(enum gguf_ttype t, int64_t n, const void *row, const float
  * elements of type t, rows contiguous (gguf_row_size(t, k) bytes apart), as
  * ggml stores a weight with ne = {k, n_out}. Work is split over the pool's
  * threads. x and y must not overlap. Thread-safe for distinct pools.
+ *
+ * k must be a multiple of the type's block size (asserted); m = 0 or
+ * n_out = 0 does nothing. Below a per-type batch size (the variant's
+ * gemm_min_m: 8 rows for float types, 16-24 for Q4_0/Q8_0, 96 for Q4_K, any
+ * m for Q6_K on AVX-512) x is converted to 8-bit blocks for the quantized
+ * types and each result equals engine__vec_dot of its row bit for bit (and,
+ * for the quantized types, the scalar variant's result). From there on, an
+ * f32 GEMM runs on dequantized weights with x as is. matmul uses the pool's
+ * scratch: one call per pool at a time; reserve engine__matmul_scratch()
+ * bytes with engine__pool_reserve() at load time so nothing can fail later.
  */
 void engine__matmul(struct engine_pool *pool, enum gguf_ttype t, const void *w,
                     int64_t n_out, int64_t k, const float *x, int64_t m, float *y);
@@ -132,7 +143,7 @@ struct engine_block_q8_0 {
 };
 struct engine_block_q4_0 {
     uint16_t d;                      /* f16 scale */
-    uint8_t qs[ENGINE_QK / 2];       /* j < 16: low nibble of qs[j]; j >= 16: high nibble of qs[j-16] */
+    uint8_t qs[ENGINE_QK / 2];       /* j < 16: low nibble of qs[j]; else high of qs[j-16] */
 };
 struct engine_block_q4_k {
     uint16_t d, dmin;                /* f16 super-scales of the 6-bit scales and mins */

@@ -238,8 +238,10 @@ q8a_tile(bool q4, int64_t k, const char *w, size_t wstride, const char *a, size_
             if (q4) {
                 __m128i q = _mm_loadu_si128((const __m128i *)(wb + i * wstride + 2));
                 __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lo4);
-                UNROLL for (int r = 0; r < R; r++)
-                    p[i * R + r] = dot_u8s8(u, _mm256_load_si256((const __m256i *)(a + r * astride) + b));
+                UNROLL for (int r = 0; r < R; r++) {
+                    __m256i x = _mm256_load_si256((const __m256i *)(a + r * astride) + b);
+                    p[i * R + r] = dot_u8s8(u, x);
+                }
             } else {
                 __m256i q = _mm256_loadu_si256((const __m256i *)(wb + i * wstride + 2));
                 __m256i aq = _mm256_sign_epi8(q, q);
@@ -405,9 +407,12 @@ q6k_unpack(const uint8_t *ql, const uint8_t *qh, __m256i q[4])
     __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
     __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
     __m256i h = _mm256_loadu_si256((const __m256i *)qh);
-    q[0] = _mm256_or_si256(_mm256_and_si256(l0, lo4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m2));
-    q[1] = _mm256_or_si256(_mm256_and_si256(l1, lo4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m2));
-    q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4), _mm256_and_si256(h, m2));
+    q[0] = _mm256_or_si256(_mm256_and_si256(l0, lo4),
+                           _mm256_and_si256(_mm256_slli_epi16(h, 4), m2));
+    q[1] = _mm256_or_si256(_mm256_and_si256(l1, lo4),
+                           _mm256_and_si256(_mm256_slli_epi16(h, 2), m2));
+    q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4),
+                           _mm256_and_si256(h, m2));
     q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
                            _mm256_and_si256(_mm256_srli_epi16(h, 2), m2));
 }
@@ -483,7 +488,8 @@ kq_tile(bool q6, int64_t k, const char *w, size_t wstride, const char *a, size_t
         if (q6) {
             __m256i isum = _mm256_sub_epi32(reduce8(pi), _mm256_slli_epi32(reduce8(pm), 5));
             __m256 d = pair_f16(wb + offsetof(struct engine_block_q6_k, d), wstride, W, R);
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum)));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(d, dx),
+                                                   _mm256_cvtepi32_ps(isum)));
         } else {
             __m256 d = pair_f16(wb, wstride, W, R), dmin = pair_f16(wb + 2, wstride, W, R);
             acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(d, dx),
@@ -709,7 +715,8 @@ dequant_q4_k(const void *src, float *dst, int64_t n)
             for (int l = 0; l < 32; l += 8) {
                 __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + l)));
                 v = _mm256_and_si256(_mm256_srli_epi32(v, 4 * (j & 1)), _mm256_set1_epi32(15));
-                _mm256_storeu_ps(dst + l, _mm256_sub_ps(_mm256_mul_ps(ds, _mm256_cvtepi32_ps(v)), dm));
+                __m256 f = _mm256_cvtepi32_ps(v);
+                _mm256_storeu_ps(dst + l, _mm256_sub_ps(_mm256_mul_ps(ds, f), dm));
             }
         }
     }
@@ -726,7 +733,8 @@ dequant_q6_k(const void *src, float *dst, int64_t n)
             q6k_unpack(b[i].ql + 64 * half, b[i].qh + 32 * half, q);
             int8_t v[128];
             UNROLL for (int j = 0; j < 4; j++)
-                _mm256_storeu_si256((__m256i *)(v + 32 * j), _mm256_sub_epi8(q[j], _mm256_set1_epi8(32)));
+                _mm256_storeu_si256((__m256i *)(v + 32 * j),
+                                    _mm256_sub_epi8(q[j], _mm256_set1_epi8(32)));
             for (int g = 0; g < 8; g++) {
                 __m256 s = _mm256_set1_ps(d * b[i].scales[8 * half + g]);
                 store8_i8(dst + 16 * g, v + 16 * g, s);

@@ -316,9 +316,9 @@ q8a_tile(bool q4, int64_t k, const char *w, size_t wstride, const char *a, size_
  * One function per tile shape (W * R <= 8, R a power of two), each compiled
  * on its own so its accumulators get registers.
  */
-typedef void (*q8a_tile_fn)(int64_t k, const char *w, size_t wstride, const char *a, size_t astride,
-                            const struct q8a_group *g, int64_t b0, int64_t b1, bool first,
-                            float *y, int64_t ldy);
+typedef void (*q8a_tile_fn)(int64_t k, const char *w, size_t wstride, const char *a,
+                            size_t astride, const struct q8a_group *g, int64_t b0, int64_t b1,
+                            bool first, float *y, int64_t ldy);
 
 #define Q8A_TILE(WW, RR)                                                                   \
     static void q8_0_tile_##WW##x##RR(int64_t k, const char *w, size_t wstride, const char *a, \
@@ -498,7 +498,8 @@ q6k_unpack(const uint8_t *ql, const uint8_t *qh, __m512i q[2])
     const __m512i shr = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
     __m512i l = _mm512_loadu_si512(ql);
     __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qh));
-    q[0] = _mm512_or_si512(_mm512_and_si512(l, lo4), _mm512_and_si512(_mm512_sllv_epi16(h, shl), m2));
+    q[0] = _mm512_or_si512(_mm512_and_si512(l, lo4),
+                           _mm512_and_si512(_mm512_sllv_epi16(h, shl), m2));
     q[1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), lo4),
                            _mm512_and_si512(_mm512_srlv_epi16(h, shr), m2));
 }
@@ -557,7 +558,8 @@ kq_tile(bool q6, int64_t k, const char *w, size_t wstride, const char *a, size_t
         if (q6) {
             __m256i isum = _mm256_sub_epi32(reduce8(pi), _mm256_slli_epi32(reduce8(pm), 5));
             __m256 d = pair_f16(wb + offsetof(struct engine_block_q6_k, d), wstride, W, R);
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum)));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(d, dx),
+                                                   _mm256_cvtepi32_ps(isum)));
         } else {
             __m256 d = pair_f16(wb, wstride, W, R), dmin = pair_f16(wb + 2, wstride, W, R);
             acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(d, dx),
@@ -912,7 +914,9 @@ gemm_tile(int64_t k, const float *ap, const float *xt, int n_tok, int n_rows, fl
           int64_t ldy)
 {
     __mmask16 m0 = (__mmask16)(n_rows >= 16 ? 0xffff : (1u << n_rows) - 1);
-    __mmask16 m1 = (__mmask16)(n_rows >= 32 ? 0xffff : n_rows > 16 ? (1u << (n_rows - 16)) - 1 : 0);
+    __mmask16 m1 = (__mmask16)(n_rows >= 32   ? 0xffff
+                               : n_rows > 16 ? (1u << (n_rows - 16)) - 1
+                                             : 0);
     switch (n_tok) {
 #define TILE_CASE(T) case T: tile_n(k, ap, xt, T, y, ldy, m0, m1); break;
     TILE_CASE(12) TILE_CASE(11) TILE_CASE(10) TILE_CASE(9) TILE_CASE(8) TILE_CASE(7)

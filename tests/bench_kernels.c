@@ -225,7 +225,8 @@ bench_batch(void)
     for (int ti = 0; ti < N_TYPES; ti++) {
         if (skip_type(ti))
             continue;
-        char *w1 = make_weights(types[ti], 2048, 768, 1), *w2 = make_weights(types[ti], 768, 2048, 1);
+        char *w1 = make_weights(types[ti], 2048, 768, 1);
+        char *w2 = make_weights(types[ti], 768, 2048, 1);
         printf("%-5s", type_names[ti]);
         for (size_t mi = 0; mi < sizeof(ms) / sizeof(ms[0]); mi++) {
             double t[2];
@@ -234,7 +235,8 @@ bench_batch(void)
                 t[path] = time_matmul(pool, types[ti], w1, 1, 2048, 768, x, ms[mi], y) +
                           time_matmul(pool, types[ti], w2, 1, 768, 2048, x, ms[mi], y);
             }
-            printf(" m%lld %.1f|%.1f", (long long)ms[mi], t[0] / ms[mi] * 1e6, t[1] / ms[mi] * 1e6);
+            printf(" m%lld %.1f|%.1f", (long long)ms[mi], t[0] / ms[mi] * 1e6,
+                   t[1] / ms[mi] * 1e6);
         }
         printf("\n");
         free(w1), free(w2);
