@@ -180,11 +180,11 @@ q8a_group_fill(struct q8a_group *g, bool q4, const char *a, size_t astride, int6
 }
 
 /* Each step prefetches its share of the next tile's rows; see simd_avx512.c. */
-ALWAYS_INLINE const char *
-prefetch_next(const char *pf, const char *end)
+ALWAYS_INLINE uintptr_t
+prefetch_next(uintptr_t pf, uintptr_t end)
 {
-    for (; pf < end; pf += 64)
-        __builtin_prefetch(pf, 0, 3);
+    for (; pf < end; pf += 64) /* addresses, not pointers: they may pass the matrix's end */
+        __builtin_prefetch((const void *)pf, 0, 3);
     return pf;
 }
 
@@ -229,7 +229,7 @@ q8a_tile(bool q4, int64_t k, const char *w, size_t wstride, const char *a, size_
             UNROLL for (int r = 0; r < R; r++)
                 out[i * R + r] = y[r * ldy + i];
     __m256 acc = _mm256_loadu_ps(out);
-    const char *next = w + W * wstride + b0 * W * bsize, *pf = next;
+    uintptr_t next = (uintptr_t)w + W * wstride + b0 * W * bsize, pf = next;
     for (int64_t b = b0; b < b1; b++) {
         const char *wb = w + b * bsize;
         pf = prefetch_next(pf, next + (b - b0 + 1) * W * bsize);
@@ -469,7 +469,7 @@ kq_tile(bool q6, int64_t k, const char *w, size_t wstride, const char *a, size_t
 {
     const size_t bsize = q6 ? sizeof(struct engine_block_q6_k) : sizeof(struct engine_block_q4_k);
     __m256 acc = _mm256_setzero_ps();
-    const char *next = w + W * wstride, *pf = next;
+    uintptr_t next = (uintptr_t)w + W * wstride, pf = next;
     for (int64_t b = 0; b < k / ENGINE_QK_K; b++) {
         const char *wb = w + b * bsize;
         pf = prefetch_next(pf, next + (b + 1) * W * bsize);
