@@ -40,6 +40,7 @@ struct engine_req {
     void (*notify)(void *arg);
     void *arg;
     double t_submit;
+    struct engine_lora_set lora;      /* holds a reference on each adapter */
 
     /* Scheduler thread only. */
     struct engine_sampler *smp;
@@ -76,6 +77,7 @@ struct engine_sched {
     struct slot *slots;               /* (n_slots) */
     int32_t *tokens, *pos, *seq;      /* (batch_rows + n_slots) */
     bool *want;
+    const struct engine_lora_set **lora;
     int *row_slot;                    /* slot of each row that wants logits */
     int32_t *eog;                     /* end-of-generation ids, banned by ignore_eos */
     int n_eog;
@@ -98,6 +100,8 @@ req_unref(struct engine_req *r)
     if (atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
         return;
     engine_sampler_free(r->smp);
+    for (int i = 0; i < r->lora.n; i++)
+        engine_lora_unref(r->lora.lora[i]);
     pthread_mutex_destroy(&r->mu);
     free(r->prompt);
     free(r->toks);
@@ -154,6 +158,10 @@ req_new(const struct engine_req_params *p, int n_vocab, struct engine_req **out)
     r->notify = p->notify;
     r->arg = p->arg;
     r->t_submit = now_s();
+    if (p->lora != NULL)
+        r->lora = *p->lora;
+    for (int i = 0; i < r->lora.n; i++)
+        engine_lora_ref(r->lora.lora[i]);
     r->prompt = engine__try_alloc((size_t)p->n_prompt, sizeof(int32_t));
     int rc = r->prompt ? engine_sampler_new(&p->sampling, n_vocab, &r->smp) : -ENOMEM;
     if (rc < 0) {
@@ -323,6 +331,8 @@ admit(struct engine_sched *S)
 static void
 add_row(struct engine_sched *S, int *n, int32_t tok, int pos, int seq, bool want)
 {
+    const struct engine_req *r = S->slots[seq].r;
+    S->lora[*n] = r->lora.n > 0 ? &r->lora : NULL;
     S->tokens[*n] = tok;
     S->pos[*n] = pos;
     S->seq[*n] = seq;
@@ -372,7 +382,7 @@ iterate(struct engine_sched *S)
     int n_logits = 0, n = build_batch(S, &n_logits);
     if (n == 0)
         return;
-    struct engine_batch b = { n, S->tokens, S->pos, S->seq, S->want, NULL };
+    struct engine_batch b = { n, S->tokens, S->pos, S->seq, S->want, S->lora };
     if (engine_decode(S->ctx, &b, S->logits) < 0) {
         for (int k = 0; k < n_logits; k++)
             if (S->slots[S->row_slot[k]].r != NULL)
@@ -421,6 +431,7 @@ engine_sched_new(struct engine_model *m, const struct engine_sched_params *p,
     S->pos = engine__xcalloc(rows, sizeof(int32_t));
     S->seq = engine__xcalloc(rows, sizeof(int32_t));
     S->want = engine__xcalloc(rows, sizeof(bool));
+    S->lora = engine__xcalloc(rows, sizeof(*S->lora));
     S->row_slot = engine__xcalloc((size_t)p->n_slots, sizeof(int));
     S->eog = engine__xcalloc((size_t)S->n_vocab, sizeof(int32_t));
     for (int i = 0; i < S->n_vocab; i++)
@@ -470,6 +481,7 @@ engine_sched_free(struct engine_sched *S)
     free(S->pos);
     free(S->seq);
     free(S->want);
+    free(S->lora);
     free(S->row_slot);
     free(S->eog);
     free(S->logits);
@@ -488,6 +500,8 @@ engine_sched_load(struct engine_sched *S, int *waiting, int *running)
 static int
 check_params(const struct engine_sched *S, const struct engine_req_params *p)
 {
+    if (p->lora != NULL && (p->lora->n < 0 || p->lora->n > ENGINE_LORA_MAX_SET))
+        return -EINVAL;
     if (p->n_prompt < 1 || p->max_tokens < 1 || p->n_top_logprobs < 0 ||
         p->n_top_logprobs > ENGINE_MAX_TOP_LOGPROBS)
         return -EINVAL;

@@ -236,6 +236,11 @@ struct engine_req_params {
     bool logprobs;              /* compute the chosen token's logprob */
     void (*notify)(void *arg);  /* new output or finished; scheduler thread */
     void *arg;
+    /*
+     * Adapters (NULL or n = 0: the base model). Copied; the request takes a
+     * reference on each adapter and drops it when the request is freed.
+     */
+    const struct engine_lora_set *lora;
 };
 
 /*

@@ -222,7 +222,7 @@ submit_all(struct job *j, struct oai_err *e)
         server__textout_init(&c->tx, r->stop, r->n_stop);
         struct engine_req_params ep = {
             p->ids, p->n_ids, r->max_tokens, r->sampling, r->ignore_eos, r->top_logprobs,
-            r->logprobs, ring, j->srv
+            r->logprobs, ring, j->srv, NULL
         };
         ep.sampling.seed = seed + (uint64_t)(i % r->n);
         int rc = engine_sched_submit(j->srv->sched, &ep, &c->er);

@@ -14,6 +14,7 @@
 
 #include "check.h"
 #include "testutil.h"
+#include "adapters.h"
 #include "engine.h"
 
 static const char *cases[] = { "short-genesis", "short-moses", "short-modern", "long-kjv",
@@ -42,15 +43,15 @@ json_ids(const cJSON *j, const char *field, int32_t *ids, int max)
 }
 
 static void
-load_goldens(void)
+load_golden(const char *config, const char *prompt, struct golden *g)
 {
-    for (int c = 0; c < 5; c++) {
+    {
         char path[512];
-        snprintf(path, sizeof(path), "%s/fixtures/golden/base__%s.json", test_shared_dir(), cases[c]);
+        snprintf(path, sizeof(path), "%s/fixtures/golden/%s__%s.json", test_shared_dir(),
+                 config, prompt);
         char *text = test_read_file(path, NULL);
         cJSON *j = cJSON_Parse(text ? text : "");
         free(text);
-        struct golden *g = &goldens[c];
         g->n_prompt = json_ids(j, "prompt_ids", g->prompt, 256);
         g->n_gen = json_ids(j, "generated_ids", g->gen, 64);
         if (g->n_gen > 0 && g->gen[g->n_gen - 1] == 2)
@@ -60,6 +61,13 @@ load_goldens(void)
                          cJSON_GetObjectItemCaseSensitive(j, "logsumexp_first")->valuedouble;
         cJSON_Delete(j);
     }
+}
+
+static void
+load_goldens(void)
+{
+    for (int c = 0; c < 5; c++)
+        load_golden("base", cases[c], &goldens[c]);
 }
 
 static struct engine_model *
@@ -95,7 +103,7 @@ static struct engine_req_params
 greedy_params(const struct golden *g, int max_tokens)
 {
     struct engine_req_params p = { g->prompt, g->n_prompt, max_tokens, ENGINE_SAMPLING_INIT,
-                                   false, 0, false, on_notify, NULL };
+                                   false, 0, false, on_notify, NULL, NULL };
     p.sampling.temperature = 0.0f;
     return p;
 }
@@ -270,6 +278,49 @@ test_free_with_running(void)
     engine_model_free(m);
 }
 
+/* Requests with different adapters (and none) running together each get their golden tokens. */
+static void
+test_adapter_requests(void)
+{
+    struct engine_model *m = open_model();
+    struct engine_sched *s = m ? open_sched(m, 3, 16) : NULL;
+    if (s == NULL)
+        return;
+    const char *names[2] = { "fortunes", "jargon" };
+    struct engine_lora *l[2] = { NULL, NULL };
+    for (int i = 0; i < 2; i++) {
+        char path[512], err[512] = "";
+        struct adapters_info info;
+        snprintf(path, sizeof(path), "%s/models/lora/kjv-tiny-lora-%s.gguf", test_shared_dir(),
+                 names[i]);
+        CHECK_EQ(adapters_load_path(m, path, 64, &l[i], &info, err, sizeof(err)), 0);
+    }
+    struct engine_lora_set sets[3] = { { 1, { l[0] }, { 1.0f } }, { 1, { l[1] }, { 1.0f } },
+                                       { 2, { l[0], l[1] }, { 1.0f, 0.5f } } };
+    const char *configs[4] = { "base", "lora-fortunes", "lora-jargon",
+                               "lora-fortunes1.0+jargon0.5" };
+    struct golden g[8];
+    struct engine_req *r[8] = { 0 };
+    for (int i = 0; i < 8; i++) {
+        load_golden(configs[i % 4], cases[i % 5], &g[i]);
+        struct engine_req_params p = greedy_params(&g[i], 32);
+        p.lora = i % 4 == 0 ? NULL : &sets[i % 4 - 1];
+        CHECK_EQ(engine_sched_submit(s, &p, &r[i]), 0);
+    }
+    /* The requests hold their own references: ours can go now. */
+    engine_lora_unref(l[0]);
+    engine_lora_unref(l[1]);
+    for (int i = 0; i < 8; i++) {
+        int32_t ids[64];
+        int n = 0;
+        drain(r[i], ids, &n, NULL);
+        CHECK(n == g[i].n_gen && memcmp(ids, g[i].gen, (size_t)n * sizeof(int32_t)) == 0);
+        engine_req_release(r[i]);
+    }
+    engine_sched_free(s);
+    engine_model_free(m);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -280,6 +331,7 @@ main(int argc, char **argv)
         { "limits", test_limits },
         { "logprobs", test_logprobs },
         { "free_with_running", test_free_with_running },
+        { "adapter_requests", test_adapter_requests },
         { NULL, NULL },
     };
     return check_main(tests, argc, argv);
