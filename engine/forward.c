@@ -28,7 +28,7 @@ struct engine_ctx {
     float *vcache;      /* (n_seq, n_layer, n_ctx, kv_dim) */
     int *seq_len;       /* (n_seq) positions cached */
     int *seq_next;      /* (n_seq) scratch for check_batch */
-    float *att;         /* (n_threads, n_ctx) attention scores */
+    float *att;         /* (n_threads, n_head / n_head_kv, n_ctx) attention scores */
     /* Activations for up to cap rows, regrown as needed. */
     int cap;
     float *x, *xb, *q, *k, *v, *ao, *hb, *hb2, *xl;
@@ -64,7 +64,8 @@ engine_ctx_new(struct engine_model *m, int n_ctx, int n_seq, int n_threads,
     c->vcache = engine__try_alloc(total, sizeof(float));
     c->seq_len = engine__try_alloc((size_t)n_seq, sizeof(int));
     c->seq_next = engine__try_alloc((size_t)n_seq, sizeof(int));
-    c->att = engine__try_alloc((size_t)n_threads * (size_t)n_ctx, sizeof(float));
+    size_t group = (size_t)(m->hp.n_head / m->hp.n_head_kv);
+    c->att = engine__try_alloc((size_t)n_threads * group * (size_t)n_ctx, sizeof(float));
     if (!c->kcache || !c->vcache || !c->seq_len || !c->seq_next || !c->att)
         goto out;
     memset(c->seq_len, 0, (size_t)n_seq * sizeof(int));
@@ -244,35 +245,57 @@ cache_at(struct engine_ctx *c, float *cache, int seq, int layer, int pos)
     return cache + idx;
 }
 
-/* One (row, head) pair: softmax(q . K^T / sqrt(d)) . V over positions 0..pos. */
+/* o += a * v over n floats; 8 lanes at a time (plain SSE on any x86-64). */
 static void
-attend(struct engine_ctx *c, const struct attn_job *j, int row, int h, float *att)
+axpy(float *o, float a, const float *v, int n)
+{
+    typedef float v8 __attribute__((vector_size(32)));
+    int i = 0;
+    v8 va = { a, a, a, a, a, a, a, a };
+    for (; i + 8 <= n; i += 8) {
+        v8 x, y;
+        memcpy(&x, v + i, sizeof(x));
+        memcpy(&y, o + i, sizeof(y));
+        y += va * x;
+        memcpy(o + i, &y, sizeof(y));
+    }
+    for (; i < n; i++)
+        o[i] += a * v[i];
+}
+
+/*
+ * One (row, kv head) pair: for each of the g query heads sharing that kv
+ * head, softmax(q . K^T / sqrt(d)) . V over positions 0..pos. The scores of
+ * all g heads come from one strided gemv over the cached K rows, which are
+ * read once for the group.
+ */
+static void
+attend(struct engine_ctx *c, const struct attn_job *j, int row, int kvh, float *att)
 {
     const struct engine_hparams *hp = &c->m->hp;
-    int hd = hp->head_dim, kvh = h / (hp->n_head / hp->n_head_kv);
+    int hd = hp->head_dim, g = hp->n_head / hp->n_head_kv;
     int seq = j->b->seq[row], pos = j->b->pos[row];
-    const float *q = c->q + (size_t)row * hp->n_head * hd + (size_t)h * hd;
-    float scale = 1.0f / sqrtf((float)hd), max = -INFINITY;
-    for (int t = 0; t <= pos; t++) {
-        const float *k = cache_at(c, c->kcache, seq, j->layer, t) + (size_t)kvh * hd;
-        float s = 0.0f;
-        for (int i = 0; i < hd; i++)
-            s += q[i] * k[i];
-        att[t] = s * scale;
-        max = att[t] > max ? att[t] : max;
-    }
-    float sum = 0.0f;
-    for (int t = 0; t <= pos; t++) {
-        att[t] = expf(att[t] - max);
-        sum += att[t];
-    }
-    float *o = c->ao + (size_t)row * hp->n_head * hd + (size_t)h * hd;
-    memset(o, 0, (size_t)hd * sizeof(float));
-    for (int t = 0; t <= pos; t++) {
-        const float *v = cache_at(c, c->vcache, seq, j->layer, t) + (size_t)kvh * hd;
-        float a = att[t] / sum;
-        for (int i = 0; i < hd; i++)
-            o[i] += a * v[i];
+    size_t kvstride = kv_dim(c->m) * sizeof(float);
+    const float *q = c->q + (size_t)row * hp->n_head * hd + (size_t)kvh * g * hd;
+    const float *k0 = cache_at(c, c->kcache, seq, j->layer, 0) + (size_t)kvh * hd;
+    const float *v0 = cache_at(c, c->vcache, seq, j->layer, 0) + (size_t)kvh * hd;
+    engine__variant()->type[GGUF_T_F32].gemv(hd, k0, kvstride, pos + 1, q,
+                                             (size_t)hd * sizeof(float), g, att, c->n_ctx);
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < g; h++) {
+        float *a = att + (size_t)h * c->n_ctx, max = -INFINITY, sum = 0.0f;
+        for (int t = 0; t <= pos; t++) {
+            a[t] *= scale;
+            max = a[t] > max ? a[t] : max;
+        }
+        for (int t = 0; t <= pos; t++) {
+            a[t] = expf(a[t] - max);
+            sum += a[t];
+        }
+        float *o = c->ao + (size_t)row * hp->n_head * hd + ((size_t)kvh * g + h) * hd;
+        memset(o, 0, (size_t)hd * sizeof(float));
+        for (int t = 0; t <= pos; t++)
+            axpy(o, a[t] / sum, v0 + (size_t)t * kv_dim(c->m), hd);
     }
 }
 
@@ -281,10 +304,11 @@ attn_task(int ith, int nth, void *arg)
 {
     struct attn_job *j = arg;
     struct engine_ctx *c = j->c;
-    int n_head = c->m->hp.n_head, total = j->b->n * n_head;
-    float *att = c->att + (size_t)ith * c->n_ctx;
+    int n_kv = c->m->hp.n_head_kv, total = j->b->n * n_kv;
+    int g = c->m->hp.n_head / n_kv;
+    float *att = c->att + (size_t)ith * g * c->n_ctx;
     for (int w = ith; w < total; w += nth)
-        attend(c, j, w / n_head, w % n_head, att);
+        attend(c, j, w / n_kv, w % n_kv, att);
 }
 
 /* ---- The layer -------------------------------------------------------- */
