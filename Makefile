@@ -45,6 +45,12 @@ asan:
 tsan:
 	$(MAKE) BUILD=build/tsan OPT="-O1 -g" SAN="-fsanitize=thread" test
 
+# Installs the Debian packages the build and tests need (sudo when not root).
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+deps:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) xargs -a deploy/debian-packages apt-get install -y -qq --no-install-recommends
+
 bench: all $(BUILD)/tests/bench
 	$(BUILD)/tests/bench $(BUILD)/loraserve
 	node tests/bench_server.mjs $(BUILD)/loraserve $${LORASERVE_BENCH_DIR:-build/bench}/synth-110m-q8_0.gguf
@@ -53,5 +59,5 @@ clean:
 	rm -rf build
 
 .SECONDARY:
-.PHONY: all test asan tsan bench clean
+.PHONY: all test asan tsan bench clean deps
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
