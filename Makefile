@@ -49,7 +49,7 @@ tsan:
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 deps:
 	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) xargs -a deploy/debian-packages apt-get install -y -qq --no-install-recommends
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive xargs -a deploy/debian-packages apt-get install -y -qq --no-install-recommends
 
 bench: all $(BUILD)/tests/bench
 	$(BUILD)/tests/bench $(BUILD)/loraserve
