@@ -32,6 +32,7 @@ struct engine_lora {
 };
 
 static atomic_uint_fast64_t next_id = 1;
+static atomic_uint_fast64_t live_count, live_bytes;    /* engine_lora_live */
 
 /* The base weight an adapter target modifies. */
 static const struct engine_weight *
@@ -74,6 +75,7 @@ engine_lora_new(const struct engine_model *m, struct engine_lora **out)
         return -ENOMEM;
     }
     memset(l->mats, 0, (size_t)m->hp.n_layer * ENGINE_LORA_N_TARGETS * sizeof(*l->mats));
+    atomic_fetch_add_explicit(&live_count, 1, memory_order_relaxed);
     *out = l;
     return 0;
 }
@@ -125,6 +127,7 @@ engine_lora_add(struct engine_lora *l, int layer, enum engine_lora_target t, int
     mat->rank = rank;
     mat->scale = scale;
     l->bytes += (na + nb) * sizeof(float);
+    atomic_fetch_add_explicit(&live_bytes, (na + nb) * sizeof(float), memory_order_relaxed);
     return 0;
 }
 
@@ -147,6 +150,8 @@ engine_lora_unref(struct engine_lora *l)
         free(l->mats[i].b);
     }
     free(l->mats);
+    atomic_fetch_sub_explicit(&live_bytes, l->bytes, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&live_count, 1, memory_order_relaxed);
     free(l);
 }
 
@@ -160,6 +165,13 @@ uint64_t
 engine_lora_id(const struct engine_lora *l)
 {
     return l->id;
+}
+
+void
+engine_lora_live(uint64_t *count, uint64_t *bytes)
+{
+    *count = atomic_load_explicit(&live_count, memory_order_relaxed);
+    *bytes = atomic_load_explicit(&live_bytes, memory_order_relaxed);
 }
 
 int

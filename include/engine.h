@@ -104,6 +104,12 @@ size_t engine_lora_bytes(const struct engine_lora *l);
 int engine_lora_max_rank(const struct engine_lora *l);
 /* Unique per object for the life of the process (never reused). */
 uint64_t engine_lora_id(const struct engine_lora *l);
+/*
+ * Adapters alive in this process (every engine_lora not yet freed, whoever
+ * holds it) and their bytes: a replaced version that requests still use
+ * counts until its last unref. For /health and leak checks. Any thread.
+ */
+void engine_lora_live(uint64_t *count, uint64_t *bytes);
 
 /* The adapters one request uses, each with its own scale; their deltas add. */
 #define ENGINE_LORA_MAX_SET 8
