@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /*
  * What `loraserve serve` takes; every field has a flag and a LORASERVE_*
@@ -35,10 +36,17 @@ struct server_config {
     const char *chat_template;  /* family name, or NULL: from the GGUF file */
     const char *model_id;       /* id in /v1/models; NULL: file name without .gguf */
     int shutdown_timeout;       /* seconds running requests get after SIGTERM */
+    /* LoRA adapters (see adapters.h) */
+    const char *const *adapters;    /* (n_adapters) "NAME=PATH", loaded at start */
+    int n_adapters;
+    const char *adapter_dir;    /* unknown names X load DIR/X on first use; NULL: none */
+    int max_lora_rank;          /* larger ranks are refused */
+    uint64_t max_adapter_memory;    /* bytes of resident adapters; 0: no limit */
 };
 
 #define SERVER_CONFIG_INIT \
-    { NULL, "127.0.0.1", 8080, 0, 0, 4, 64, 512, "./loraserve-data", 1 << 20, NULL, NULL, 30 }
+    { NULL, "127.0.0.1", 8080, 0, 0, 4, 64, 512, "./loraserve-data", 1 << 20, NULL, NULL, 30, \
+      NULL, 0, NULL, 64, 0 }
 
 /*
  * Serves until SIGTERM or SIGINT, then stops accepting, lets running requests

@@ -3,6 +3,7 @@
  * short aliases, and boolean switches. Numbers are checked in full
  * ("12abc" is an error, not 12).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -11,6 +12,29 @@
 #include <unistd.h>
 
 #include "cli.h"
+
+int
+cli_parse_bytes(const char *s, uint64_t *out)
+{
+    static const char units[] = "KMGT";
+    char *end = NULL;
+    errno = 0;
+    unsigned long long x = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || s[0] == '-' || s[0] == '+')
+        return -EINVAL;
+    int shift = 0;
+    const char *u = *end ? strchr(units, toupper((unsigned char)*end)) : NULL;
+    if (u != NULL) {
+        shift = 10 * (int)(u - units + 1);
+        end++;
+        if (strcmp(end, "B") == 0 || strcmp(end, "b") == 0 || strcmp(end, "iB") == 0)
+            end += strlen(end);
+    }
+    if (*end != '\0' || (shift > 0 && x > (UINT64_MAX >> shift)))
+        return -EINVAL;
+    *out = (uint64_t)x << shift;
+    return 0;
+}
 
 static int
 set_value(const char *cmd, const struct cli_flag *f, const char *v)
@@ -44,6 +68,20 @@ set_value(const char *cmd, const struct cli_flag *f, const char *v)
             return 0;
         }
         break;
+    }
+    case CLI_BYTES:
+        if (cli_parse_bytes(v, f->dst) == 0)
+            return 0;
+        break;
+    case CLI_LIST: {
+        struct cli_list *l = f->dst;
+        if (l->n < CLI_LIST_MAX) {
+            l->v[l->n++] = v;
+            return 0;
+        }
+        fprintf(stderr, "loraserve %s: %s given more than %d times\n", cmd, f->name,
+                CLI_LIST_MAX);
+        return -1;
     }
     case CLI_BOOL:
         break;

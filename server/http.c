@@ -20,7 +20,11 @@
 
 #include "server_int.h"
 
-enum route { ROUTE_NONE, ROUTE_HEALTH, ROUTE_MODELS, ROUTE_MODEL, ROUTE_COMPLETIONS, ROUTE_CHAT };
+enum route {
+    ROUTE_NONE, ROUTE_HEALTH, ROUTE_MODELS, ROUTE_MODEL, ROUTE_COMPLETIONS, ROUTE_CHAT,
+    ROUTE_ADAPTERS, ROUTE_ADAPTER, ROUTE_ADAPTER_LOAD, ROUTE_ADAPTER_DELETE, ROUTE_VLLM_LOAD,
+    ROUTE_VLLM_UNLOAD
+};
 
 static const struct {
     const char *method;
@@ -32,22 +36,35 @@ static const struct {
     { "GET", "/v1/models/*", ROUTE_MODEL },
     { "POST", "/v1/completions", ROUTE_COMPLETIONS },
     { "POST", "/v1/chat/completions", ROUTE_CHAT },
+    { "GET", "/v1/adapters", ROUTE_ADAPTERS },
+    { "POST", "/v1/adapters", ROUTE_ADAPTER_LOAD },
+    { "GET", "/v1/adapters/*", ROUTE_ADAPTER },
+    { "DELETE", "/v1/adapters/*", ROUTE_ADAPTER_DELETE },
+    { "POST", "/v1/load_lora_adapter", ROUTE_VLLM_LOAD },
+    { "POST", "/v1/unload_lora_adapter", ROUTE_VLLM_UNLOAD },
 };
 
 /* One request, from its headers to its completion. */
 struct conn {
     enum route route;
-    const char *allow;          /* for 405 */
+    char allow[32];             /* for 405: "GET, POST" */
     struct oai_err err;         /* err.err != 0: answer this once the body is in */
     struct sbuf body;
     struct job *job;
+    struct op *op;              /* an adapter change on the pool */
 };
 
 /* ---- Replies ---------------------------------------------------------- */
 
-/* Queues body (malloc'd, consumed) with status. */
+/* A response's extra header, or none when name is NULL. */
+struct hdr {
+    const char *name, *value;
+};
+
+/* Queues body (malloc'd, consumed) with status, content type and one extra header. */
 static enum MHD_Result
-reply(struct server *s, struct MHD_Connection *con, int status, char *body, const char *allow)
+reply_as(struct server *s, struct MHD_Connection *con, int status, char *body, const char *ctype,
+         struct hdr extra)
 {
     if (body == NULL)
         return MHD_NO;
@@ -57,14 +74,21 @@ reply(struct server *s, struct MHD_Connection *con, int status, char *body, cons
         free(body);
         return MHD_NO;
     }
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    if (allow != NULL)
-        MHD_add_response_header(r, "Allow", allow);
+    MHD_add_response_header(r, "Content-Type", ctype);
+    if (extra.name != NULL && extra.value != NULL)
+        MHD_add_response_header(r, extra.name, extra.value);
     if (s->draining)
         MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(con, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+/* Queues a JSON body (malloc'd, consumed) with status. */
+static enum MHD_Result
+reply(struct server *s, struct MHD_Connection *con, int status, char *body, const char *allow)
+{
+    return reply_as(s, con, status, body, "application/json", (struct hdr){ "Allow", allow });
 }
 
 static enum MHD_Result
@@ -96,19 +120,8 @@ reply_health(struct server *s, struct MHD_Connection *con)
     cJSON_AddNumberToObject(slots, "idle", s->cfg->parallel - running);
     cJSON_AddNumberToObject(o, "waiting", waiting);
     cJSON_AddNumberToObject(o, "requests", s->n_inflight);
+    cJSON_AddItemToObject(o, "adapters", server__adapters_health(s));
     return reply(s, con, s->draining ? 503 : 200, print_free(o), NULL);
-}
-
-static cJSON *
-model_json(const struct server *s)
-{
-    cJSON *m = cJSON_CreateObject();
-    cJSON_AddStringToObject(m, "id", s->model_id);
-    cJSON_AddStringToObject(m, "object", "model");
-    cJSON_AddNumberToObject(m, "created", (double)s->started);
-    cJSON_AddStringToObject(m, "owned_by", "loraserve");
-    cJSON_AddNumberToObject(m, "max_model_len", s->n_ctx);
-    return m;
 }
 
 static enum MHD_Result
@@ -116,7 +129,7 @@ reply_models(struct server *s, struct MHD_Connection *con)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "data"), model_json(s));
+    cJSON_AddItemToObject(o, "data", server__models_json(s));
     return reply(s, con, 200, print_free(o), NULL);
 }
 
@@ -124,11 +137,48 @@ static enum MHD_Result
 reply_model(struct server *s, struct MHD_Connection *con, const char *url, struct conn *c)
 {
     const char *id = url + strlen("/v1/models/");
-    if (strcmp(id, s->model_id) == 0)
-        return reply(s, con, 200, print_free(model_json(s)), NULL);
+    cJSON *m = server__model_json(s, id);
+    if (m != NULL)
+        return reply(s, con, 200, print_free(m), NULL);
     server__fail(&c->err, -ENOENT, "model", "model_not_found",
                  "the model '%.100s' does not exist", id);
     return reply_error(s, con, c);
+}
+
+/* GET /v1/adapters/{name}: one entry of the list. */
+static enum MHD_Result
+reply_adapter(struct server *s, struct MHD_Connection *con, const char *url, struct conn *c)
+{
+    const char *name = url + strlen("/v1/adapters/");
+    cJSON *a = server__adapter_json(s, name);
+    if (a != NULL)
+        return reply(s, con, 200, print_free(a), NULL);
+    server__fail(&c->err, -ENOENT, "name", "adapter_not_found",
+                 "the adapter '%.100s' does not exist", name);
+    return reply_error(s, con, c);
+}
+
+/* ---- Adapter changes -------------------------------------------------- */
+
+static enum MHD_Result
+change(struct server *s, struct MHD_Connection *con, const char *url, struct conn *c)
+{
+    if (c->op == NULL) {
+        static const enum op_kind kinds[] = {
+            [ROUTE_ADAPTER_LOAD] = OP_LOAD, [ROUTE_ADAPTER_DELETE] = OP_UNLOAD,
+            [ROUTE_VLLM_LOAD] = OP_VLLM_LOAD, [ROUTE_VLLM_UNLOAD] = OP_VLLM_UNLOAD,
+        };
+        const char *name = c->route == ROUTE_ADAPTER_DELETE ? url + strlen("/v1/adapters/")
+                                                            : NULL;
+        int rc = server__op_start(s, con, kinds[c->route], name, c->body.p ? c->body.p : "",
+                                  c->body.len, &c->op, &c->err);
+        server__buf_release(&c->body);
+        return rc < 0 ? reply_error(s, con, c) : MHD_YES;
+    }
+    int status = 500;
+    const char *ctype = "application/json";
+    char *body = server__op_reply(c->op, &status, &ctype);
+    return reply_as(s, con, status, body, ctype, (struct hdr){ NULL, NULL });
 }
 
 /* ---- Generate requests ------------------------------------------------ */
@@ -143,11 +193,20 @@ queue_stream(struct server *s, struct MHD_Connection *con, struct job *j)
     server__job_ref(j);
     MHD_add_response_header(r, "Content-Type", "text/event-stream");
     MHD_add_response_header(r, "Cache-Control", "no-cache");
+    if (server__job_adapter_header(j) != NULL)
+        MHD_add_response_header(r, SERVER_ADAPTER_HEADER, server__job_adapter_header(j));
     if (s->draining)
         MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(con, 200, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+static enum MHD_Result
+queue_body(struct server *s, struct MHD_Connection *con, struct job *j)
+{
+    struct hdr h = { SERVER_ADAPTER_HEADER, server__job_adapter_header(j) };
+    return reply_as(s, con, 200, server__job_body(j), "application/json", h);
 }
 
 static enum MHD_Result
@@ -160,13 +219,20 @@ generate(struct server *s, struct MHD_Connection *con, struct conn *c)
         server__buf_release(&c->body);
         if (rc < 0)
             return reply_error(s, con, c);
-        if (server__job_stream(c->job))
-            return queue_stream(s, con, c->job);
     }
     if (server__job_gone(c->job))
         return MHD_NO;
+    if (server__job_pending(c->job)) {
+        server__job_set_suspended(c->job, true);
+        return MHD_YES;
+    }
+    if (server__job_failed(c->job, &c->err))
+        return reply_error(s, con, c);
+    /* A stream's response is queued once; libmicrohttpd then reads it from the job. */
+    if (server__job_stream(c->job))
+        return queue_stream(s, con, c->job);
     if (server__job_done(c->job))
-        return reply(s, con, 200, server__job_body(c->job), NULL);
+        return queue_body(s, con, c->job);
     server__job_set_suspended(c->job, true);
     return MHD_YES;
 }
@@ -195,9 +261,10 @@ route(struct conn *c, const char *method, const char *url)
             c->route = routes[i].route;
             return;
         }
-        c->allow = routes[i].method;
+        size_t n = strlen(c->allow);
+        snprintf(c->allow + n, sizeof(c->allow) - n, "%s%s", n ? ", " : "", routes[i].method);
     }
-    if (c->allow != NULL)
+    if (c->allow[0] != '\0')
         server__fail(&c->err, -EOPNOTSUPP, NULL, "method_not_allowed",
                      "%s is not allowed on %.200s (use %s)", method, url, c->allow);
     else
@@ -278,6 +345,15 @@ on_request(void *cls, struct MHD_Connection *con, const char *url, const char *m
     case ROUTE_COMPLETIONS:
     case ROUTE_CHAT:
         return generate(s, con, c);
+    case ROUTE_ADAPTERS:
+        return reply(s, con, 200, server__adapters_json(s), NULL);
+    case ROUTE_ADAPTER:
+        return reply_adapter(s, con, url, c);
+    case ROUTE_ADAPTER_LOAD:
+    case ROUTE_ADAPTER_DELETE:
+    case ROUTE_VLLM_LOAD:
+    case ROUTE_VLLM_UNLOAD:
+        return change(s, con, url, c);
     default:
         return MHD_NO;
     }
@@ -295,6 +371,8 @@ on_completed(void *cls, struct MHD_Connection *con, void **req_cls,
         return;
     if (c->job != NULL)
         server__job_close(c->job);
+    if (c->op != NULL)
+        server__op_detach(c->op);
     server__buf_release(&c->body);
     free(c);
     *req_cls = NULL;
@@ -358,6 +436,7 @@ stop(struct server *s)
         return;
     s->stopped = true;
     server__jobs_resume_all(s);     /* libmicrohttpd must not stop with suspended ones */
+    server__ops_resume_all(s);
     uv_poll_stop(&s->mhd_poll);
     uv_timer_stop(&s->mhd_timer);
     uv_timer_stop(&s->deadline);
@@ -468,6 +547,12 @@ server__http_start(struct server *s)
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     return 0;
+}
+
+void
+server__http_kick(struct server *s)
+{
+    run_mhd(s);
 }
 
 int

@@ -8,10 +8,18 @@
  * sequences, UTF-8) and either queues SSE chunks or keeps the text for the
  * final body, and resumes the suspended connections that have something new.
  *
+ * Adapters: the request's adapter names are resolved to refcounted versions
+ * before anything is submitted. Resident ones are taken on the loop at once
+ * (adapters_try_get); if one must be read from disk, the job is pending and
+ * adapters_get runs on the libuv pool, and the job is submitted in the
+ * after-work callback. The job holds its adapter refs until it is freed, so
+ * each is dropped exactly once whatever the ending (done, error, hang-up).
+ *
  * References: the connection holds one until libmicrohttpd reports the
  * request completed (server__job_close), a streaming response holds one until
- * libmicrohttpd frees it, and the disconnect watch holds one until its handle
- * is closed. Engine requests are released once, in server__job_close.
+ * libmicrohttpd frees it, the disconnect watch holds one until its handle is
+ * closed, and a pool lookup holds one until its after-work callback. Engine
+ * requests are released once, in server__job_close.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -37,6 +45,18 @@ struct job {
     int prompt_tokens;
     struct sbuf out;                /* SSE bytes not yet sent */
     uv_poll_t *watch;               /* client disconnects while suspended */
+    /* Adapters: what was asked for, the versions got (owned refs), the engine's set. */
+    struct oai_adapter want[OAI_MAX_ADAPTERS];
+    int n_want;
+    struct adapter *ads[OAI_MAX_ADAPTERS];
+    struct engine_lora_set lora;
+    char *adapter_header;           /* "NAME@VERSION,...", or NULL */
+    bool pending, failed;           /* adapters loading on the pool; failed after that */
+    struct oai_err err;             /* why it failed */
+    uv_work_t work;                 /* the pool lookup */
+    int work_rc;
+    int work_at;                    /* the want[] the lookup failed on */
+    char work_msg[256];
 };
 
 /* Runs on the scheduler thread: keep it short. */
@@ -60,6 +80,9 @@ job_free(struct job *j)
         free(c->toks);
     }
     free(j->choices);
+    for (int i = 0; i < j->n_want; i++)
+        adapter_unref(j->ads[i]);
+    free(j->adapter_header);
     server__request_release(&j->req);
     server__buf_release(&j->out);
     free(j);
@@ -121,6 +144,26 @@ server__job_done(const struct job *j)
     return j->done;
 }
 
+bool
+server__job_pending(const struct job *j)
+{
+    return j->pending;
+}
+
+bool
+server__job_failed(const struct job *j, struct oai_err *e)
+{
+    if (j->failed)
+        *e = j->err;
+    return j->failed;
+}
+
+const char *
+server__job_adapter_header(const struct job *j)
+{
+    return j->adapter_header;
+}
+
 /* ---- Suspend and resume ----------------------------------------------- */
 
 /* The client hung up while its connection was suspended: stop generating. */
@@ -177,12 +220,10 @@ server__job_set_suspended(struct job *j, bool on)
 /* ---- Start ------------------------------------------------------------ */
 
 static int
-check_model(const struct server *s, const char *model, struct oai_err *e)
+unknown_model(const char *name, struct oai_err *e)
 {
-    if (model == NULL || strcmp(model, s->model_id) == 0)
-        return 0;
     return server__fail(e, -ENOENT, "model", "model_not_found",
-                        "the model '%.100s' does not exist", model);
+                        "the model '%.100s' does not exist", name);
 }
 
 static int
@@ -222,7 +263,7 @@ submit_all(struct job *j, struct oai_err *e)
         server__textout_init(&c->tx, r->stop, r->n_stop);
         struct engine_req_params ep = {
             p->ids, p->n_ids, r->max_tokens, r->sampling, r->ignore_eos, r->top_logprobs,
-            r->logprobs, ring, j->srv, NULL
+            r->logprobs, ring, j->srv, &j->lora
         };
         ep.sampling.seed = seed + (uint64_t)(i % r->n);
         int rc = engine_sched_submit(j->srv->sched, &ep, &c->er);
@@ -243,11 +284,144 @@ fill_meta(struct job *j)
     uint64_t x = random_seed(s) ^ (s->next_id++ * 0xD1B54A32D192ED03ull);
     snprintf(m->id, sizeof(m->id), "%s%016llx%08x", m->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-",
              (unsigned long long)x, (unsigned)s->next_id);
-    m->model = s->model_id;
+    m->model = j->req.model != NULL ? j->req.model : s->model_id;     /* the name asked for */
     m->created = (long long)time(NULL);
     m->logprobs = j->req.logprobs;
     m->top_logprobs = j->req.top_logprobs;
     m->include_usage = j->req.stream && j->req.include_usage;
+}
+
+/* The engine's adapter set and the version header, from the refs the job holds. */
+static int
+adapter_set(struct job *j, struct oai_err *e)
+{
+    struct sbuf h = SBUF_INIT;
+    int rc = 0;
+    for (int i = 0; i < j->n_want && rc == 0; i++) {
+        char v[ADAPTERS_NAME_MAX + 32];
+        snprintf(v, sizeof(v), "%s%s@%lld", i > 0 ? "," : "", adapter_name(j->ads[i]),
+                 (long long)adapter_version(j->ads[i]));
+        rc = server__buf_adds(&h, v);
+        j->lora.lora[i] = adapter_lora(j->ads[i]);
+        j->lora.scale[i] = j->want[i].scale;
+    }
+    j->lora.n = j->n_want;
+    j->adapter_header = h.p;
+    if (rc < 0)
+        return server__fail(e, rc, NULL, NULL, "out of memory for the request");
+    return 0;
+}
+
+/* Adapters resolved: submit, and queue a chat stream's role chunks. */
+static int
+start_generating(struct job *j, struct oai_err *e)
+{
+    int rc = adapter_set(j, e);
+    if (rc == 0)
+        rc = submit_all(j, e);
+    for (int i = 0; rc == 0 && j->req.kind == OAI_CHAT && j->req.stream && i < j->n_choices; i++)
+        server__sse_chunk(&j->out, &j->meta, &j->choices[i], OAI_CHUNK_ROLE, 0, j->srv->tok);
+    return rc;
+}
+
+/* An adapter the pool could not get: why, as the client sees it. */
+static int
+adapter_error(struct job *j, struct oai_err *e)
+{
+    const char *name = j->want[j->work_at].name;
+    switch (j->work_rc) {
+    case -ENOENT:
+    case -EACCES:       /* DIR/NAME leads outside the roots: say no more than "unknown" */
+        return unknown_model(name, e);
+    case -ENOMEM:
+        return server__fail(e, -ENOSPC, "model", "adapter_memory_full",
+                            "adapter '%.100s' does not fit in --max-adapter-memory now: %s",
+                            name, j->work_msg);
+    case -EAGAIN:
+        return server__fail(e, -EBUSY, "model", "adapter_busy",
+                            "adapter '%.100s' kept changing while it was loaded; try again",
+                            name);
+    case -EIO:
+        return server__fail(e, -EIO, NULL, NULL, "adapter '%.100s': %s", name, j->work_msg);
+    default:
+        return server__fail(e, -EINVAL, "model", "invalid_adapter",
+                            "adapter '%.100s' cannot be loaded: %s", name, j->work_msg);
+    }
+}
+
+/* Pool thread: loads the adapters that were not resident. Touches only its own fields. */
+static void
+lookup_work(uv_work_t *w)
+{
+    struct job *j = w->data;
+    for (int i = 0; i < j->n_want && j->work_rc == 0; i++) {
+        if (j->ads[i] != NULL)
+            continue;
+        j->work_rc = adapters_get(j->srv->reg, j->want[i].name, &j->ads[i], j->work_msg,
+                                  sizeof(j->work_msg));
+        j->work_at = i;
+    }
+}
+
+/* Loop thread: the adapters are in (or not); submit, and wake the suspended connection. */
+static void
+lookup_done(uv_work_t *w, int status)
+{
+    struct job *j = w->data;
+    j->pending = false;
+    if (!j->closed) {
+        if (status < 0)
+            j->failed = server__fail(&j->err, -ECANCELED, NULL, "shutting_down",
+                                     "the server is shutting down") < 0;
+        else if (j->work_rc < 0)
+            j->failed = adapter_error(j, &j->err) < 0;
+        else
+            j->failed = start_generating(j, &j->err) < 0;
+        server__job_set_suspended(j, false);
+        server__http_kick(j->srv);
+    }
+    server__job_unref(j);
+}
+
+/*
+ * Takes the resident adapters now. Returns 0 (all taken), 1 (some must be
+ * loaded on the pool) or -ENOENT with e filled.
+ */
+static int
+adapters_now(struct job *j, struct oai_err *e)
+{
+    bool later = false;
+    for (int i = 0; i < j->n_want; i++) {
+        int rc = adapters_try_get(j->srv->reg, j->want[i].name, &j->ads[i]);
+        if (rc == -EWOULDBLOCK)
+            later = true;
+        else if (rc < 0)
+            return unknown_model(j->want[i].name, e);
+    }
+    return later ? 1 : 0;
+}
+
+static void
+list_job(struct job *j)
+{
+    struct server *s = j->srv;
+    j->next = s->jobs;
+    if (s->jobs != NULL)
+        s->jobs->prev = j;
+    s->jobs = j;
+    j->listed = true;
+}
+
+/* Some adapters must be read from disk: the job waits for the pool, holding a ref. */
+static int
+queue_lookup(struct job *j, struct oai_err *e)
+{
+    j->work.data = j;
+    if (uv_queue_work(&j->srv->loop, &j->work, lookup_work, lookup_done) < 0)
+        return server__fail(e, -ENOMEM, NULL, NULL, "cannot queue the adapter lookup");
+    j->pending = true;
+    j->refs++;
+    return 0;
 }
 
 int
@@ -259,25 +433,23 @@ server__job_start(struct server *s, struct MHD_Connection *con, enum oai_kind ki
     j->srv = s;
     j->con = con;
     j->refs = 1;
+    int later = 0;
     int rc = server__parse_request(kind, body, len, tokenizer_n_vocab(s->tok), &j->req, e);
     if (rc == 0)
-        rc = check_model(s, j->req.model, e);
+        rc = server__select_adapters(&j->req, s->model_id, j->want, &j->n_want, e);
+    if (rc == 0 && (later = adapters_now(j, e)) < 0)
+        rc = later;
     if (rc == 0)
         rc = server__request_tokenize(&j->req, s->tok, s->chat, s->n_ctx, e);
-    if (rc == 0)
-        rc = submit_all(j, e);
+    if (rc == 0) {
+        fill_meta(j);
+        rc = later ? queue_lookup(j, e) : start_generating(j, e);
+    }
     if (rc < 0) {
         job_free(j);
         return rc;
     }
-    fill_meta(j);
-    j->next = s->jobs;
-    if (s->jobs != NULL)
-        s->jobs->prev = j;
-    s->jobs = j;
-    j->listed = true;
-    for (int i = 0; kind == OAI_CHAT && j->req.stream && i < j->n_choices; i++)
-        server__sse_chunk(&j->out, &j->meta, &j->choices[i], OAI_CHUNK_ROLE, 0, s->tok);
+    list_job(j);
     *out = j;
     return 0;
 }
@@ -392,6 +564,8 @@ void
 server__jobs_drain(struct server *s)
 {
     for (struct job *j = s->jobs; j != NULL; j = j->next) {
+        if (j->pending || j->failed)
+            continue;
         if (!j->done)
             job_drain(j);
         if (j->suspended && (j->out.len > 0 || j->done))

@@ -50,6 +50,8 @@ server__status_from_err(int err)
     case -EAGAIN:
         return 429;
     case -ECANCELED:
+    case -ENOSPC:
+    case -EBUSY:
         return 503;
     default:
         return 500;
@@ -474,6 +476,98 @@ parse_misc(struct oai_request *r, struct oai_err *e)
     return 0;
 }
 
+/* ---- Adapters --------------------------------------------------------- */
+
+static const char adapters_what[] =
+    "an array of up to 8 adapter names or {\"name\": string, \"scale\": number} objects";
+
+/* One entry of "adapters": a name, or {"name", "scale"}. */
+static int
+parse_adapter(const cJSON *it, int i, struct oai_adapter *out, struct oai_err *e)
+{
+    char param[32];
+    snprintf(param, sizeof(param), "adapters[%d]", i);
+    *out = (struct oai_adapter){ NULL, 1.0f };
+    if (cJSON_IsString(it)) {
+        out->name = it->valuestring;
+    } else if (cJSON_IsObject(it)) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
+        if (!cJSON_IsString(name))
+            return bad(e, "adapters", "objects with a string \"name\"", it);
+        out->name = name->valuestring;
+        const cJSON *scale = cJSON_GetObjectItemCaseSensitive(it, "scale");
+        double x = cJSON_IsNumber(scale) ? scale->valuedouble : NAN;
+        char got[48];
+        if (scale != NULL && !cJSON_IsNull(scale) &&
+            !(x >= -OAI_MAX_LORA_SCALE && x <= OAI_MAX_LORA_SCALE))
+            return server__fail(e, -EINVAL, "adapters", "invalid_type",
+                                "%s.scale: expected a number from -10 to 10, got %s", param,
+                                shown(scale, got, sizeof(got)));
+        if (cJSON_IsNumber(scale))
+            out->scale = (float)x;
+    } else {
+        return bad(e, "adapters", adapters_what, it);
+    }
+    if (out->name[0] == '\0')
+        return server__fail(e, -EINVAL, "adapters", "invalid_value", "%s: an empty name",
+                            param);
+    return 0;
+}
+
+static int
+parse_adapters(struct oai_request *r, struct oai_err *e)
+{
+    int rc = get_float(r->root, "lora_scale", -OAI_MAX_LORA_SCALE, OAI_MAX_LORA_SCALE,
+                       "a number from -10 to 10", &r->lora_scale, e);
+    if (rc < 0)
+        return rc;
+    r->has_lora_scale = rc == 1;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, "adapters");
+    if (v == NULL || cJSON_IsNull(v))
+        return 0;
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > OAI_MAX_ADAPTERS)
+        return bad(e, "adapters", adapters_what, v);
+    r->has_adapters = true;
+    const cJSON *it = NULL;
+    cJSON_ArrayForEach(it, v) {
+        struct oai_adapter *a = &r->adapters[r->n_adapters];
+        if (parse_adapter(it, r->n_adapters, a, e) < 0)
+            return e->err;
+        for (int i = 0; i < r->n_adapters; i++)
+            if (strcmp(r->adapters[i].name, a->name) == 0)
+                return server__fail(e, -EINVAL, "adapters", "invalid_value",
+                                    "adapters: '%.100s' is listed twice", a->name);
+        r->n_adapters++;
+    }
+    return 0;
+}
+
+int
+server__select_adapters(const struct oai_request *r, const char *base_id,
+                        struct oai_adapter *out, int *n, struct oai_err *e)
+{
+    *n = 0;
+    bool base = r->model == NULL || strcmp(r->model, base_id) == 0;
+    if (!r->has_adapters) {
+        if (!base)
+            out[(*n)++] = (struct oai_adapter){ r->model, r->has_lora_scale ? r->lora_scale : 1 };
+        return 0;
+    }
+    if (r->has_lora_scale)
+        return server__fail(e, -EINVAL, "lora_scale", "invalid_value",
+                            "lora_scale: give each adapter's scale in \"adapters\" instead");
+    bool listed = base;
+    for (int i = 0; i < r->n_adapters; i++) {
+        out[(*n)++] = r->adapters[i];
+        listed = listed || strcmp(r->adapters[i].name, r->model) == 0;
+    }
+    if (!listed)
+        return server__fail(e, -EINVAL, "model", "invalid_value",
+                            "model: with \"adapters\", model must be the base model '%.100s' "
+                            "or one of the adapters listed, not '%.100s'", base_id, r->model);
+    return 0;
+}
+
 /* ---- Requests --------------------------------------------------------- */
 
 int
@@ -497,7 +591,8 @@ server__parse_request(enum oai_kind kind, const char *body, size_t len, int n_vo
     int rc = 0;
     if ((rc = parse_misc(r, e)) < 0 || (rc = parse_sampling(r, e)) < 0 ||
         (rc = parse_stop(r, e)) < 0 || (rc = parse_logit_bias(r, n_vocab, e)) < 0 ||
-        (rc = parse_logprobs(r, e)) < 0 || (rc = parse_stream(r, e)) < 0)
+        (rc = parse_logprobs(r, e)) < 0 || (rc = parse_stream(r, e)) < 0 ||
+        (rc = parse_adapters(r, e)) < 0)
         return rc;
     rc = kind == OAI_CHAT ? parse_messages(r, e) : parse_prompt(r, n_vocab, e);
     if (rc < 0)

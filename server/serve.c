@@ -4,10 +4,13 @@
  * reverse order (the scheduler before the doorbell it rings).
  *
  * Every flag --foo-bar also comes from the variable LORASERVE_FOO_BAR; a flag
- * given on the command line wins over the variable.
+ * given on the command line wins over the variable. A repeatable flag
+ * (--adapter) takes a comma-separated list from its variable, and any use of
+ * the flag replaces the whole list.
  */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +63,94 @@ default_id(struct server *s)
     snprintf(s->model_id, sizeof(s->model_id), "%.*s", (int)n, base);
 }
 
+/* mkdir -p: path and its missing parents. 0 or -errno. */
+static int
+make_dirs(const char *path)
+{
+    char buf[PATH_MAX];
+    if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+        return -ENAMETOOLONG;
+    for (char *p = buf + 1; *p != '\0'; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0750) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    return mkdir(buf, 0750) < 0 && errno != EEXIST ? -errno : 0;
+}
+
+/* "NAME=PATH" -> name and the absolute path (PATH_MAX). 0, or -EINVAL with a line on stderr. */
+static int
+split_adapter(const char *arg, char *name, size_t len, char *path)
+{
+    const char *eq = strchr(arg, '=');
+    int n = eq ? (int)(eq - arg) : 0;
+    if (eq == NULL || (size_t)n >= len || eq[1] == '\0') {
+        fprintf(stderr, "loraserve: --adapter '%s': expected NAME=PATH\n", arg);
+        return -EINVAL;
+    }
+    snprintf(name, len, "%.*s", n, arg);
+    if (realpath(eq + 1, path) == NULL) {
+        fprintf(stderr, "loraserve: --adapter %s: %s: %s\n", name, eq + 1, strerror(errno));
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Loads the --adapter flags: each must load, or the server does not start. */
+static int
+load_flag_adapters(struct server *s, char (*names)[ADAPTERS_NAME_MAX + 1], char **paths)
+{
+    for (int i = 0; i < s->cfg->n_adapters; i++) {
+        char err[512] = "";
+        struct adapter *a = NULL;
+        int rc = strcmp(names[i], s->model_id) == 0 ? -EINVAL
+                 : adapters_load(s->reg, names[i], paths[i], false, &a, err, sizeof(err));
+        if (rc < 0) {
+            fprintf(stderr, "loraserve: --adapter %s: %s\n", names[i],
+                    err[0] ? err : "the name is the base model's id");
+            return rc;
+        }
+        fprintf(stderr, "loraserve: adapter %s version %lld (%s, rank %d) from %s\n", names[i],
+                (long long)adapter_version(a), adapter_info(a)->format, adapter_info(a)->rank,
+                paths[i]);
+        adapter_unref(a);
+    }
+    return 0;
+}
+
+/*
+ * Opens the registry in <data-dir>/loraserve.db with the --adapter paths and
+ * --adapter-dir as roots, then loads the --adapter flags.
+ */
+static int
+open_adapters(struct server *s)
+{
+    const struct server_config *cfg = s->cfg;
+    int n = cfg->n_adapters, rc = 0;
+    char (*names)[ADAPTERS_NAME_MAX + 1] = server__xcalloc((size_t)n + 1, sizeof(*names));
+    char **paths = server__xcalloc((size_t)n + 1, sizeof(char *));
+    for (int i = 0; i < n && rc == 0; i++) {
+        paths[i] = server__xcalloc(PATH_MAX, 1);
+        rc = split_adapter(cfg->adapters[i], names[i], sizeof(names[i]), paths[i]);
+    }
+    char db[PATH_MAX + 16], err[512] = "";
+    snprintf(db, sizeof(db), "%s/loraserve.db", cfg->data_dir);
+    struct adapters_params p = { db, (const char *const *)paths, n, cfg->adapter_dir,
+                                 cfg->max_lora_rank, cfg->max_adapter_memory };
+    if (rc == 0 && (rc = adapters_open(s->model, &p, &s->reg, err, sizeof(err))) < 0)
+        fprintf(stderr, "loraserve: %s\n", err);
+    if (rc == 0)
+        rc = load_flag_adapters(s, names, paths);
+    for (int i = 0; i < n; i++)
+        free(paths[i]);
+    free(paths);
+    free(names);
+    return rc;
+}
+
 static int
 open_all(struct server *s)
 {
@@ -76,11 +167,13 @@ open_all(struct server *s)
     int train = engine_model_hparams(s->model)->n_ctx_train;
     s->n_ctx = cfg->ctx > 0 ? cfg->ctx : (train > 0 && train < 4096 ? train : 4096);
     default_id(s);
-    if (mkdir(cfg->data_dir, 0750) < 0 && errno != EEXIST) {
+    if ((rc = make_dirs(cfg->data_dir)) < 0) {
         fprintf(stderr, "loraserve: cannot create --data-dir %s: %s\n", cfg->data_dir,
-                strerror(errno));
-        return -errno;
+                strerror(-rc));
+        return rc;
     }
+    if ((rc = open_adapters(s)) < 0)
+        return rc;
     struct engine_sched_params sp = { s->n_ctx, cfg->parallel, cfg->threads, cfg->queue,
                                       cfg->batch };
     if ((rc = engine_sched_new(s->model, &sp, &s->sched)) < 0)
@@ -111,7 +204,8 @@ server_run(const struct server_config *cfg)
     }
     engine_sched_free(s.sched);     /* no more doorbells after this */
     if (loop)
-        server__http_close(&s);
+        server__http_close(&s);     /* runs the pool's last after-work callbacks */
+    adapters_close(s.reg);
     engine_model_free(s.model);
     if (rc == 0)
         fprintf(stderr, "loraserve: stopped\n");
@@ -129,24 +223,63 @@ env_name(const char *flag, char *buf, size_t len)
         buf[i] = buf[i] == '-' ? '_' : (char)toupper((unsigned char)buf[i]);
 }
 
+/* Whether argv sets flag f (then a list flag ignores its variable). */
+static bool
+given(const struct cli_flag *f, int argc, char **argv)
+{
+    size_t n = strlen(f->name);
+    for (int i = 0; i < argc; i++)
+        if (strncmp(argv[i], f->name, n) == 0 && (argv[i][n] == '\0' || argv[i][n] == '='))
+            return true;
+    return false;
+}
+
+/* Appends "flag=value" to out[*n]. */
+static void
+push_arg(char **out, int *n, const char *flag, const char *v, size_t vlen)
+{
+    size_t len = strlen(flag) + vlen + 2;
+    out[*n] = server__xcalloc(len, 1);
+    snprintf(out[(*n)++], len, "%s=%.*s", flag, (int)vlen, v);
+}
+
+/* Items in a variable's comma-separated list (an upper bound for the array). */
+static int
+count_items(const char *v)
+{
+    int n = 1;
+    for (; *v; v++)
+        n += *v == ',';
+    return n;
+}
+
 /* argv with "--flag=$LORASERVE_FLAG" first for each variable set; see free_argv(). */
 static char **
 env_argv(const struct cli_flag *flags, int argc, char **argv, int *n, int *n_env)
 {
-    int n_flags = 0;
-    while (flags[n_flags].name != NULL)
-        n_flags++;
-    char **out = server__xcalloc((size_t)(n_flags + argc + 1), sizeof(char *));
+    int n_max = argc + 1;
+    for (const struct cli_flag *f = flags; f->name != NULL; f++) {
+        char var[64];
+        env_name(f->name, var, sizeof(var));
+        n_max += getenv(var) ? count_items(getenv(var)) : 0;
+    }
+    char **out = server__xcalloc((size_t)n_max, sizeof(char *));
     *n = 0;
     for (const struct cli_flag *f = flags; f->name != NULL; f++) {
         char var[64];
         env_name(f->name, var, sizeof(var));
         const char *v = f->kind == CLI_BOOL ? NULL : getenv(var);
-        if (v == NULL)
+        if (v == NULL || (f->kind == CLI_LIST && given(f, argc, argv)))
             continue;
-        size_t len = strlen(f->name) + strlen(v) + 2;
-        out[*n] = server__xcalloc(len, 1);
-        snprintf(out[(*n)++], len, "%s=%s", f->name, v);
+        if (f->kind != CLI_LIST) {
+            push_arg(out, n, f->name, v, strlen(v));
+            continue;
+        }
+        for (const char *p = v, *end = NULL; *p; p = *end ? end + 1 : end) {
+            end = strchr(p, ',') ? strchr(p, ',') : p + strlen(p);
+            if (end > p)
+                push_arg(out, n, f->name, p, (size_t)(end - p));
+        }
     }
     *n_env = *n;
     for (int i = 0; i < argc; i++)
@@ -192,7 +325,9 @@ check_config(const struct server_config *c, int max_body)
         : c->queue < 0 ? "--queue must be >= 0"
         : c->batch < 1 || c->batch > 65536 ? "--batch must be 1..65536"
         : max_body < 1 ? "--max-body must be >= 1"
-        : c->shutdown_timeout < 0 ? "--shutdown-timeout must be >= 0" : NULL;
+        : c->shutdown_timeout < 0 ? "--shutdown-timeout must be >= 0"
+        : c->max_lora_rank < 1 || c->max_lora_rank > 4096 ? "--max-lora-rank must be 1..4096"
+        : NULL;
     if (bad != NULL)
         fprintf(stderr, "loraserve serve: %s (see --help)\n", bad);
     return bad ? -EINVAL : 0;
@@ -205,6 +340,7 @@ server_main(int argc, char **argv)
     c.threads = cli_default_threads();
     int max_body = (int)c.max_body;
     bool help = false;
+    struct cli_list adapters = { { NULL }, 0 };
     const struct cli_flag flags[] = {
         { "--model", "-m", CLI_STR, &c.model_path, "GGUF model file (required)" },
         { "--host", NULL, CLI_STR, &c.host, "address to listen on (default 127.0.0.1)" },
@@ -222,6 +358,15 @@ server_main(int argc, char **argv)
           "model id in the API (default: file name without .gguf)" },
         { "--shutdown-timeout", NULL, CLI_INT, &c.shutdown_timeout,
           "seconds to finish requests after SIGTERM (default 30)" },
+        { "--adapter", NULL, CLI_LIST, &adapters,
+          "NAME=PATH: adapter (GGUF-LoRA file or PEFT dir) loaded at start;\n"
+          "                             repeatable; the variable takes NAME=PATH,NAME=PATH" },
+        { "--adapter-dir", NULL, CLI_STR, &c.adapter_dir,
+          "adapters directory: a request for unknown NAME loads DIR/NAME" },
+        { "--max-lora-rank", NULL, CLI_INT, &c.max_lora_rank,
+          "adapters of a larger rank are refused (default 64)" },
+        { "--max-adapter-memory", NULL, CLI_BYTES, &c.max_adapter_memory,
+          "resident adapter bytes (K/M/G), LRU eviction beyond (default 0: no limit)" },
         { "--help", "-h", CLI_BOOL, &help, "show this help" },
         { NULL, NULL, 0, NULL, NULL },
     };
@@ -237,6 +382,8 @@ server_main(int argc, char **argv)
         goto out;
     }
     c.max_body = max_body;
+    c.adapters = adapters.v;
+    c.n_adapters = adapters.n;
     if (check_config(&c, max_body) < 0)
         goto out;
     status = server_run(&c) < 0 ? 1 : 0;

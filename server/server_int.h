@@ -18,6 +18,7 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include "adapters.h"
 #include "chat.h"
 #include "engine.h"
 #include "server.h"
@@ -67,8 +68,8 @@ int server__fail(struct oai_err *e, int err, const char *param, const char *code
                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /*
  * The one mapping from errors to statuses: -EINVAL, -EBADMSG, -EILSEQ 400,
- * -ENOENT 404, -EOPNOTSUPP 405, -EMSGSIZE 413, -EAGAIN 429, -ECANCELED 503,
- * anything else 500.
+ * -ENOENT 404, -EOPNOTSUPP 405, -EMSGSIZE 413, -EAGAIN 429, -ECANCELED,
+ * -ENOSPC (adapter memory full), -EBUSY 503, anything else 500.
  */
 int server__status_from_err(int err);
 /* {"error":{"message","type","param","code"}}; caller frees. */
@@ -82,6 +83,14 @@ char *server__error_json(const struct oai_err *e);
 #define OAI_MAX_CHOICES 64          /* prompts x n */
 
 enum oai_kind { OAI_COMPLETIONS, OAI_CHAT };
+
+/* One adapter a request asks for (name borrowed from the request's JSON tree). */
+struct oai_adapter {
+    const char *name;
+    float scale;
+};
+#define OAI_MAX_ADAPTERS ENGINE_LORA_MAX_SET
+#define OAI_MAX_LORA_SCALE 10.0
 
 struct oai_prompt {
     const char *text;               /* borrowed from the JSON tree; NULL for token ids */
@@ -111,6 +120,11 @@ struct oai_request {
     bool stream, include_usage, ignore_eos;
     bool logprobs;                  /* chosen token's logprob */
     int top_logprobs;
+    /* "adapters": [{"name", "scale"}] (has_adapters: given, maybe empty) and "lora_scale" */
+    struct oai_adapter adapters[OAI_MAX_ADAPTERS];
+    int n_adapters;
+    bool has_adapters, has_lora_scale;
+    float lora_scale;
 };
 
 /*
@@ -122,6 +136,17 @@ struct oai_request {
 int server__parse_request(enum oai_kind kind, const char *body, size_t len, int n_vocab,
                           struct oai_request *r, struct oai_err *e);
 void server__request_release(struct oai_request *r);
+
+/*
+ * The adapters request r runs with, by the rules in README ("Choosing an
+ * adapter"): without "adapters", a model other than base_id is an adapter
+ * name used at lora_scale (default 1); with "adapters", those are used and
+ * model must be absent, base_id or one of their names. Fills out[0..*n)
+ * (names borrowed from r). Returns 0, or -EINVAL with e filled. Whether the
+ * names exist is not checked here.
+ */
+int server__select_adapters(const struct oai_request *r, const char *base_id,
+                            struct oai_adapter *out, int *n, struct oai_err *e);
 
 /*
  * Turns the prompts (or the messages, through chat template fam) into token
@@ -218,12 +243,14 @@ int server__choice_n_released(const struct choice *c);
 struct MHD_Daemon;
 struct MHD_Connection;
 struct job;
+struct op;
 
 struct server {
     const struct server_config *cfg;
     struct engine_model *model;
     const struct tokenizer *tok;
     struct engine_sched *sched;
+    struct adapters *reg;           /* named LoRA adapters */
     enum chat_family chat;
     int n_ctx;
     char model_id[256];
@@ -239,6 +266,7 @@ struct server {
     int port;
 
     struct job *jobs;               /* generating requests, a doubly linked list */
+    struct op *ops;                 /* adapter changes running on the pool, likewise */
     int n_inflight;                 /* requests between their headers and completion */
     bool poll_ready, draining, stopped;
     uint64_t next_id;
@@ -249,10 +277,15 @@ int server__http_start(struct server *s);
 int server__http_run(struct server *s);
 /* Closes the loop's handles; call after the scheduler is freed. */
 void server__http_close(struct server *s);
+/* Runs libmicrohttpd now: after a pool callback resumed a connection. */
+void server__http_kick(struct server *s);
 
 /*
- * job.c: one generate request. server__job_start() parses, tokenizes and
- * submits; on success the caller owns one reference to *out. Errors fill e.
+ * job.c: one generate request. server__job_start() parses, picks the
+ * adapters, tokenizes and submits; on success the caller owns one reference
+ * to *out. Errors fill e. A job whose adapters must first be loaded is
+ * pending (its connection stays suspended) until the pool has them; then it
+ * is submitted, or failed with an error to answer.
  */
 int server__job_start(struct server *s, struct MHD_Connection *con, enum oai_kind kind,
                       const char *body, size_t len, struct job **out, struct oai_err *e);
@@ -264,6 +297,11 @@ void server__job_ref(struct job *j);
 void server__job_unref(struct job *j);
 bool server__job_stream(const struct job *j);
 bool server__job_done(const struct job *j);
+bool server__job_pending(const struct job *j);
+/* Whether the job failed after it was pending; if so, copies the error to e. */
+bool server__job_failed(const struct job *j, struct oai_err *e);
+/* "NAME@VERSION,..." of the adapter versions it runs on, or NULL for the base model. */
+const char *server__job_adapter_header(const struct job *j);
 /* The client hung up while the job was suspended. */
 bool server__job_gone(const struct job *j);
 void server__job_set_suspended(struct job *j, bool on);
@@ -275,5 +313,39 @@ void server__job_read_done(void *cls);
 /* Cancels every running request (shutdown deadline); resumes every suspended one. */
 void server__jobs_cancel_all(struct server *s);
 void server__jobs_resume_all(struct server *s);
+
+/* ---- Adapters over HTTP (manage.c) ------------------------------------ */
+
+#define SERVER_ADAPTER_HEADER "x-loraserve-adapter-version"
+
+/* The /v1/models cards: base and every adapter; one card, or NULL if id is unknown. */
+cJSON *server__models_json(struct server *s);
+cJSON *server__model_json(struct server *s, const char *id);
+/* GET /v1/adapters' body, or NULL when out of memory; caller frees. */
+char *server__adapters_json(struct server *s);
+/* One adapter's entry, or NULL if name is not registered. */
+cJSON *server__adapter_json(struct server *s, const char *name);
+/* /health's "adapters" object: counts and bytes. */
+cJSON *server__adapters_health(struct server *s);
+
+/*
+ * The changes, run on the libuv pool: POST /v1/adapters, DELETE
+ * /v1/adapters/{name}, vLLM's load_lora_adapter and unload_lora_adapter.
+ */
+enum op_kind { OP_LOAD, OP_UNLOAD, OP_VLLM_LOAD, OP_VLLM_UNLOAD };
+/*
+ * Checks the request and queues the change: 0 with *out, the connection
+ * suspended until the change is done; or an error in e (answer it now).
+ * url_name is the {name} of DELETE, else NULL.
+ */
+int server__op_start(struct server *s, struct MHD_Connection *con, enum op_kind kind,
+                     const char *url_name, const char *body, size_t len, struct op **out,
+                     struct oai_err *e);
+/* A done change's answer: its status and content type, and the body (caller frees). */
+char *server__op_reply(struct op *o, int *status, const char **ctype);
+/* The request is over: frees o now, or when its work ends. */
+void server__op_detach(struct op *o);
+/* Shutdown: resumes the connections of every running change. */
+void server__ops_resume_all(struct server *s);
 
 #endif

@@ -2,8 +2,9 @@
  * test_server.c - the server's parts that need no socket: request parsing and
  * validation (each bad input -> its status and param), the error mapping,
  * prompt tokenization and the context check, stop sequences held back across
- * token boundaries, UTF-8 holdback and sanitizing, and the exact bytes of
- * responses and SSE chunks.
+ * token boundaries, UTF-8 holdback and sanitizing, the exact bytes of
+ * responses and SSE chunks, the rules that pick a request's adapters, and
+ * byte-size flags.
  */
 #include <errno.h>
 #include <math.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../server/cli.h"
 #include "../server/server_int.h"
 #include "check.h"
 #include "testutil.h"
@@ -126,6 +128,19 @@ test_parse_bad_completions(void)
         { "{\"prompt\":\"a\",\"ignore_eos\":1}", 400, "ignore_eos" },
         { "{\"prompt\":\"a\",\"model\":5}", 400, "model" },
         { "{\"prompt\":\"a\",\"user\":5}", 400, "user" },
+        { "{\"prompt\":\"a\",\"lora_scale\":\"x\"}", 400, "lora_scale" },
+        { "{\"prompt\":\"a\",\"lora_scale\":11}", 400, "lora_scale" },
+        { "{\"prompt\":\"a\",\"adapters\":{}}", 400, "adapters" },
+        { "{\"prompt\":\"a\",\"adapters\":[1]}", 400, "adapters" },
+        { "{\"prompt\":\"a\",\"adapters\":[\"\"]}", 400, "adapters" },
+        { "{\"prompt\":\"a\",\"adapters\":[{\"scale\":1}]}", 400, "adapters" },
+        { "{\"prompt\":\"a\",\"adapters\":[{\"name\":\"x\",\"scale\":\"1\"}]}", 400,
+          "adapters" },
+        { "{\"prompt\":\"a\",\"adapters\":[{\"name\":\"x\",\"scale\":-11}]}", 400,
+          "adapters" },
+        { "{\"prompt\":\"a\",\"adapters\":[\"x\",{\"name\":\"x\"}]}", 400, "adapters" },
+        { "{\"prompt\":\"a\",\"adapters\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\","
+          "\"i\"]}", 400, "adapters" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         expect_bad(OAI_COMPLETIONS, cases[i].body, cases[i].status, cases[i].param);
@@ -234,6 +249,85 @@ test_parse_chat_parts(void)
     server__request_release(&r);
 }
 
+/* ---- Adapters a request asks for -------------------------------------- */
+
+/* Parses body and selects its adapters against the base "base"; returns select's rc. */
+static int
+select_from(const char *body, struct oai_adapter *out, int *n, struct oai_err *e)
+{
+    struct oai_request r;
+    int rc = parse(OAI_COMPLETIONS, body, &r, e);
+    CHECK_EQ(rc, 0);
+    if (rc == 0)
+        rc = server__select_adapters(&r, "base", out, n, e);
+    /* Names are borrowed from the request: copy them out before it goes. */
+    static char names[OAI_MAX_ADAPTERS][32];
+    for (int i = 0; rc == 0 && i < *n; i++) {
+        snprintf(names[i], sizeof(names[i]), "%s", out[i].name);
+        out[i].name = names[i];
+    }
+    server__request_release(&r);
+    return rc;
+}
+
+static void
+test_select_adapters(void)
+{
+    struct oai_adapter a[OAI_MAX_ADAPTERS];
+    struct oai_err e;
+    int n = -1;
+    /* The base: no model, or the base id; lora_scale alone changes nothing. */
+    CHECK_EQ(select_from("{\"prompt\":\"x\"}", a, &n, &e), 0);
+    CHECK_EQ(n, 0);
+    CHECK_EQ(select_from("{\"prompt\":\"x\",\"model\":\"base\",\"lora_scale\":0.5}", a, &n,
+                         &e), 0);
+    CHECK_EQ(n, 0);
+    /* model = an adapter's name, at lora_scale (default 1). */
+    CHECK_EQ(select_from("{\"prompt\":\"x\",\"model\":\"f\"}", a, &n, &e), 0);
+    CHECK(n == 1 && strcmp(a[0].name, "f") == 0 && a[0].scale == 1.0f);
+    CHECK_EQ(select_from("{\"prompt\":\"x\",\"model\":\"f\",\"lora_scale\":0.5}", a, &n, &e),
+             0);
+    CHECK(n == 1 && a[0].scale == 0.5f);
+    /* "adapters": names or objects, default scale 1; model is the base or one of them. */
+    const char *both = "{\"prompt\":\"x\",\"model\":\"j\",\"adapters\":[{\"name\":\"f\","
+                       "\"scale\":1.0},{\"name\":\"j\",\"scale\":0.5},\"k\"]}";
+    CHECK_EQ(select_from(both, a, &n, &e), 0);
+    CHECK(n == 3 && strcmp(a[0].name, "f") == 0 && strcmp(a[1].name, "j") == 0);
+    CHECK(a[0].scale == 1.0f && a[1].scale == 0.5f && a[2].scale == 1.0f);
+    CHECK_EQ(select_from("{\"prompt\":\"x\",\"adapters\":[\"f\"]}", a, &n, &e), 0);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(select_from("{\"prompt\":\"x\",\"model\":\"f\",\"adapters\":[]}", a, &n, &e),
+             -EINVAL);
+    CHECK_STR(e.param, "model");
+    CHECK_EQ(select_from("{\"prompt\":\"x\",\"model\":\"z\",\"adapters\":[\"f\"]}", a, &n,
+                         &e), -EINVAL);
+    CHECK_STR(e.param, "model");
+    CHECK_EQ(select_from("{\"prompt\":\"x\",\"lora_scale\":1,\"adapters\":[\"f\"]}", a, &n,
+                         &e), -EINVAL);
+    CHECK_STR(e.param, "lora_scale");
+}
+
+static void
+test_parse_bytes(void)
+{
+    static const struct { const char *s; uint64_t v; } good[] = {
+        { "0", 0 }, { "123", 123 }, { "4K", 4096 }, { "4kb", 4096 }, { "4KiB", 4096 },
+        { "512M", 512ull << 20 }, { "2G", 2ull << 30 }, { "1T", 1ull << 40 },
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        uint64_t v = 7;
+        CHECK_EQ(cli_parse_bytes(good[i].s, &v), 0);
+        CHECK(v == good[i].v);
+    }
+    static const char *const bad[] = { "", "-1", "+1", "1X", "1MM", "M", "1.5G", "1 G",
+                                       "99999999999999999999", "16777216T" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        uint64_t v = 7;
+        CHECK_EQ(cli_parse_bytes(bad[i], &v), -EINVAL);
+        CHECK(v == 7);
+    }
+}
+
 /* ---- Errors ----------------------------------------------------------- */
 
 static void
@@ -247,6 +341,8 @@ test_error_mapping(void)
     CHECK_EQ(server__status_from_err(-EMSGSIZE), 413);
     CHECK_EQ(server__status_from_err(-EAGAIN), 429);
     CHECK_EQ(server__status_from_err(-ECANCELED), 503);
+    CHECK_EQ(server__status_from_err(-ENOSPC), 503);
+    CHECK_EQ(server__status_from_err(-EBUSY), 503);
     CHECK_EQ(server__status_from_err(-ENOMEM), 500);
 
     struct oai_err e;
@@ -524,6 +620,8 @@ main(int argc, char **argv)
         { "parse_fields", test_parse_fields },
         { "parse_prompt_forms", test_parse_prompt_forms },
         { "parse_chat_parts", test_parse_chat_parts },
+        { "select_adapters", test_select_adapters },
+        { "parse_bytes", test_parse_bytes },
         { "error_mapping", test_error_mapping },
         { "tokenize_and_context", test_tokenize_and_context },
         { "stop_across_tokens", test_stop_across_tokens },

@@ -3,7 +3,10 @@
 // The binary is $LORASERVE_BIN (default build/loraserve), the model
 // $LORASERVE_SHARED/models/kjv-tiny-f32.gguf (default ../shared). The server
 // binds 127.0.0.1 port 0 and prints the port it got, so two test files never
-// race for a port; each server gets its own temporary data directory.
+// race for a port; each server gets its own temporary data directory (or the
+// one passed, which is then kept). The LoRA fixtures: $LORASERVE_SHARED/models/lora
+// (GGUF-LoRA files and PEFT dirs of the same three adapters) and their golden
+// outputs.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,16 +20,22 @@ export const MODEL_ID = 'kjv-tiny-f32';
 
 export const BASE_CASES = ['short-genesis', 'short-moses', 'short-modern', 'long-kjv', 'long-mixed'];
 
-export function golden(name) {
-  return JSON.parse(readFileSync(join(SHARED, 'fixtures', 'golden', `base__${name}.json`), 'utf8'));
+export function golden(name, config = 'base') {
+  return JSON.parse(readFileSync(join(SHARED, 'fixtures', 'golden', `${config}__${name}.json`),
+    'utf8'));
 }
+
+export const LORA_DIR = join(SHARED, 'models', 'lora');
+export const ADAPTERS = ['fortunes', 'jargon', 'devil'];
+export const ggufPath = (name) => join(LORA_DIR, `kjv-tiny-lora-${name}.gguf`);
+export const peftPath = (name) => join(LORA_DIR, `peft-${name}`);
 
 // Starts the server with extra flags; resolves once /health answers. With
 // short, starts it as `loraserve --model ...` (no command word); env is added
 // to the environment.
 export async function startServer(args = [], { timeoutMs = 60000, env = {}, short = false,
-  model = MODEL } = {}) {
-  const dataDir = mkdtempSync(join(tmpdir(), 'loraserve-e2e-'));
+  model = MODEL, dataDir: keptDir = null } = {}) {
+  const dataDir = keptDir || mkdtempSync(join(tmpdir(), 'loraserve-e2e-'));
   const argv = [...(short ? [] : ['serve']), '--model', model, '--host', '127.0.0.1',
     '--port', '0', '--data-dir', dataDir, ...args];
   if (!args.includes('--threads')) argv.push('--threads', '2');
@@ -70,7 +79,7 @@ export async function startServer(args = [], { timeoutMs = 60000, env = {}, shor
       const kill = setTimeout(() => proc.kill('SIGKILL'), 30000);
       const r = await exited;
       clearTimeout(kill);
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!keptDir) rmSync(dataDir, { recursive: true, force: true });
       return r;
     },
   };
@@ -100,6 +109,25 @@ export async function readEvents(response) {
     events.push(data === '[DONE]' ? data : JSON.parse(data));
   }
   return { text, events };
+}
+
+// Any method with an optional JSON body; returns { status, headers, body, text } like post().
+export async function call(url, method, path, body) {
+  const r = await fetch(url + path, {
+    method,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+  });
+  const text = await r.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: r.status, headers: r.headers, body: json, text };
+}
+
+// VmRSS of a process in bytes (Linux).
+export function rssBytes(pid) {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) * 1024 : NaN;
 }
 
 export async function health(url) {

@@ -1,0 +1,521 @@
+/*
+ * manage.c - LoRA adapters over HTTP: the /v1/models cards, GET, POST and
+ * DELETE /v1/adapters, vLLM's load_lora_adapter and unload_lora_adapter, and
+ * the adapter figures in /health.
+ *
+ * Listing reads a snapshot of the registry (adapters_list does not block), so
+ * it runs on the loop. A change reads files and writes SQLite, so it runs on
+ * the libuv pool: the connection is suspended, the work fills in the op's
+ * answer, and the after-work callback resumes the connection, which sends it.
+ * If the request is over by then (client gone, shutdown), the after-work
+ * callback frees the op instead: an op has one owner at a time, the
+ * connection while no work runs, the work while it does.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <microhttpd.h>
+
+#include "server_int.h"
+
+struct op {
+    uv_work_t work;
+    struct server *s;
+    struct MHD_Connection *con;     /* NULL once the request is over */
+    struct op *prev, *next;         /* s->ops while the connection is suspended */
+    enum op_kind kind;
+    bool running, listed, pin, inplace;
+    char name[ADAPTERS_NAME_MAX + 1];
+    char *path;                     /* as the client gave it */
+    int status;                     /* the answer */
+    const char *ctype;
+    char *body;
+};
+
+/* ---- JSON of adapters ------------------------------------------------- */
+
+static cJSON *
+targets_json(unsigned targets)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int t = 0; t < ENGINE_LORA_N_TARGETS; t++)
+        if (targets & (1u << t))
+            cJSON_AddItemToArray(a, cJSON_CreateString(
+                engine_lora_target_name((enum engine_lora_target)t)));
+    return a;
+}
+
+static cJSON *
+entry_json(const struct adapters_entry *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", e->name);
+    cJSON_AddStringToObject(o, "object", "adapter");
+    cJSON_AddNumberToObject(o, "version", (double)e->version);
+    cJSON_AddStringToObject(o, "path", e->path);
+    cJSON_AddStringToObject(o, "format", e->info.format);
+    cJSON_AddStringToObject(o, "sha256", e->info.sha256);
+    cJSON_AddNumberToObject(o, "rank", e->info.rank);
+    cJSON_AddNumberToObject(o, "alpha", e->info.alpha);
+    cJSON_AddBoolToObject(o, "rslora", e->info.rslora);
+    cJSON_AddItemToObject(o, "targets", targets_json(e->info.targets));
+    cJSON_AddStringToObject(o, "status", adapters_status_name(e->status));
+    if (e->error[0] != '\0')
+        cJSON_AddStringToObject(o, "error", e->error);
+    cJSON_AddBoolToObject(o, "pinned", e->pinned);
+    cJSON_AddNumberToObject(o, "bytes", (double)e->bytes);
+    cJSON_AddNumberToObject(o, "file_bytes", (double)e->info.file_bytes);
+    cJSON_AddNumberToObject(o, "users", e->users);
+    cJSON_AddNumberToObject(o, "created_at", (double)e->created_at);
+    cJSON_AddNumberToObject(o, "updated_at", (double)e->updated_at);
+    cJSON_AddNumberToObject(o, "last_used_at", (double)e->last_used_at);
+    return o;
+}
+
+/* The entry of name in a fresh snapshot, as JSON; NULL if it is not registered. */
+static cJSON *
+find_entry(struct adapters *reg, const char *name)
+{
+    struct adapters_entry *list = NULL;
+    int n = 0;
+    cJSON *o = NULL;
+    if (adapters_list(reg, &list, &n) < 0)
+        return NULL;
+    for (int i = 0; i < n && o == NULL; i++)
+        if (strcmp(list[i].name, name) == 0)
+            o = entry_json(&list[i]);
+    adapters_list_free(list);
+    return o;
+}
+
+cJSON *
+server__adapter_json(struct server *s, const char *name)
+{
+    return find_entry(s->reg, name);
+}
+
+char *
+server__adapters_json(struct server *s)
+{
+    struct adapters_entry *list = NULL;
+    int n = 0;
+    if (adapters_list(s->reg, &list, &n) < 0)
+        return NULL;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(o, "data");
+    for (int i = 0; i < n; i++)
+        cJSON_AddItemToArray(data, entry_json(&list[i]));
+    adapters_list_free(list);
+    char *body = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return body;
+}
+
+static cJSON *
+base_card(const struct server *s)
+{
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", s->model_id);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)s->started);
+    cJSON_AddStringToObject(m, "owned_by", "loraserve");
+    cJSON_AddStringToObject(m, "root", s->cfg->model_path);
+    cJSON_AddNullToObject(m, "parent");
+    cJSON_AddNumberToObject(m, "max_model_len", s->n_ctx);
+    return m;
+}
+
+/* An adapter as vLLM lists it: parent is the base model, root its path. */
+static cJSON *
+adapter_card(const struct server *s, const struct adapters_entry *e)
+{
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", e->name);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)e->created_at);
+    cJSON_AddStringToObject(m, "owned_by", "loraserve");
+    cJSON_AddStringToObject(m, "root", e->path);
+    cJSON_AddStringToObject(m, "parent", s->model_id);
+    cJSON_AddNumberToObject(m, "max_model_len", s->n_ctx);
+    return m;
+}
+
+cJSON *
+server__models_json(struct server *s)
+{
+    cJSON *a = cJSON_CreateArray();
+    cJSON_AddItemToArray(a, base_card(s));
+    struct adapters_entry *list = NULL;
+    int n = 0;
+    if (adapters_list(s->reg, &list, &n) < 0)
+        return a;
+    for (int i = 0; i < n; i++)
+        cJSON_AddItemToArray(a, adapter_card(s, &list[i]));
+    adapters_list_free(list);
+    return a;
+}
+
+cJSON *
+server__model_json(struct server *s, const char *id)
+{
+    if (strcmp(id, s->model_id) == 0)
+        return base_card(s);
+    struct adapters_entry *list = NULL;
+    int n = 0;
+    cJSON *m = NULL;
+    if (adapters_list(s->reg, &list, &n) < 0)
+        return NULL;
+    for (int i = 0; i < n && m == NULL; i++)
+        if (strcmp(list[i].name, id) == 0)
+            m = adapter_card(s, &list[i]);
+    adapters_list_free(list);
+    return m;
+}
+
+cJSON *
+server__adapters_health(struct server *s)
+{
+    struct adapters_entry *list = NULL;
+    int n = 0, loaded = 0;
+    if (adapters_list(s->reg, &list, &n) == 0)
+        for (int i = 0; i < n; i++)
+            loaded += list[i].status == ADAPTERS_LOADED;
+    adapters_list_free(list);
+    uint64_t resident = 0, budget = 0, live = 0, live_bytes = 0;
+    adapters_memory(s->reg, &resident, &budget);
+    engine_lora_live(&live, &live_bytes);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "registered", n);
+    cJSON_AddNumberToObject(o, "loaded", loaded);
+    cJSON_AddNumberToObject(o, "resident_bytes", (double)resident);
+    cJSON_AddNumberToObject(o, "max_memory", (double)budget);
+    /* Every version alive, replaced ones that requests still hold included. */
+    cJSON_AddNumberToObject(o, "live", (double)live);
+    cJSON_AddNumberToObject(o, "live_bytes", (double)live_bytes);
+    return o;
+}
+
+/* ---- Answers of changes (pool thread: they touch only the op) --------- */
+
+static void
+answer(struct op *o, int status, const char *ctype, char *body)
+{
+    o->status = status;
+    o->ctype = ctype;
+    o->body = body;
+}
+
+static void
+answer_error(struct op *o, const struct oai_err *e)
+{
+    answer(o, server__status_from_err(e->err), "application/json", server__error_json(e));
+}
+
+static void
+answer_json(struct op *o, cJSON *j)
+{
+    answer(o, 200, "application/json", j ? cJSON_PrintUnformatted(j) : NULL);
+    cJSON_Delete(j);
+}
+
+/* vLLM answers its changes with a line of plain text. */
+static void
+answer_text(struct op *o, const char *what)
+{
+    char *body = malloc(ADAPTERS_NAME_MAX + 64);
+    if (body != NULL)
+        snprintf(body, ADAPTERS_NAME_MAX + 64, "Success: LoRA adapter '%s' %s successfully.",
+                 o->name, what);
+    answer(o, 200, "text/plain; charset=utf-8", body);
+}
+
+/* A load that failed: the loader's line, with the status of DESIGN.md's table. */
+static void
+load_failed(struct op *o, int rc, const char *msg)
+{
+    struct oai_err e;
+    if (rc == -EACCES)      /* the same words whether or not the file exists */
+        server__fail(&e, -EINVAL, "path", "path_not_allowed", "%.200s: not inside the "
+                     "adapter roots (--adapter-dir and --adapter paths)", o->path);
+    else if (rc == -ENOENT)
+        server__fail(&e, -EINVAL, "path", "file_not_found", "%s", msg);
+    else if (rc == -ENOMEM)
+        server__fail(&e, -ENOSPC, NULL, "adapter_memory_full", "%s", msg);
+    else if (rc == -EIO)
+        server__fail(&e, -EIO, NULL, NULL, "%s", msg);
+    else
+        server__fail(&e, -EINVAL, "path", "invalid_adapter", "%s", msg);
+    answer_error(o, &e);
+}
+
+static void
+unload_failed(struct op *o, int rc, const char *msg)
+{
+    struct oai_err e;
+    if (rc == -ENOENT && o->kind == OP_VLLM_UNLOAD)
+        server__fail(&e, rc, "lora_name", "adapter_not_found",
+                     "The lora adapter '%s' cannot be found.", o->name);
+    else if (rc == -ENOENT)
+        server__fail(&e, rc, "name", "adapter_not_found", "the adapter '%s' does not exist",
+                     o->name);
+    else
+        server__fail(&e, rc == -ENOMEM ? rc : -EIO, NULL, NULL, "%s", msg);
+    answer_error(o, &e);
+}
+
+static void
+op_work(uv_work_t *w)
+{
+    struct op *o = w->data;
+    struct adapters *reg = o->s->reg;
+    char msg[512] = "";
+    if (o->kind == OP_LOAD || o->kind == OP_VLLM_LOAD) {
+        int rc = adapters_load(reg, o->name, o->path, o->pin, NULL, msg, sizeof(msg));
+        if (rc < 0)
+            load_failed(o, rc, msg);
+        else if (o->kind == OP_VLLM_LOAD)
+            answer_text(o, "added");
+        else
+            answer_json(o, find_entry(reg, o->name));
+        return;
+    }
+    int rc = adapters_unload(reg, o->name, msg, sizeof(msg));
+    if (rc < 0) {
+        unload_failed(o, rc, msg);
+    } else if (o->kind == OP_VLLM_UNLOAD) {
+        answer_text(o, "removed");
+    } else {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "id", o->name);
+        cJSON_AddStringToObject(j, "object", "adapter");
+        cJSON_AddBoolToObject(j, "deleted", true);
+        answer_json(o, j);
+    }
+}
+
+/* ---- Lifetime of a change (loop thread) ------------------------------- */
+
+static void
+op_free(struct op *o)
+{
+    free(o->path);
+    free(o->body);
+    free(o);
+}
+
+static void
+unlist(struct op *o)
+{
+    if (!o->listed)
+        return;
+    if (o->prev != NULL)
+        o->prev->next = o->next;
+    else
+        o->s->ops = o->next;
+    if (o->next != NULL)
+        o->next->prev = o->prev;
+    o->listed = false;
+}
+
+static void
+resume(struct op *o)
+{
+    if (!o->listed)
+        return;
+    unlist(o);
+    MHD_resume_connection(o->con);
+}
+
+static void
+op_done(uv_work_t *w, int status)
+{
+    struct op *o = w->data;
+    o->running = false;
+    if (status < 0 && o->body == NULL) {
+        struct oai_err e;
+        server__fail(&e, -ECANCELED, NULL, "shutting_down", "the server is shutting down");
+        answer_error(o, &e);
+    }
+    if (o->con == NULL) {
+        unlist(o);
+        op_free(o);
+        return;
+    }
+    resume(o);
+    server__http_kick(o->s);
+}
+
+void
+server__op_detach(struct op *o)
+{
+    unlist(o);
+    o->con = NULL;
+    if (!o->running)
+        op_free(o);
+}
+
+void
+server__ops_resume_all(struct server *s)
+{
+    while (s->ops != NULL)
+        resume(s->ops);
+}
+
+char *
+server__op_reply(struct op *o, int *status, const char **ctype)
+{
+    char *body = o->body;
+    o->body = NULL;
+    *status = o->status;
+    *ctype = o->ctype;
+    if (body == NULL) {     /* out of memory while answering */
+        struct oai_err e;
+        server__fail(&e, -ENOMEM, NULL, NULL, "out of memory for the answer");
+        *status = 500;
+        *ctype = "application/json";
+        body = server__error_json(&e);
+    }
+    return body;
+}
+
+/* ---- Starting a change ------------------------------------------------ */
+
+/* A string field: 1 if present (non-empty), 0 if absent, -EINVAL if of another type. */
+static int
+str_field(const cJSON *root, const char *key, const char **out, struct oai_err *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    *out = NULL;
+    if (v == NULL || cJSON_IsNull(v))
+        return 0;
+    if (!cJSON_IsString(v))
+        return server__fail(e, -EINVAL, key, "invalid_type", "%s: expected a string", key);
+    *out = v->valuestring[0] ? v->valuestring : NULL;
+    return *out != NULL;
+}
+
+static int
+bool_field(const cJSON *root, const char *key, bool *out, struct oai_err *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (v == NULL || cJSON_IsNull(v))
+        return 0;
+    if (!cJSON_IsBool(v))
+        return server__fail(e, -EINVAL, key, "invalid_type", "%s: expected a boolean", key);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+static int
+parse_body(const char *body, size_t len, cJSON **out, struct oai_err *e)
+{
+    *out = NULL;
+    if (!server__utf8_valid(body, len))
+        return server__fail(e, -EILSEQ, NULL, "invalid_encoding",
+                            "the request body is not valid UTF-8");
+    *out = cJSON_ParseWithLength(body, len);
+    if (*out == NULL)
+        return server__fail(e, -EBADMSG, NULL, "invalid_json",
+                            "the request body is not valid JSON");
+    if (!cJSON_IsObject(*out))
+        return server__fail(e, -EINVAL, NULL, "invalid_json",
+                            "the request body must be a JSON object");
+    return 0;
+}
+
+/* vLLM refuses a name it has unless load_inplace is set; we only replace when asked, too. */
+static int
+check_vllm_load(struct server *s, struct op *o, struct oai_err *e)
+{
+    cJSON *known = o->inplace ? NULL : find_entry(s->reg, o->name);
+    if (known == NULL)
+        return 0;
+    cJSON_Delete(known);
+    return server__fail(e, -EINVAL, "lora_name", "adapter_exists",
+                        "The lora adapter '%s' has already been loaded. If you want to load "
+                        "the adapter in place, set 'load_inplace' to True.", o->name);
+}
+
+static int
+parse_load(struct server *s, const cJSON *root, struct op *o, struct oai_err *e)
+{
+    bool vllm = o->kind == OP_VLLM_LOAD;
+    const char *nkey = vllm ? "lora_name" : "name", *pkey = vllm ? "lora_path" : "path";
+    const char *name = NULL, *path = NULL;
+    int rc = 0;
+    if ((rc = str_field(root, nkey, &name, e)) < 0 || (rc = str_field(root, pkey, &path, e)) < 0 ||
+        (rc = bool_field(root, vllm ? "load_inplace" : "pin", vllm ? &o->inplace : &o->pin,
+                         e)) < 0)
+        return rc;
+    if (vllm && (name == NULL || path == NULL))
+        return server__fail(e, -EINVAL, name ? pkey : nkey, "missing_required_parameter",
+                            "Both 'lora_name' and 'lora_path' must be provided.");
+    if (name == NULL || path == NULL)
+        return server__fail(e, -EINVAL, name ? pkey : nkey, "missing_required_parameter",
+                            "%s: required", name ? pkey : nkey);
+    if (!adapters_name_valid(name))
+        return server__fail(e, -EINVAL, nkey, "invalid_value", "%s: \"%.64s\" is not a valid "
+                            "adapter name (1 to %d of A-Z a-z 0-9 . _ : -, not starting with "
+                            "'.')", nkey, name, ADAPTERS_NAME_MAX);
+    if (strcmp(name, s->model_id) == 0)
+        return server__fail(e, -EINVAL, nkey, "invalid_value",
+                            "%s: '%s' is the base model's id", nkey, name);
+    snprintf(o->name, sizeof(o->name), "%s", name);
+    o->path = strdup(path);
+    if (o->path == NULL)
+        return server__fail(e, -ENOMEM, NULL, NULL, "out of memory");
+    return vllm ? check_vllm_load(s, o, e) : 0;
+}
+
+static int
+parse_unload(const cJSON *root, const char *url_name, struct op *o, struct oai_err *e)
+{
+    const char *name = url_name;
+    int rc = 0;
+    if (o->kind == OP_VLLM_UNLOAD && (rc = str_field(root, "lora_name", &name, e)) <= 0)
+        return rc < 0 ? rc : server__fail(e, -EINVAL, "lora_name",
+                                          "missing_required_parameter",
+                                          "lora_name: required");
+    if (!adapters_name_valid(name))
+        return server__fail(e, -ENOENT, o->kind == OP_VLLM_UNLOAD ? "lora_name" : "name",
+                            "adapter_not_found", "the adapter '%.64s' does not exist", name);
+    snprintf(o->name, sizeof(o->name), "%s", name);
+    return 0;
+}
+
+int
+server__op_start(struct server *s, struct MHD_Connection *con, enum op_kind kind,
+                 const char *url_name, const char *body, size_t len, struct op **out,
+                 struct oai_err *e)
+{
+    *out = NULL;
+    struct op *o = server__xcalloc(1, sizeof(*o));
+    o->s = s;
+    o->con = con;
+    o->kind = kind;
+    cJSON *root = NULL;
+    int rc = kind == OP_UNLOAD ? 0 : parse_body(body, len, &root, e);
+    if (rc == 0 && (kind == OP_LOAD || kind == OP_VLLM_LOAD))
+        rc = parse_load(s, root, o, e);
+    else if (rc == 0)
+        rc = parse_unload(root, url_name, o, e);
+    cJSON_Delete(root);
+    o->work.data = o;
+    if (rc == 0 && uv_queue_work(&s->loop, &o->work, op_work, op_done) < 0)
+        rc = server__fail(e, -ENOMEM, NULL, NULL, "cannot queue the change");
+    if (rc < 0) {
+        op_free(o);
+        return rc;
+    }
+    o->running = true;
+    o->listed = true;
+    o->next = s->ops;
+    if (s->ops != NULL)
+        s->ops->prev = o;
+    s->ops = o;
+    MHD_suspend_connection(con);
+    *out = o;
+    return 0;
+}
