@@ -16,6 +16,7 @@ int cli_tokenize(int argc, char **argv);
 int cli_detokenize(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
 int cli_mkmodel(int argc, char **argv);
+int cli_mkadapter(int argc, char **argv);
 
 /* ---- Flag parsing shared by the commands ---- */
 

@@ -21,6 +21,7 @@ static const struct {
     { "detokenize", cli_detokenize, "token ids on stdin -> text" },
     { "quantize", cli_quantize, "convert a model's weights to f16, q8_0, q4_0 or q4_k_m" },
     { "mkmodel", cli_mkmodel, "write a synthetic LLaMA model for benchmarks" },
+    { "mkadapter", cli_mkadapter, "write a GGUF-LoRA adapter with seeded random weights" },
 };
 
 static void
