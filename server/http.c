@@ -440,6 +440,7 @@ stop(struct server *s)
     uv_poll_stop(&s->mhd_poll);
     uv_timer_stop(&s->mhd_timer);
     uv_timer_stop(&s->deadline);
+    uv_timer_stop(&s->trim);
     MHD_stop_daemon(s->mhd);
     s->mhd = NULL;
     uv_stop(&s->loop);
@@ -526,10 +527,11 @@ server__http_start(struct server *s)
     uv_loop_init(&s->loop);
     uv_timer_init(&s->loop, &s->mhd_timer);
     uv_timer_init(&s->loop, &s->deadline);
+    uv_timer_init(&s->loop, &s->trim);
     uv_async_init(&s->loop, &s->doorbell, on_doorbell);
     uv_signal_init(&s->loop, &s->sigterm);
     uv_signal_init(&s->loop, &s->sigint);
-    s->mhd_timer.data = s->deadline.data = s->doorbell.data = s;
+    s->mhd_timer.data = s->deadline.data = s->doorbell.data = s->trim.data = s;
     s->sigterm.data = s->sigint.data = s;
     int rc = start_mhd(s);
     if (rc < 0)
@@ -544,6 +546,7 @@ server__http_start(struct server *s)
     s->mhd_poll.data = s;
     s->poll_ready = true;
     uv_poll_start(&s->mhd_poll, UV_READABLE, on_mhd_poll);
+    uv_timer_start(&s->trim, server__adapters_tick, 1000, 1000);
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     return 0;
@@ -581,6 +584,7 @@ server__http_close(struct server *s)
         close_handle((uv_handle_t *)&s->mhd_poll);
     close_handle((uv_handle_t *)&s->mhd_timer);
     close_handle((uv_handle_t *)&s->deadline);
+    close_handle((uv_handle_t *)&s->trim);
     close_handle((uv_handle_t *)&s->doorbell);
     close_handle((uv_handle_t *)&s->sigterm);
     close_handle((uv_handle_t *)&s->sigint);

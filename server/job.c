@@ -82,6 +82,7 @@ job_free(struct job *j)
     free(j->choices);
     for (int i = 0; i < j->n_want; i++)
         adapter_unref(j->ads[i]);
+    j->srv->churn += j->n_want > 0;
     free(j->adapter_header);
     server__request_release(&j->req);
     server__buf_release(&j->out);

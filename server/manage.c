@@ -12,6 +12,7 @@
  * connection while no work runs, the work while it does.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,6 +198,44 @@ server__adapters_health(struct server *s)
     return o;
 }
 
+/* ---- Giving freed memory back ---------------------------------------- */
+
+/*
+ * An adapter version is many small matrices; glibc keeps their pages once
+ * they are freed (in the middle of a heap, or in another thread's arena), so
+ * without this the resident size would stay at its peak after a burst of
+ * replacements.
+ */
+static void
+trim_work(uv_work_t *w)
+{
+    (void)w;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
+static void
+trim_done(uv_work_t *w, int status)
+{
+    struct server *s = w->data;
+    (void)status;
+    s->trim_running = false;
+}
+
+void
+server__adapters_tick(uv_timer_t *t)
+{
+    struct server *s = t->data;
+    if (s->trim_running || (s->churn == s->trim_churn && !s->trim_again))
+        return;
+    /* Once more on the next tick: the last ref may drop on the scheduler after the job's. */
+    s->trim_again = s->churn != s->trim_churn;
+    s->trim_churn = s->churn;
+    s->trim_work.data = s;
+    s->trim_running = uv_queue_work(&s->loop, &s->trim_work, trim_work, trim_done) == 0;
+}
+
 /* ---- Answers of changes (pool thread: they touch only the op) --------- */
 
 static void
@@ -333,6 +372,7 @@ op_done(uv_work_t *w, int status)
 {
     struct op *o = w->data;
     o->running = false;
+    o->s->churn++;
     if (status < 0 && o->body == NULL) {
         struct oai_err e;
         server__fail(&e, -ECANCELED, NULL, "shutting_down", "the server is shutting down");

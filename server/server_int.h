@@ -262,6 +262,11 @@ struct server {
     uv_async_t doorbell;            /* rung by the scheduler thread */
     uv_signal_t sigterm, sigint;
     uv_timer_t deadline;            /* end of the shutdown grace period */
+    uv_timer_t trim;                /* returns freed adapter memory to the system */
+    uv_work_t trim_work;
+    bool trim_running, trim_again;
+    uint64_t churn;                 /* + 1 when a job that used adapters or a change ends */
+    uint64_t trim_churn;            /* churn at the last trim */
     struct MHD_Daemon *mhd;
     int port;
 
@@ -327,6 +332,13 @@ char *server__adapters_json(struct server *s);
 cJSON *server__adapter_json(struct server *s, const char *name);
 /* /health's "adapters" object: counts and bytes. */
 cJSON *server__adapters_health(struct server *s);
+/*
+ * The trim timer's callback (every second): once adapter versions have come
+ * and gone since the last look, malloc_trim runs on the pool, so the pages of
+ * freed versions go back to the system and the resident size follows the
+ * adapters actually alive.
+ */
+void server__adapters_tick(uv_timer_t *t);
 
 /*
  * The changes, run on the libuv pool: POST /v1/adapters, DELETE
