@@ -25,7 +25,7 @@ struct engine_ctx {
     int n_seq;
     int n_threads;
     float *kcache;      /* (n_seq, n_layer, n_ctx, kv_dim) */
-    float *vcache;      /* (n_seq, n_layer, n_ctx, kv_dim) */
+    float *vcache;      /* (n_seq, n_layer, kv_dim, n_ctx): V transposed */
     int *seq_len;       /* (n_seq) positions cached */
     int *seq_next;      /* (n_seq) scratch for check_batch */
     float *att;         /* (n_threads, n_head / n_head_kv, n_ctx) attention scores */
@@ -245,42 +245,32 @@ cache_at(struct engine_ctx *c, float *cache, int seq, int layer, int pos)
     return cache + idx;
 }
 
-/* o += a * v over n floats; 8 lanes at a time (plain SSE on any x86-64). */
-static void
-axpy(float *o, float a, const float *v, int n)
+/* Row 0 of a sequence's transposed V cache in one layer: row d holds dimension d. */
+static float *
+vt_at(struct engine_ctx *c, int seq, int layer)
 {
-    typedef float v8 __attribute__((vector_size(32)));
-    int i = 0;
-    v8 va = { a, a, a, a, a, a, a, a };
-    for (; i + 8 <= n; i += 8) {
-        v8 x, y;
-        memcpy(&x, v + i, sizeof(x));
-        memcpy(&y, o + i, sizeof(y));
-        y += va * x;
-        memcpy(o + i, &y, sizeof(y));
-    }
-    for (; i < n; i++)
-        o[i] += a * v[i];
+    const struct engine_hparams *hp = &c->m->hp;
+    return c->vcache + ((size_t)seq * hp->n_layer + layer) * kv_dim(c->m) * c->n_ctx;
 }
 
 /*
  * One (row, kv head) pair: for each of the g query heads sharing that kv
- * head, softmax(q . K^T / sqrt(d)) . V over positions 0..pos. The scores of
- * all g heads come from one strided gemv over the cached K rows, which are
- * read once for the group.
+ * head, softmax(q . K^T / sqrt(d)) . V over positions 0..pos. Both products
+ * are strided SIMD gemvs: the scores against the cached K rows (read once
+ * for the group), the output against the rows of the transposed V cache.
  */
 static void
 attend(struct engine_ctx *c, const struct attn_job *j, int row, int kvh, float *att)
 {
     const struct engine_hparams *hp = &c->m->hp;
+    engine_gemv_fn gemv = engine__variant()->type[GGUF_T_F32].gemv;
     int hd = hp->head_dim, g = hp->n_head / hp->n_head_kv;
     int seq = j->b->seq[row], pos = j->b->pos[row];
-    size_t kvstride = kv_dim(c->m) * sizeof(float);
+    size_t ld = (size_t)c->n_ctx * sizeof(float);
     const float *q = c->q + (size_t)row * hp->n_head * hd + (size_t)kvh * g * hd;
     const float *k0 = cache_at(c, c->kcache, seq, j->layer, 0) + (size_t)kvh * hd;
-    const float *v0 = cache_at(c, c->vcache, seq, j->layer, 0) + (size_t)kvh * hd;
-    engine__variant()->type[GGUF_T_F32].gemv(hd, k0, kvstride, pos + 1, q,
-                                             (size_t)hd * sizeof(float), g, att, c->n_ctx);
+    gemv(hd, k0, kv_dim(c->m) * sizeof(float), pos + 1, q, (size_t)hd * sizeof(float), g, att,
+         c->n_ctx);
     float scale = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < g; h++) {
         float *a = att + (size_t)h * c->n_ctx, max = -INFINITY, sum = 0.0f;
@@ -292,11 +282,12 @@ attend(struct engine_ctx *c, const struct attn_job *j, int row, int kvh, float *
             a[t] = expf(a[t] - max);
             sum += a[t];
         }
-        float *o = c->ao + (size_t)row * hp->n_head * hd + ((size_t)kvh * g + h) * hd;
-        memset(o, 0, (size_t)hd * sizeof(float));
         for (int t = 0; t <= pos; t++)
-            axpy(o, a[t] / sum, v0 + (size_t)t * kv_dim(c->m), hd);
+            a[t] /= sum;
     }
+    const float *vt = vt_at(c, seq, j->layer) + (size_t)kvh * hd * c->n_ctx;
+    float *o = c->ao + (size_t)row * hp->n_head * hd + (size_t)kvh * g * hd;
+    gemv(pos + 1, vt, ld, hd, att, ld, g, o, hd);
 }
 
 static void
@@ -320,8 +311,9 @@ store_kv(struct engine_ctx *c, const struct engine_batch *b, int layer)
     for (int r = 0; r < b->n; r++) {
         memcpy(cache_at(c, c->kcache, b->seq[r], layer, b->pos[r]), c->k + r * kd,
                kd * sizeof(float));
-        memcpy(cache_at(c, c->vcache, b->seq[r], layer, b->pos[r]), c->v + r * kd,
-               kd * sizeof(float));
+        float *vt = vt_at(c, b->seq[r], layer) + b->pos[r];
+        for (size_t d = 0; d < kd; d++)
+            vt[d * c->n_ctx] = c->v[r * kd + d];
     }
 }
 
