@@ -90,5 +90,7 @@ export async function level(url, c, rounds, extra = () => ({})) {
   const wall = (performance.now() - t0) / 1000;
   const tokens = results.reduce((a, x) => a + x.tokens, 0);
   const ttfts = results.map((x) => x.ttft).sort((a, b) => a - b);
-  return { c, n: results.length, tokPerS: tokens / wall, p50: pct(ttfts, 50), p99: pct(ttfts, 99) };
+  return {
+    c, n: results.length, tokPerS: tokens / wall, p50: pct(ttfts, 50), p99: pct(ttfts, 99),
+  };
 }

@@ -9,8 +9,8 @@ import { copyFileSync, cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  startServer, post, call, golden, health, until, BASE_CASES, MODEL_ID, ADAPTERS, ggufPath,
-  peftPath,
+  startServer, post, call, golden, health, until, BASE_CASES, MODEL, MODEL_ID, ADAPTERS,
+  ggufPath, peftPath,
 } from './server.mjs';
 
 // The golden configurations: the request fields that select each, by format.
@@ -79,7 +79,7 @@ test('/v1/models lists the base and every adapter with parent = the base', async
   await assert.rejects(srv.client.models.retrieve('no-such-adapter'), { status: 404 });
 });
 
-test('GET /v1/adapters shows each adapter: version, format, hash, rank, targets, bytes', async () => {
+test('GET /v1/adapters: version, format, hash, rank, targets, bytes of each', async () => {
   const r = await call(srv.url, 'GET', '/v1/adapters');
   assert.equal(r.status, 200);
   assert.equal(r.body.object, 'list');
@@ -97,7 +97,8 @@ test('GET /v1/adapters shows each adapter: version, format, hash, rank, targets,
   assert.equal(f.pinned, false);
   assert.ok(f.bytes > 900000 && f.bytes === p.bytes);
   assert.equal(f.users, 0);
-  for (const k of ['created_at', 'updated_at', 'last_used_at']) assert.equal(typeof f[k], 'number');
+  for (const k of ['created_at', 'updated_at', 'last_used_at'])
+    assert.equal(typeof f[k], 'number');
   assert.match(f.path, /kjv-tiny-lora-fortunes\.gguf$/);
   const one = await call(srv.url, 'GET', '/v1/adapters/jargon-peft');
   assert.equal(one.body.name, 'jargon-peft');
@@ -122,7 +123,7 @@ for (const [format, name] of Object.entries(FORMATS)) {
   }
 }
 
-test('a stream and a chat through an adapter; the response names the model asked for', async () => {
+test('a stream and a chat through an adapter; responses name the model asked for', async () => {
   const g = golden('short-moses', 'lora-devil');
   const { data: stream, response } = await srv.client.completions.create({
     model: 'devil-peft', prompt: g.prompt, max_tokens: 32, temperature: 0, stream: true,
@@ -143,12 +144,13 @@ test('a stream and a chat through an adapter; the response names the model asked
   assert.equal(a.choices[0].message.content, b.choices[0].message.content);
 });
 
-test('a batch mixing the base and every adapter gives each its single-request output', async () => {
+test('a batch mixing the base and every adapter gives each its lone output', async () => {
   const jobs = [];
   for (const p of BASE_CASES) {
     jobs.push({ fields: {}, g: golden(p) });
     for (const name of Object.values(FORMATS))
-      for (const { config, fields } of CONFIGS) jobs.push({ fields: fields(name), g: golden(p, config) });
+      for (const { config, fields } of CONFIGS)
+        jobs.push({ fields: fields(name), g: golden(p, config) });
   }
   assert.equal(jobs.length, 55);
   const out = await Promise.all(jobs.map(({ fields, g }) => complete(fields, g.prompt)));
@@ -257,6 +259,10 @@ test('POST /v1/adapters loads and replaces (version + 1); DELETE unloads', async
   assert.equal((await call(srv.url, 'PUT', '/v1/adapters', {})).status, 405);
   r = await call(srv.url, 'POST', '/v1/adapters', { name: MODEL_ID, path: ggufPath('devil') });
   assert.equal(r.status, 400);
+  // The --adapter paths are roots one file each: the model beside them is not.
+  r = await call(srv.url, 'POST', '/v1/adapters', { name: 'm', path: MODEL });
+  assert.equal(r.status, 400);
+  assert.equal(r.body.error.code, 'path_not_allowed');
   r = await call(srv.url, 'POST', '/v1/adapters', { name: 'bad name', path: ggufPath('devil') });
   assert.equal(r.status, 400);
   assert.equal(r.body.error.param, 'name');

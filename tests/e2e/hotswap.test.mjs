@@ -153,6 +153,9 @@ test(`${STREAMS} streams for ${SECONDS} s while adapters are replaced and reload
   const mib = (x) => (x / 2 ** 20).toFixed(1);
   console.log(`# resident set: ${mib(rss0)} MiB before, ${mib(peak - rss0)} MiB more at the ` +
     `end, ${mib(grew)} MiB more after the trim`);
-  // Under a sanitizer, freed memory sits in its quarantine: only the counts above hold there.
-  if (!process.env.LORASERVE_SANITIZER) assert.ok(grew <= 12 * 2 ** 20, `RSS grew by ${mib(grew)} MiB`);
+  // Each version is 0.9 MiB and dozens were published: keeping them would show. What stays
+  // (a few MiB) is heap fragmentation around the versions alive. Under a sanitizer, freed
+  // memory sits in its quarantine: only the counts above hold there.
+  if (!process.env.LORASERVE_SANITIZER)
+    assert.ok(grew <= 24 * 2 ** 20, `RSS grew by ${mib(grew)} MiB`);
 });
