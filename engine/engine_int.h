@@ -52,6 +52,7 @@ struct engine_lora_group {
     int n;
     int *row;
     float *scale;
+    size_t xoff, toff;          /* this group's place in the plan's xg and t */
 };
 
 /* Groups of a batch plus scratch buffers, reused across batches. */
@@ -60,8 +61,8 @@ struct engine_lora_plan {
     struct engine_lora_group *g;
     int *row;
     float *scale;
-    float *xg, *t, *d;
-    size_t cap_g, cap_row, cap_scale, cap_xg, cap_t, cap_d;
+    float *xg, *t;
+    size_t cap_g, cap_row, cap_scale, cap_xg, cap_t;
 };
 
 int engine__lora_plan(struct engine_lora_plan *p, const struct engine_lora_set *const *set,

@@ -200,6 +200,14 @@ grow(void **p, size_t *cap, size_t n, size_t sz)
     return true;
 }
 
+static int
+cmp_group(const void *a, const void *b)
+{
+    uint64_t x = ((const struct engine_lora_group *)a)->l->id;
+    uint64_t y = ((const struct engine_lora_group *)b)->l->id;
+    return x < y ? -1 : x > y;
+}
+
 /*
  * Groups the rows of a batch by adapter, once per batch: group g lists the
  * rows that use adapter l and each row's request scale. A row with two adapters is in two groups; their deltas add up.
@@ -228,7 +236,7 @@ engine__lora_plan(struct engine_lora_plan *p, const struct engine_lora_set *cons
             if (seen)
                 continue;
             struct engine_lora_group *g = &p->g[p->n++];
-            *g = (struct engine_lora_group){ l, 0, p->row + used, p->scale + used };
+            *g = (struct engine_lora_group){ l, 0, p->row + used, p->scale + used, 0, 0 };
             for (int r = r0; r < rows; r++)
                 for (int j = 0; set[r] != NULL && j < set[r]->n; j++)
                     if (set[r]->lora[j] == l) {
@@ -238,42 +246,103 @@ engine__lora_plan(struct engine_lora_plan *p, const struct engine_lora_set *cons
             used += (size_t)g->n;
         }
     }
+    qsort(p->g, (size_t)p->n, sizeof(*p->g), cmp_group);
     return 0;
 }
 
 /*
- * y (rows of n_out) += for each group: its rows of x gathered, times A^T,
- * scaled per row (request scale x alpha / rank), times B^T, scattered back (two small GEMMs of the rank).
+ * Applying one projection's adapters takes two pool jobs, however many
+ * adapters the batch uses: (A) per group, in parallel over groups: gather its
+ * rows of x, t = x_g . A^T (n_g, rank), scaled per row; (B) in parallel over
+ * slices of the output columns: for each group in turn, d = t . B[slice]^T,
+ * added to the group's rows of y. Groups are in adapter-id order, so a row
+ * with several adapters always sums their deltas in the same order.
  */
+struct lora_job {
+    struct engine_pool *pool;
+    struct engine_lora_plan *p;
+    size_t off;                 /* index of (layer, target) in each adapter's mats */
+    const float *x;
+    int64_t k;
+    float *y;
+    int64_t n_out;
+};
+
+static const struct lora_mat *
+group_mat(const struct lora_job *j, int gi)
+{
+    return &j->p->g[gi].l->mats[j->off];
+}
+
+static void
+lora_a_task(int ith, int nth, void *arg)
+{
+    struct lora_job *j = arg;
+    engine_gemv_fn gemv = engine__variant()->type[GGUF_T_F32].gemv;
+    for (int gi = ith; gi < j->p->n; gi += nth) {
+        const struct engine_lora_group *g = &j->p->g[gi];
+        const struct lora_mat *mat = group_mat(j, gi);
+        if (mat->rank == 0)
+            continue;
+        float *xg = j->p->xg + g->xoff, *t = j->p->t + g->toff;
+        for (int i = 0; i < g->n; i++)
+            memcpy(xg + (size_t)i * j->k, j->x + (size_t)g->row[i] * j->k,
+                   (size_t)j->k * sizeof(float));
+        size_t xs = (size_t)j->k * sizeof(float);
+        gemv(j->k, mat->a, xs, mat->rank, xg, xs, g->n, t, mat->rank);
+        for (int i = 0; i < g->n; i++)
+            for (int q = 0; q < mat->rank; q++)
+                t[(size_t)i * mat->rank + q] *= g->scale[i] * mat->scale;
+    }
+}
+
+static void
+lora_b_task(int ith, int nth, void *arg)
+{
+    struct lora_job *j = arg;
+    engine_gemv_fn gemv = engine__variant()->type[GGUF_T_F32].gemv;
+    int64_t c0 = j->n_out * ith / nth, c1 = j->n_out * (ith + 1) / nth, w = c1 - c0;
+    if (w <= 0)
+        return;
+    for (int gi = 0; gi < j->p->n; gi++) {
+        const struct engine_lora_group *g = &j->p->g[gi];
+        const struct lora_mat *mat = group_mat(j, gi);
+        if (mat->rank == 0)
+            continue;
+        float *d = engine__pool_scratch(j->pool, ith, (size_t)g->n * (size_t)w * sizeof(float));
+        size_t rs = (size_t)mat->rank * sizeof(float);
+        gemv(mat->rank, mat->b + (size_t)c0 * mat->rank, rs, w, j->p->t + g->toff, rs, g->n, d,
+             w);
+        for (int i = 0; i < g->n; i++) {
+            float *yr = j->y + (size_t)g->row[i] * j->n_out + c0;
+            const float *dr = d + (size_t)i * w;
+            for (int64_t c = 0; c < w; c++)
+                yr[c] += dr[c];
+        }
+    }
+}
+
 int
 engine__lora_apply(struct engine_pool *pool, struct engine_lora_plan *p, int layer,
                    enum engine_lora_target t, const float *x, int64_t k, float *y,
                    int64_t n_out)
 {
+    struct lora_job j = { pool, p, (size_t)layer * ENGINE_LORA_N_TARGETS + t, x, k, y, n_out };
+    size_t nx = 0, nt = 0;
     for (int gi = 0; gi < p->n; gi++) {
-        const struct engine_lora_group *g = &p->g[gi];
-        const struct lora_mat *mat = &g->l->mats[(size_t)layer * ENGINE_LORA_N_TARGETS + t];
-        if (mat->rank == 0)
-            continue;
-        size_t n = (size_t)g->n;
-        if (!grow((void **)&p->xg, &p->cap_xg, n * (size_t)k, sizeof(float)) ||
-            !grow((void **)&p->t, &p->cap_t, n * (size_t)mat->rank, sizeof(float)) ||
-            !grow((void **)&p->d, &p->cap_d, n * (size_t)n_out, sizeof(float)))
-            return -ENOMEM;
-        for (size_t i = 0; i < n; i++)
-            memcpy(p->xg + i * k, x + (size_t)g->row[i] * k, (size_t)k * sizeof(float));
-        engine__matmul(pool, GGUF_T_F32, mat->a, mat->rank, k, p->xg, g->n, p->t);
-        for (size_t i = 0; i < n; i++)
-            for (int q = 0; q < mat->rank; q++)
-                p->t[i * mat->rank + q] *= g->scale[i] * mat->scale;
-        engine__matmul(pool, GGUF_T_F32, mat->b, n_out, mat->rank, p->t, g->n, p->d);
-        for (size_t i = 0; i < n; i++) {
-            float *yr = y + (size_t)g->row[i] * n_out;
-            const float *dr = p->d + i * n_out;
-            for (int64_t c = 0; c < n_out; c++)
-                yr[c] += dr[c];
-        }
+        struct engine_lora_group *g = &p->g[gi];
+        g->xoff = nx;
+        g->toff = nt;
+        nx += (size_t)g->n * (size_t)k;
+        nt += (size_t)g->n * (size_t)group_mat(&j, gi)->rank;
     }
+    if (nt == 0)
+        return 0;
+    if (!grow((void **)&p->xg, &p->cap_xg, nx, sizeof(float)) ||
+        !grow((void **)&p->t, &p->cap_t, nt, sizeof(float)))
+        return -ENOMEM;
+    engine__pool_run(pool, lora_a_task, &j);
+    engine__pool_run(pool, lora_b_task, &j);
     return 0;
 }
 
@@ -285,6 +354,5 @@ engine__lora_plan_release(struct engine_lora_plan *p)
     free(p->scale);
     free(p->xg);
     free(p->t);
-    free(p->d);
     memset(p, 0, sizeof(*p));
 }
