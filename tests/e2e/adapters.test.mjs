@@ -365,3 +365,31 @@ test('adapters registered by POST before a restart are listed and used after it'
     rmSync(dataDir, { recursive: true, force: true });
   }
 });
+
+test('LORASERVE_ADAPTER takes a comma-separated list; --adapter replaces it', async () => {
+  const env = {
+    LORASERVE_ADAPTER: `e1=${ggufPath('fortunes')},e2=${peftPath('jargon')}`,
+    LORASERVE_MAX_ADAPTER_MEMORY: '64M', LORASERVE_MAX_LORA_RANK: '8',
+  };
+  let s = await startServer([], { env });
+  try {
+    const ids = (await s.client.models.list()).data.map((m) => m.id);
+    assert.deepEqual(ids, [MODEL_ID, 'e1', 'e2']);
+    assert.equal((await health(s.url)).adapters.max_memory, 64 * 2 ** 20);
+  } finally {
+    assert.equal((await s.stop()).code, 0, s.stderr());
+  }
+  s = await startServer(['--adapter', `f1=${ggufPath('devil')}`], { env });
+  try {
+    const ids = (await s.client.models.list()).data.map((m) => m.id);
+    assert.deepEqual(ids, [MODEL_ID, 'f1']);
+  } finally {
+    assert.equal((await s.stop()).code, 0, s.stderr());
+  }
+});
+
+test('an --adapter that cannot be loaded stops the start with its reason', async () => {
+  await assert.rejects(startServer(['--adapter', `x=${MODEL}`]),
+    /--adapter x: .*not a LoRA adapter/);
+  await assert.rejects(startServer(['--adapter', 'no-equals-sign']), /expected NAME=PATH/);
+});

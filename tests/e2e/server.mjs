@@ -54,7 +54,11 @@ export async function startServer(args = [], { timeoutMs = 60000, env = {}, shor
         res(Number(m[1]));
       }
     });
-    exited.then(({ code }) => rej(new Error(`server exited with ${code}:\n${stderr}`)));
+    exited.then(({ code }) => {
+      clearTimeout(timer);
+      if (!keptDir) rmSync(dataDir, { recursive: true, force: true });
+      rej(new Error(`server exited with ${code}:\n${stderr}`));
+    });
   });
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
