@@ -26,17 +26,6 @@
 
 /* ---- Small shared helpers ------------------------------------------------ */
 
-void
-tokenizer__err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 int
 tokenizer__push(struct tok_ids *out, int32_t id)
 {

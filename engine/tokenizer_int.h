@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine_int.h"
 #include "tokenizer.h"
 
 struct gguf;
@@ -112,9 +113,8 @@ int32_t tokenizer__find(const struct tokenizer *t, const char *s, size_t n);
 /* Appends id; -ENOMEM on allocation failure. */
 int tokenizer__push(struct tok_ids *out, int32_t id);
 int tokenizer__span_push(struct tok_spans *s, size_t off, size_t len);
-/* Formats a one-line message into err (never NULL-checked by callers). */
-void tokenizer__err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* One-line error messages: engine__err (engine_int.h). */
+#define tokenizer__err engine__err
 
 /* Hash tables: create for n entries, free. -ENOMEM on failure. */
 int tokenizer__map_init(struct tok_map *m, size_t n);

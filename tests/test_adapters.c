@@ -47,18 +47,6 @@ struct golden {
     double top_logit[5];
 };
 
-static int
-json_ids(const cJSON *j, const char *field, int32_t *ids, int max)
-{
-    int n = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, field)) {
-        if (n < max)
-            ids[n++] = (int32_t)e->valueint;
-    }
-    return n;
-}
-
 static bool
 load_golden(const char *config, const char *prompt, struct golden *g)
 {
@@ -70,8 +58,8 @@ load_golden(const char *config, const char *prompt, struct golden *g)
     free(text);
     if (j == NULL)
         return false;
-    g->n_prompt = json_ids(j, "prompt_ids", g->prompt, 256);
-    g->n_gen = json_ids(j, "generated_ids", g->gen, 64);
+    g->n_prompt = test_json_ids(j, "prompt_ids", g->prompt, 256);
+    g->n_gen = test_json_ids(j, "generated_ids", g->gen, 64);
     int k = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "top5_first")) {

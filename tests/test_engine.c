@@ -35,19 +35,6 @@ golden(const char *config, const char *prompt_id)
     return j;
 }
 
-static int
-json_ids(const cJSON *j, const char *field, int32_t *ids, int max)
-{
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, field);
-    int n = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, a) {
-        if (n < max)
-            ids[n++] = (int32_t)e->valueint;
-    }
-    return n;
-}
-
 static struct engine_model *
 open_model(const char *file)
 {
@@ -135,12 +122,12 @@ test_golden_f32_greedy(void)
     for (size_t c = 0; m != NULL && c < 5; c++) {
         cJSON *j = golden("base", base_cases[c]);
         int32_t prompt[256], want[64], got[64];
-        int np = json_ids(j, "prompt_ids", prompt, 256), nw = json_ids(j, "generated_ids", want, 64);
+        int np = test_json_ids(j, "prompt_ids", prompt, 256), nw = test_json_ids(j, "generated_ids", want, 64);
         int ng = greedy(m, prompt, np, 32, false, got, NULL);
         if (!same_ids(want, nw, got, ng))
             fprintf(stderr, "  case base__%s: greedy ids differ\n", base_cases[c]);
         CHECK(same_ids(want, nw, got, ng));
-        nw = json_ids(j, "ignore_eos_ids", want, 64);
+        nw = test_json_ids(j, "ignore_eos_ids", want, 64);
         ng = greedy(m, prompt, np, 32, true, got, NULL);
         CHECK(same_ids(want, nw, got, ng));
         cJSON_Delete(j);
@@ -157,7 +144,7 @@ test_golden_f32_logits(void)
     for (size_t c = 0; m != NULL && c < 5; c++) {
         cJSON *j = golden("base", base_cases[c]);
         int32_t prompt[256], got[4];
-        int np = json_ids(j, "prompt_ids", prompt, 256);
+        int np = test_json_ids(j, "prompt_ids", prompt, 256);
         greedy(m, prompt, np, 1, false, got, logits);
         const cJSON *e;
         double max_err = 0.0;
@@ -188,7 +175,7 @@ count_golden_matches(struct engine_model *m)
     for (size_t c = 0; m != NULL && c < 5; c++) {
         cJSON *j = golden("base", base_cases[c]);
         int32_t prompt[256], want[64], got[64];
-        int np = json_ids(j, "prompt_ids", prompt, 256), nw = json_ids(j, "generated_ids", want, 64);
+        int np = test_json_ids(j, "prompt_ids", prompt, 256), nw = test_json_ids(j, "generated_ids", want, 64);
         int ng = greedy(m, prompt, np, 32, false, got, NULL);
         matches += same_ids(want, nw, got, ng);
         cJSON_Delete(j);
@@ -219,7 +206,7 @@ test_batch_matches_single(void)
         return;
     cJSON *ja = golden("base", "short-moses"), *jb = golden("base", "long-kjv");
     int32_t pa[256], pb[256];
-    int na = json_ids(ja, "prompt_ids", pa, 256), nb = json_ids(jb, "prompt_ids", pb, 256);
+    int na = test_json_ids(ja, "prompt_ids", pa, 256), nb = test_json_ids(jb, "prompt_ids", pb, 256);
     float *la = malloc(2048 * 4), *lb = malloc(2048 * 4), *both = malloc(2 * 2048 * 4);
     struct engine_ctx *ctx = NULL;
     CHECK(engine_ctx_new(m, 256, 2, 2, &ctx) == 0);

@@ -30,18 +30,6 @@ struct golden {
 
 static struct golden goldens[5];
 
-static int
-json_ids(const cJSON *j, const char *field, int32_t *ids, int max)
-{
-    int n = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, field)) {
-        if (n < max)
-            ids[n++] = (int32_t)e->valueint;
-    }
-    return n;
-}
-
 static void
 load_golden(const char *config, const char *prompt, struct golden *g)
 {
@@ -52,8 +40,8 @@ load_golden(const char *config, const char *prompt, struct golden *g)
         char *text = test_read_file(path, NULL);
         cJSON *j = cJSON_Parse(text ? text : "");
         free(text);
-        g->n_prompt = json_ids(j, "prompt_ids", g->prompt, 256);
-        g->n_gen = json_ids(j, "generated_ids", g->gen, 64);
+        g->n_prompt = test_json_ids(j, "prompt_ids", g->prompt, 256);
+        g->n_gen = test_json_ids(j, "generated_ids", g->gen, 64);
         if (g->n_gen > 0 && g->gen[g->n_gen - 1] == 2)
             g->n_gen--;
         const cJSON *top = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "top5_first"), 0);

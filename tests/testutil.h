@@ -5,6 +5,8 @@
 #ifndef LORASERVE_TESTUTIL_H
 #define LORASERVE_TESTUTIL_H
 
+#include <cjson/cJSON.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -38,6 +40,19 @@ test_read_file(const char *path, size_t *len)
             *len = (size_t)n;
     }
     return buf;
+}
+
+/* The integers of array field of j into ids (at most max); returns how many. */
+static inline int
+test_json_ids(const cJSON *j, const char *field, int32_t *ids, int max)
+{
+    int n = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, field)) {
+        if (n < max)
+            ids[n++] = (int32_t)e->valueint;
+    }
+    return n;
 }
 
 #endif
