@@ -5,7 +5,6 @@
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -284,24 +283,16 @@ test_mixed_batch(void)
 
 static char tmpdir[64];
 
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static void
 tmp_open(void)
 {
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/loraserve-test-XXXXXX");
-    CHECK(mkdtemp(tmpdir) != NULL);
+    CHECK_EQ(test_tmpdir_make(tmpdir, "test"), 0);
 }
 
 static void
 tmp_close(void)
 {
-    nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    test_tmpdir_remove(tmpdir);
 }
 
 static void

@@ -6,7 +6,6 @@
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <ftw.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -27,24 +26,16 @@ static char lora_dir[512];      /* the shared models' lora folder */
 
 /* ---- Helpers ---------------------------------------------------------- */
 
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static void
 tmp_open(void)
 {
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/loraserve-reg-XXXXXX");
-    CHECK(mkdtemp(tmpdir) != NULL);
+    CHECK_EQ(test_tmpdir_make(tmpdir, "reg"), 0);
 }
 
 static void
 tmp_close(void)
 {
-    nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    test_tmpdir_remove(tmpdir);
 }
 
 static void

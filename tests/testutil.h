@@ -6,6 +6,7 @@
 #define LORASERVE_TESTUTIL_H
 
 #include <cjson/cJSON.h>
+#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,28 @@ test_read_file(const char *path, size_t *len)
             *len = (size_t)n;
     }
     return buf;
+}
+
+static inline int
+test_rm_one_(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+/* Makes a fresh directory /tmp/loraserve-TAG-XXXXXX into dir (64 bytes); 0 or -1. */
+static inline int
+test_tmpdir_make(char dir[64], const char *tag)
+{
+    snprintf(dir, 64, "/tmp/loraserve-%s-XXXXXX", tag);
+    return mkdtemp(dir) != NULL ? 0 : -1;
+}
+
+/* Removes dir and everything below it (links are not followed). */
+static inline void
+test_tmpdir_remove(const char *dir)
+{
+    nftw(dir, test_rm_one_, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* The integers of array field of j into ids (at most max); returns how many. */
