@@ -10,14 +10,6 @@
 #include "engine.h"
 #include "kernels.h"
 
-/* A weight matrix as stored in the file: n_out rows of k elements of type. */
-struct engine_weight {
-    enum gguf_ttype type;
-    int64_t k;
-    int64_t n_out;
-    const void *data;
-};
-
 struct engine_layer {
     float *attn_norm;              /* (n_embd) */
     struct engine_weight wq;       /* (n_head * head_dim, n_embd) */
@@ -40,6 +32,8 @@ struct engine_model {
     float *output_norm;            /* (n_embd) */
     float *rope_freqs;             /* (n_rot / 2) frequency divisors, or NULL */
     struct engine_layer *layers;   /* (n_layer) */
+    void *x16;                     /* the x16 copies of the matmul weights, or NULL */
+    size_t x16_bytes;
     size_t bytes;
     int64_t n_params;
 };

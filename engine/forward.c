@@ -24,11 +24,11 @@ struct engine_ctx {
     int n_ctx;
     int n_seq;
     int n_threads;
-    float *kcache;      /* (n_seq, n_layer, n_ctx, kv_dim) */
-    float *vcache;      /* (n_seq, n_layer, kv_dim, n_ctx): V transposed */
+    float *kcache;      /* (n_seq, n_layer, kv_dim, n_ctx): K transposed */
+    float *vcache;      /* (n_seq, n_layer, n_head_kv, n_ctx, head_dim) */
     int *seq_len;       /* (n_seq) positions cached */
     int *seq_next;      /* (n_seq) scratch for check_batch */
-    float *att;         /* (n_threads, n_head / n_head_kv, n_ctx) attention scores */
+    float *att;         /* (n_threads, att_floats): scores and the scaled queries */
     /* Activations for up to cap rows, regrown as needed. */
     int cap;
     float *x, *xb, *q, *k, *v, *ao, *hb, *hb2, *xl;
@@ -41,6 +41,14 @@ static size_t
 kv_dim(const struct engine_model *m)
 {
     return (size_t)m->hp.n_head_kv * (size_t)m->hp.head_dim;
+}
+
+/* Per thread, g = n_head / n_head_kv: g rows of n_ctx scores, g scaled query heads, g sums. */
+static size_t
+att_floats(const struct engine_model *m, int n_ctx)
+{
+    size_t g = (size_t)(m->hp.n_head / m->hp.n_head_kv);
+    return g * (size_t)n_ctx + g * (size_t)m->hp.head_dim + g;
 }
 
 int
@@ -64,8 +72,7 @@ engine_ctx_new(struct engine_model *m, int n_ctx, int n_seq, int n_threads,
     c->vcache = engine__try_alloc(total, sizeof(float));
     c->seq_len = engine__try_alloc((size_t)n_seq, sizeof(int));
     c->seq_next = engine__try_alloc((size_t)n_seq, sizeof(int));
-    size_t group = (size_t)(m->hp.n_head / m->hp.n_head_kv);
-    c->att = engine__try_alloc((size_t)n_threads * group * (size_t)n_ctx, sizeof(float));
+    c->att = engine__try_alloc((size_t)n_threads * att_floats(m, n_ctx), sizeof(float));
     if (!c->kcache || !c->vcache || !c->seq_len || !c->seq_next || !c->att)
         goto out;
     memset(c->seq_len, 0, (size_t)n_seq * sizeof(int));
@@ -210,23 +217,30 @@ add_bias(float *y, const float *b, int rows, int n)
 static void
 matmul(struct engine_ctx *c, const struct engine_weight *w, const float *x, int rows, float *y)
 {
-    engine__matmul(c->pool, w->type, w->data, w->n_out, w->k, x, rows, y);
+    engine__matmul_w(c->pool, w, x, rows, y);
 }
 
-/* y = x . W^T for all rows, then each adapter group's low-rank update. */
+/*
+ * y[i] = x . W[t0 + i]^T for n targets of one layer that read the same x (q,
+ * k, v; gate, up), in one pass of the matmul, then each adapter group's
+ * low-rank update of each.
+ */
 static int
-project(struct engine_ctx *c, int il, enum engine_lora_target t, const float *x, int rows,
-        float *y)
+project(struct engine_ctx *c, int il, enum engine_lora_target t0, int n, const float *x,
+        int rows, float *const *y)
 {
     const struct engine_layer *ly = &c->m->layers[il];
     const struct engine_weight *ws[ENGINE_LORA_N_TARGETS] = {
         &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down
     };
-    const struct engine_weight *w = ws[t];
-    matmul(c, w, x, rows, y);
-    if (c->plan.n == 0)
-        return 0;
-    return engine__lora_apply(c->pool, &c->plan, il, t, x, w->k, y, w->n_out);
+    engine__matmul_n(c->pool, n, ws + t0, x, rows, y);
+    for (int i = 0; i < n && c->plan.n > 0; i++) {
+        const struct engine_weight *w = ws[t0 + i];
+        int rc = engine__lora_apply(c->pool, &c->plan, il, t0 + i, x, w->k, y[i], w->n_out);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
 }
 
 /* ---- Attention -------------------------------------------------------- */
@@ -237,57 +251,54 @@ struct attn_job {
     int layer;
 };
 
+/* Sequence seq's K cache in one layer, transposed: row d (of kv_dim) holds dimension d. */
 static float *
-cache_at(struct engine_ctx *c, float *cache, int seq, int layer, int pos)
+kt_at(struct engine_ctx *c, int seq, int layer)
 {
     const struct engine_hparams *hp = &c->m->hp;
-    size_t idx = (((size_t)seq * hp->n_layer + layer) * c->n_ctx + pos) * kv_dim(c->m);
-    return cache + idx;
+    return c->kcache + ((size_t)seq * hp->n_layer + layer) * kv_dim(c->m) * c->n_ctx;
 }
 
-/* Row 0 of a sequence's transposed V cache in one layer: row d holds dimension d. */
+/* Sequence seq's V cache in one layer for kv head kvh: n_ctx rows of head_dim. */
 static float *
-vt_at(struct engine_ctx *c, int seq, int layer)
+v_at(struct engine_ctx *c, int seq, int layer, int kvh)
 {
     const struct engine_hparams *hp = &c->m->hp;
-    return c->vcache + ((size_t)seq * hp->n_layer + layer) * kv_dim(c->m) * c->n_ctx;
+    size_t head = (size_t)c->n_ctx * hp->head_dim;
+    return c->vcache + ((size_t)seq * hp->n_layer + layer) * kv_dim(c->m) * c->n_ctx +
+           (size_t)kvh * head;
 }
 
 /*
  * One (row, kv head) pair: for each of the g query heads sharing that kv
- * head, softmax(q . K^T / sqrt(d)) . V over positions 0..pos. Both products
- * are strided SIMD gemvs: the scores against the cached K rows (read once
- * for the group), the output against the rows of the transposed V cache.
+ * head, softmax(q . K^T / sqrt(d)) . V over positions 0..pos, with the
+ * variant's attention kernels: scores against the transposed K cache (each
+ * K vector read once for the group), then V rows weighted and summed, and
+ * the softmax's division done once per output.
  */
 static void
 attend(struct engine_ctx *c, const struct attn_job *j, int row, int kvh, float *att)
 {
     const struct engine_hparams *hp = &c->m->hp;
-    engine_gemv_fn gemv = engine__variant()->type[GGUF_T_F32].gemv;
+    const struct engine_attn_kernels *A = &engine__variant()->attn;
     int hd = hp->head_dim, g = hp->n_head / hp->n_head_kv;
-    int seq = j->b->seq[row], pos = j->b->pos[row];
-    size_t ld = (size_t)c->n_ctx * sizeof(float);
+    int seq = j->b->seq[row], n = j->b->pos[row] + 1;
+    float *qs = att + (size_t)g * c->n_ctx, scale = 1.0f / sqrtf((float)hd);
     const float *q = c->q + (size_t)row * hp->n_head * hd + (size_t)kvh * g * hd;
-    const float *k0 = cache_at(c, c->kcache, seq, j->layer, 0) + (size_t)kvh * hd;
-    gemv(hd, k0, kv_dim(c->m) * sizeof(float), pos + 1, q, (size_t)hd * sizeof(float), g, att,
-         c->n_ctx);
-    float scale = 1.0f / sqrtf((float)hd);
+    for (int i = 0; i < g * hd; i++)
+        qs[i] = q[i] * scale;
+    const float *kt = kt_at(c, seq, j->layer) + (size_t)kvh * hd * c->n_ctx;
+    A->scores(hd, g, n, qs, kt, (size_t)c->n_ctx, att, (size_t)c->n_ctx);
+    float *inv = qs + (size_t)g * hd;
     for (int h = 0; h < g; h++) {
-        float *a = att + (size_t)h * c->n_ctx, max = -INFINITY, sum = 0.0f;
-        for (int t = 0; t <= pos; t++) {
-            a[t] *= scale;
-            max = a[t] > max ? a[t] : max;
-        }
-        for (int t = 0; t <= pos; t++) {
-            a[t] = expf(a[t] - max);
-            sum += a[t];
-        }
-        for (int t = 0; t <= pos; t++)
-            a[t] /= sum;
+        float *a = att + (size_t)h * c->n_ctx;
+        inv[h] = 1.0f / A->exp(a, n, A->max(a, n));
     }
-    const float *vt = vt_at(c, seq, j->layer) + (size_t)kvh * hd * c->n_ctx;
     float *o = c->ao + (size_t)row * hp->n_head * hd + (size_t)kvh * g * hd;
-    gemv(pos + 1, vt, ld, hd, att, ld, g, o, hd);
+    A->mix(hd, g, n, att, (size_t)c->n_ctx, v_at(c, seq, j->layer, kvh), o);
+    for (int h = 0; h < g; h++)
+        for (int d = 0; d < hd; d++)
+            o[h * hd + d] *= inv[h];
 }
 
 static void
@@ -296,8 +307,7 @@ attn_task(int ith, int nth, void *arg)
     struct attn_job *j = arg;
     struct engine_ctx *c = j->c;
     int n_kv = c->m->hp.n_head_kv, total = j->b->n * n_kv;
-    int g = c->m->hp.n_head / n_kv;
-    float *att = c->att + (size_t)ith * g * c->n_ctx;
+    float *att = c->att + (size_t)ith * att_floats(c->m, c->n_ctx);
     for (int w = ith; w < total; w += nth)
         attend(c, j, w / n_kv, w % n_kv, att);
 }
@@ -307,13 +317,14 @@ attn_task(int ith, int nth, void *arg)
 static void
 store_kv(struct engine_ctx *c, const struct engine_batch *b, int layer)
 {
-    size_t kd = kv_dim(c->m);
+    size_t kd = kv_dim(c->m), hd = (size_t)c->m->hp.head_dim;
     for (int r = 0; r < b->n; r++) {
-        memcpy(cache_at(c, c->kcache, b->seq[r], layer, b->pos[r]), c->k + r * kd,
-               kd * sizeof(float));
-        float *vt = vt_at(c, b->seq[r], layer) + b->pos[r];
+        float *kt = kt_at(c, b->seq[r], layer) + b->pos[r];
         for (size_t d = 0; d < kd; d++)
-            vt[d * c->n_ctx] = c->v[r * kd + d];
+            kt[d * c->n_ctx] = c->k[r * kd + d];
+        for (int h = 0; h < c->m->hp.n_head_kv; h++)
+            memcpy(v_at(c, b->seq[r], layer, h) + (size_t)b->pos[r] * hd, c->v + r * kd + h * hd,
+                   hd * sizeof(float));
     }
 }
 
@@ -326,10 +337,9 @@ attention_block(struct engine_ctx *c, const struct engine_batch *b, int il)
 
     /* xb = norm(x); q, k, v = xb . W^T (+ adapters, + bias) */
     rmsnorm_rows(c->xb, c->x, ly->attn_norm, n, e, hp->rms_eps);
-    int rc = 0;
-    if ((rc = project(c, il, ENGINE_LORA_Q, c->xb, n, c->q)) < 0 ||
-        (rc = project(c, il, ENGINE_LORA_K, c->xb, n, c->k)) < 0 ||
-        (rc = project(c, il, ENGINE_LORA_V, c->xb, n, c->v)) < 0)
+    float *qkv[3] = { c->q, c->k, c->v };
+    int rc = project(c, il, ENGINE_LORA_Q, 3, c->xb, n, qkv);
+    if (rc < 0)
         return rc;
     add_bias(c->q, ly->bq, n, qd);
     add_bias(c->k, ly->bk, n, kd);
@@ -345,7 +355,7 @@ attention_block(struct engine_ctx *c, const struct engine_batch *b, int il)
     /* Causal attention per (row, head), then x += ao . Wo^T */
     struct attn_job job = { c, b, il };
     engine__pool_run(c->pool, attn_task, &job);
-    if ((rc = project(c, il, ENGINE_LORA_O, c->ao, n, c->xb)) < 0)
+    if ((rc = project(c, il, ENGINE_LORA_O, 1, c->ao, n, &c->xb)) < 0)
         return rc;
     for (size_t i = 0; i < (size_t)n * e; i++)
         c->x[i] += c->xb[i];
@@ -361,14 +371,14 @@ ffn_block(struct engine_ctx *c, int n, int il)
 
     /* x += Wdown . (silu(Wgate . norm(x)) * (Wup . norm(x))) */
     rmsnorm_rows(c->xb, c->x, ly->ffn_norm, n, e, hp->rms_eps);
-    if ((rc = project(c, il, ENGINE_LORA_GATE, c->xb, n, c->hb)) < 0 ||
-        (rc = project(c, il, ENGINE_LORA_UP, c->xb, n, c->hb2)) < 0)
+    float *gate_up[2] = { c->hb, c->hb2 };
+    if ((rc = project(c, il, ENGINE_LORA_GATE, 2, c->xb, n, gate_up)) < 0)
         return rc;
     for (size_t i = 0; i < (size_t)n * hp->n_ff; i++) {
         float g = c->hb[i];
         c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
     }
-    if ((rc = project(c, il, ENGINE_LORA_DOWN, c->hb, n, c->xb)) < 0)
+    if ((rc = project(c, il, ENGINE_LORA_DOWN, 1, c->hb, n, &c->xb)) < 0)
         return rc;
     for (size_t i = 0; i < (size_t)n * e; i++)
         c->x[i] += c->xb[i];

@@ -96,6 +96,47 @@ float engine__vec_dot(enum gguf_ttype t, int64_t n, const void *row, const float
 void engine__matmul(struct engine_pool *pool, enum gguf_ttype t, const void *w,
                     int64_t n_out, int64_t k, const float *x, int64_t m, float *y);
 
+/*
+ * Interleaved ("x16") copies of Q8_0 and Q4_0 weights, which the integer
+ * kernels read without any horizontal sums: rows in groups of ENGINE_X16
+ * (the last group padded with zero rows), a group's blocks in order, and per
+ * block the 16 rows' f16 scales followed by their quants, four bytes of each
+ * row side by side (c = 0..7 for Q8_0, 0..3 for Q4_0; r = row; j = 0..3):
+ *   Q8_0: u8 q[8][16][4], q[c][r][j] = row r's value 4c + j, plus 128;
+ *   Q4_0: u8 q[4][16][4], q[c][r][j] = row r's byte 4c + j (value 4c + j in
+ *         the low nibble, 16 + 4c + j in the high one, as in the block).
+ * A group's block is 16 row blocks long, so group g starts where row 16 g
+ * would. Results are those of the row layout, bit for bit.
+ */
+#define ENGINE_X16 16
+
+/* A weight matrix: n_out rows of k elements of type, in the row or the x16 layout. */
+struct engine_weight {
+    enum gguf_ttype type;
+    int64_t k;
+    int64_t n_out;
+    const void *data;
+    bool x16;
+};
+
+/* Whether the active variant has x16 kernels for t (then packing pays). */
+bool engine__x16_wanted(enum gguf_ttype t);
+/* Bytes of the x16 copy of n_out rows of k elements. */
+size_t engine__x16_size(enum gguf_ttype t, int64_t n_out, int64_t k);
+void engine__x16_pack(enum gguf_ttype t, const void *rows, int64_t n_out, int64_t k, void *dst);
+
+/* engine__matmul for a weight in either layout. */
+void engine__matmul_w(struct engine_pool *pool, const struct engine_weight *w, const float *x,
+                      int64_t m, float *y);
+/*
+ * y[i] = x . w[i]^T for n <= ENGINE_MM_MAX weights of the same k: one
+ * activation conversion and one pass of the pool where the kernels allow,
+ * with the results of n separate calls.
+ */
+#define ENGINE_MM_MAX 4
+void engine__matmul_n(struct engine_pool *pool, int n, const struct engine_weight *const *w,
+                      const float *x, int64_t m, float *const *y);
+
 /* ---- Additions: type traits, pool scratch, variant choice ------------- */
 
 /* Elements per block and bytes per block of a supported type (0 otherwise). */
@@ -258,9 +299,25 @@ typedef void (*engine_pack_w_fn)(enum gguf_ttype t, const void *rows, size_t str
 typedef void (*engine_tile_fn)(int64_t k, const float *ap, const float *xt, int n_tok,
                                int n_rows, float *y, int64_t ldy);
 
+/*
+ * Attention kernels (attn_simd.h, one source for every variant):
+ *   scores: s[h * lds + t] = sum_d q[h * hd + d] * kt[d * ldk + t], h < g, t < n
+ *   max:    the largest of a[0..n)
+ *   exp:    a[t] = e^(a[t] - max), t < n; returns the sum
+ *   mix:    o[h * hd + d] = sum_t a[h * lda + t] * v[t * hd + d], h < g, d < hd
+ */
+struct engine_attn_kernels {
+    void (*scores)(int hd, int g, int n, const float *q, const float *kt, size_t ldk, float *s,
+                   size_t lds);
+    float (*max)(const float *a, int n);
+    float (*exp)(float *a, int n, float max);
+    void (*mix)(int hd, int g, int n, const float *a, size_t lda, const float *v, float *o);
+};
+
 /* One SIMD variant: kernels per weight type, and the activation converters. */
 struct engine_variant {
     const char *name;
+    struct engine_attn_kernels attn;
     engine_pack_x_fn gemm_pack_x;
     engine_pack_w_fn gemm_pack_w;
     engine_tile_fn gemm_tile;
@@ -270,12 +327,15 @@ struct engine_variant {
         engine_gemv_fn gemv;
         engine_row_fn dequant;            /* n elements to f32 */
         int64_t gemm_min_m;               /* from this many rows on, use the f32 GEMM */
+        engine_gemv_fn gemv_x16;          /* on x16 weights (w at a group start), or NULL */
     } type[GGUF_T_COUNT];
 };
 
 extern const struct engine_variant engine__variant_scalar;
 extern const struct engine_variant engine__variant_avx2;
 extern const struct engine_variant engine__variant_avx512;
+/* The scalar x16 kernel for Q8_0 or Q4_0: the reference, and every variant's fallback. */
+engine_gemv_fn engine__gemv_x16_ref(enum gguf_ttype t);
 /* The variant in use (engine__kernels_init must have run). */
 const struct engine_variant *engine__variant(void);
 

@@ -146,7 +146,7 @@ engine__matmul_scratch(enum gguf_ttype t, int64_t k, int64_t m_max)
 {
     const struct engine_variant *v = engine__variant();
     enum engine_act a = v->type[t].act;
-    int64_t m_gemv = m_max < gemm_min_m(t) ? m_max : gemm_min_m(t) - 1;
+    int64_t m_gemv = m_max < gemm_min_m(t) || engine__x16_wanted(t) ? m_max : gemm_min_m(t) - 1;
     size_t act = a == ENGINE_ACT_F32 ? 0 : (size_t)m_gemv * engine__act_row_size(a, k);
     size_t panel = v->gemm_tile ? own_scratch(m_max, k)
                                 : (size_t)panel_rows(k) * (size_t)k * sizeof(float);
@@ -176,6 +176,15 @@ engine__vec_dot(enum gguf_ttype t, int64_t n, const void *row, const float *x)
 
 /* ---- Small batches: integer / f32 gemv kernels ------------------------- */
 
+/* One weight of a gemv job: its rows are claimed chunk rows at a time. */
+struct mm_part {
+    const struct engine_weight *w;
+    float *y;
+    engine_gemv_fn gemv;
+    size_t wstride;
+    int64_t chunk, units;
+};
+
 struct mm_job {
     struct engine_pool *pool;
     const struct engine_variant *v;
@@ -188,8 +197,11 @@ struct mm_job {
     size_t astride;
     float *y;
     int64_t chunk;                  /* weight rows claimed at a time */
-    _Atomic int64_t next;           /* first unclaimed weight row */
+    _Atomic int64_t next;           /* first unclaimed weight row (or unit) */
     float *pool_xt;                 /* own GEMM: the packed activation */
+    int n_parts;                    /* gemv: the weights, their units numbered in turn */
+    struct mm_part part[ENGINE_MM_MAX];
+    int64_t n_units;
 };
 
 static bool
@@ -205,18 +217,24 @@ gemv_task(int ith, int nth, void *arg)
 {
     (void)ith, (void)nth;
     struct mm_job *j = arg;
-    int64_t i0, i1;
-    while (claim(j, &i0, &i1))
-        j->v->type[j->t].gemv(j->k, j->w + i0 * j->wstride, j->wstride, i1 - i0, j->a,
-                              j->astride, j->m, j->y + i0, j->n_out);
+    int64_t u;
+    while ((u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_units) {
+        const struct mm_part *p = j->part;
+        for (; u >= p->units; p++)
+            u -= p->units;
+        int64_t i0 = u * p->chunk, n_out = p->w->n_out;
+        int64_t i1 = i0 + p->chunk < n_out ? i0 + p->chunk : n_out;
+        p->gemv(j->k, (const char *)p->w->data + i0 * p->wstride, p->wstride, i1 - i0, j->a,
+                j->astride, j->m, p->y + i0, n_out);
+    }
 }
 
-/* Rows per claim: about 8 claims per thread, a multiple of 4, at least 4. */
+/* Rows per claim: about 8 claims per thread, a multiple of 4 (16 for x16), at least that. */
 static int64_t
-gemv_chunk(int64_t n_out, int nth)
+gemv_chunk(int64_t n_out, int nth, bool x16)
 {
-    int64_t c = (n_out + 8 * nth - 1) / (8 * nth);
-    return (c + 3) & ~(int64_t)3;
+    int64_t c = (n_out + 8 * nth - 1) / (8 * nth), q = x16 ? ENGINE_X16 : 4;
+    return (c + q - 1) / q * q;
 }
 
 /* Converts activation rows claimed four at a time (j->n_out is m here). */
@@ -244,24 +262,37 @@ convert_act(struct mm_job *j)
     }
     j->astride = engine__act_row_size(a, j->k);
     j->a = engine__pool_scratch(j->pool, 0, j->astride * (size_t)j->m);
-    if (j->m < 8) { /* not worth waking anyone */
+    if (j->m <= 16) { /* not worth waking anyone */
         for (int64_t r = 0; r < j->m; r++)
             j->v->act[a](j->x + r * j->k, (char *)j->a + r * j->astride, j->k);
         return;
     }
-    int64_t n_out = j->n_out;
     j->n_out = j->m;
     j->chunk = 4;
     atomic_store(&j->next, 0);
     engine__pool_run_some(j->pool, act_task, j);
-    j->n_out = n_out;
 }
 
+static void
+add_part(struct mm_job *j, const struct engine_weight *w, float *y)
+{
+    struct mm_part *p = &j->part[j->n_parts++];
+    p->w = w;
+    p->y = y;
+    p->wstride = engine__row_size(w->type, w->k);
+    p->gemv = !w->x16                           ? j->v->type[w->type].gemv
+              : j->v->type[w->type].gemv_x16 ? j->v->type[w->type].gemv_x16
+                                              : engine__gemv_x16_ref(w->type);
+    p->chunk = gemv_chunk(w->n_out, engine__pool_size(j->pool), w->x16);
+    p->units = (w->n_out + p->chunk - 1) / p->chunk;
+    j->n_units += p->units;
+}
+
+/* j->x holds the activation and j->parts the weights (all of one activation format). */
 static void
 matmul_gemv(struct mm_job *j)
 {
     convert_act(j);
-    j->chunk = gemv_chunk(j->n_out, engine__pool_size(j->pool));
     atomic_store(&j->next, 0);
     engine__pool_run_some(j->pool, gemv_task, j);
 }
@@ -451,21 +482,70 @@ matmul_gemm(struct mm_job *j)
     engine__pool_run_some(j->pool, gemm_task, j);
 }
 
+static bool
+use_gemv(const struct engine_weight *w, int64_t m)
+{
+    return w->x16 || m < gemm_min_m(w->type);
+}
+
+static void
+check_weight(const struct engine_weight *w, int64_t m)
+{
+    (void)w, (void)m;
+    assert(engine__type_supported(w->type) && (!w->x16 || engine__x16_size(w->type, 1, w->k)));
+    assert(w->k > 0 && w->k % engine__type_blck(w->type) == 0 && w->n_out >= 0 && m >= 0);
+    assert(w->k <= INT32_MAX && w->n_out <= INT32_MAX && m <= INT32_MAX);
+}
+
+void
+engine__matmul_n(struct engine_pool *pool, int n, const struct engine_weight *const *w,
+                 const float *x, int64_t m, float *const *y)
+{
+    assert(pool != NULL && n >= 1 && n <= ENGINE_MM_MAX);
+    if (m == 0)
+        return;
+    const struct engine_variant *v = engine__variant();
+    struct mm_job g = { .pool = pool, .v = v, .k = w[0]->k, .m = m, .x = x };
+    for (int i = 0; i < n; i++) {
+        check_weight(w[i], m);
+        assert(w[i]->k == w[0]->k);
+        if (w[i]->n_out == 0)
+            continue;
+        if (!use_gemv(w[i], m)) {
+            struct mm_job j = {
+                .pool = pool, .v = v, .t = w[i]->type, .w = w[i]->data,
+                .wstride = engine__row_size(w[i]->type, w[i]->k), .n_out = w[i]->n_out,
+                .k = w[i]->k, .m = m, .x = x, .y = y[i],
+            };
+            matmul_gemm(&j);
+            continue;
+        }
+        /* one gemv job for weights of one activation format; a weight of another runs alone */
+        if (g.n_parts > 0 && v->type[w[i]->type].act != v->type[g.t].act) {
+            struct mm_job j = { .pool = pool, .v = v, .t = w[i]->type, .k = g.k, .m = m,
+                                .x = x };
+            add_part(&j, w[i], y[i]);
+            matmul_gemv(&j);
+            continue;
+        }
+        g.t = w[i]->type;
+        add_part(&g, w[i], y[i]);
+    }
+    if (g.n_parts > 0)
+        matmul_gemv(&g);
+}
+
+void
+engine__matmul_w(struct engine_pool *pool, const struct engine_weight *w, const float *x,
+                 int64_t m, float *y)
+{
+    engine__matmul_n(pool, 1, &w, x, m, &y);
+}
+
 void
 engine__matmul(struct engine_pool *pool, enum gguf_ttype t, const void *w, int64_t n_out,
                int64_t k, const float *x, int64_t m, float *y)
 {
-    assert(pool != NULL && engine__type_supported(t));
-    assert(k > 0 && k % engine__type_blck(t) == 0 && n_out >= 0 && m >= 0);
-    assert(k <= INT32_MAX && n_out <= INT32_MAX && m <= INT32_MAX);
-    if (m == 0 || n_out == 0)
-        return;
-    struct mm_job j = {
-        .pool = pool, .v = engine__variant(), .t = t, .w = w,
-        .wstride = engine__row_size(t, k), .n_out = n_out, .k = k, .m = m, .x = x, .y = y,
-    };
-    if (m >= gemm_min_m(t))
-        matmul_gemm(&j);
-    else
-        matmul_gemv(&j);
+    struct engine_weight wt = { .type = t, .k = k, .n_out = n_out, .data = w };
+    engine__matmul_w(pool, &wt, x, m, y);
 }

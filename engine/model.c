@@ -2,7 +2,8 @@
  * model.c - loading a LLaMA-family model (llama, qwen2) from a GGUF file.
  *
  * Weights stay in the read-only mapping of the file: a struct engine_weight
- * points into it. Only the small 1-D tensors (norms, biases, RoPE frequency
+ * points into it, except that Q8_0 and Q4_0 matmul weights are copied into
+ * the x16 layout (kernels.h) when the CPU's kernels want it. Only the small 1-D tensors (norms, biases, RoPE frequency
  * factors) are converted to owned f32 arrays, whatever their stored type.
  * Every tensor's presence, shape and type is checked here, once, so the
  * forward pass never checks again.
@@ -12,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "engine_int.h"
 
@@ -209,7 +212,7 @@ load_weight(struct loader *L, const char *name, int64_t k, int64_t n_out, bool r
         return rc;
     if ((rc = check_shape(L, t, k, n_out)) < 0)
         return rc;
-    *w = (struct engine_weight){ t->type, k, n_out, t->data };
+    *w = (struct engine_weight){ .type = t->type, .k = k, .n_out = n_out, .data = t->data };
     L->m->n_params += k * n_out;
     return 0;
 }
@@ -317,6 +320,80 @@ read_vocab(struct loader *L)
     return 0;
 }
 
+/* ---- x16 copies -------------------------------------------------------- */
+
+/* The matmul weights of the model: 7 per layer and the output (n_layer * 7 + 1). */
+static int
+matmul_weights(struct engine_model *m, struct engine_weight **ws)
+{
+    int n = 0;
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        struct engine_layer *ly = &m->layers[il];
+        struct engine_weight *l7[7] = { &ly->wq, &ly->wk, &ly->wv, &ly->wo,
+                                        &ly->w_gate, &ly->w_up, &ly->w_down };
+        memcpy(ws + n, l7, sizeof(l7));
+        n += 7;
+    }
+    ws[n++] = &m->output;
+    return n;
+}
+
+/* Drops the file's pages under [p, p + n) from this process (they are read again if touched). */
+static void
+release_pages(const void *p, size_t n)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + n) & ~(page - 1);
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/*
+ * Copies every matmul weight the kernels want in the x16 layout into one
+ * anonymous block (in 2 MB pages where the system allows: fewer TLB misses
+ * while decoding streams the weights). The output of a tied model gets its
+ * own copy; the token embedding stays as it is.
+ */
+static int
+pack_weights(struct engine_model *m)
+{
+    struct engine_weight **ws = engine__xcalloc((size_t)m->hp.n_layer * 7 + 1, sizeof(*ws));
+    int n = matmul_weights(m, ws);
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        if (engine__x16_wanted(ws[i]->type))
+            total += engine__align64(engine__x16_size(ws[i]->type, ws[i]->n_out, ws[i]->k));
+    if (total == 0) {
+        free(ws);
+        return 0;
+    }
+    size_t huge = (size_t)2 << 20;
+    total = (total + huge - 1) & ~(huge - 1);
+    void *buf = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED) {
+        free(ws);
+        return -ENOMEM;
+    }
+    madvise(buf, total, MADV_HUGEPAGE);
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        struct engine_weight *w = ws[i];
+        if (!engine__x16_wanted(w->type))
+            continue;
+        engine__x16_pack(w->type, w->data, w->n_out, w->k, (char *)buf + off);
+        if (w->data != m->tok_embd.data)
+            release_pages(w->data, engine__row_size(w->type, w->k) * (size_t)w->n_out);
+        w->data = (char *)buf + off;
+        w->x16 = true;
+        off += engine__align64(engine__x16_size(w->type, w->n_out, w->k));
+    }
+    mprotect(buf, total, PROT_READ);
+    m->x16 = buf;
+    m->x16_bytes = total;
+    free(ws);
+    return 0;
+}
+
 /* ---- Public ----------------------------------------------------------- */
 
 int
@@ -330,7 +407,7 @@ engine_model_open(const char *path, struct engine_model **out, char *err, size_t
     if (rc < 0)
         goto out;
     if ((rc = read_arch(&L)) < 0 || (rc = read_hparams(&L)) < 0 || (rc = read_vocab(&L)) < 0 ||
-        (rc = load_tensors(&L)) < 0)
+        (rc = load_tensors(&L)) < 0 || (rc = pack_weights(m)) < 0)
         goto out;
     for (int64_t i = 0; i < gguf_n_tensors(m->gguf); i++)
         m->bytes += gguf_tensor(m->gguf, i)->nbytes;
@@ -355,6 +432,8 @@ engine_model_free(struct engine_model *m)
         free(ly->bv);
     }
     free(m->layers);
+    if (m->x16 != NULL)
+        munmap(m->x16, m->x16_bytes);
     free(m->output_norm);
     free(m->rope_freqs);
     tokenizer_free(m->tok);

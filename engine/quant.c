@@ -759,8 +759,28 @@ GEMV(gemv_q4_0, dot_q4_0)
 GEMV(gemv_q4_k, dot_q4_k)
 GEMV(gemv_q6_k, dot_q6_k)
 
+/* ---- Attention (one lane) ---------------------------------------------- */
+
+#define VW 1
+typedef float vf;
+#define V_LOAD(p) (*(p))
+#define V_STORE(p, v) (*(p) = (v))
+#define V_SET1(x) (x)
+#define V_ZERO() 0.0f
+#define V_FMA(a, b, c) fmaf(a, b, c)
+#define V_MUL(a, b) ((a) * (b))
+#define V_ADD(a, b) ((a) + (b))
+#define V_SUB(a, b) ((a) - (b))
+#define V_MAX(a, b) fmaxf(a, b)
+#define V_HSUM(v) (v)
+#define V_HMAX(v) (v)
+#define V_ROUND(v) nearbyintf(v)
+#define V_POW2I(v) ldexpf(1.0f, (int)(v))
+#include "attn_simd.h"
+
 const struct engine_variant engine__variant_scalar = {
     .name = "scalar",
+    .attn = { attn_scores, attn_max, attn_exp, attn_mix },
     .act = { [ENGINE_ACT_Q8A] = act_q8a, [ENGINE_ACT_Q8K] = act_q8k },
     .type = {
         [GGUF_T_F32] = { ENGINE_ACT_F32, gemv_f32, dequant_f32, 4 },

@@ -399,6 +399,115 @@ gemv_q4_0(int64_t k, const void *w, size_t wstride, int64_t n, const void *a, si
     gemv_q8a(true, k, w, wstride, n, a, astride, m, y, ldy);
 }
 
+/* ---- Q8_0 and Q4_0, x16 layout ----------------------------------------- */
+
+/*
+ * A tile: one group of 16 interleaved weight rows against R activation rows,
+ * all blocks. Per block the group's quants are loaded once (8 registers of
+ * four bytes x 16 rows); for each activation row, eight vpdpbusd with its
+ * four bytes broadcast give lane r row r's exact block sum (the accumulator
+ * starts at the activation's correction: -128 * sum for Q8_0's offset
+ * quants, -8 * sum for Q4_0's nibbles), and the float sum takes it as the
+ * reference does: sum = sum + (dw * dx) * isum.
+ */
+ALWAYS_INLINE void
+x16_tile(bool q4, int64_t k, const char *grp, const char *a, size_t astride, int R,
+         float *y, int64_t ldy, __mmask16 rows)
+{
+    const size_t gblock = ENGINE_X16 * (q4 ? sizeof(struct engine_block_q4_0)
+                                           : sizeof(struct engine_block_q8_0));
+    const __m512i lo4 = _mm512_set1_epi8(0x0f);
+    const int64_t nb = k / ENGINE_QK;
+    __m512 acc[8];
+    UNROLL for (int r = 0; r < R; r++)
+        acc[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const char *blk = grp + b * gblock;
+        __builtin_prefetch(blk + 8 * gblock, 0, 3);
+        __builtin_prefetch(blk + 8 * gblock + 64, 0, 3);
+        __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
+        const __m512i *qp = (const __m512i *)(blk + ENGINE_X16 * sizeof(uint16_t));
+        __m512i q[8];
+        if (q4) {
+            UNROLL for (int c = 0; c < 4; c++) {
+                __m512i v = _mm512_loadu_si512(qp + c);
+                q[c] = _mm512_and_si512(v, lo4);
+                q[c + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+            }
+        } else {
+            UNROLL for (int c = 0; c < 8; c++)
+                q[c] = _mm512_loadu_si512(qp + c);
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const char *ar = a + r * astride;
+            const int32_t *xq = (const int32_t *)(ar + b * ENGINE_QK);
+            __m512i isum = _mm512_set1_epi32(engine__act_c(ar, k)[b] * (q4 ? 1 : 16));
+            UNROLL for (int c = 0; c < 8; c++)
+                isum = _mm512_dpbusd_epi32(isum, q[c], _mm512_set1_epi32(xq[c]));
+            __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(engine__act_d(ar, k)[b]));
+            acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(scale, _mm512_cvtepi32_ps(isum)));
+        }
+    }
+    UNROLL for (int r = 0; r < R; r++)
+        _mm512_mask_storeu_ps(y + r * ldy, rows, acc[r]);
+}
+
+typedef void (*x16_tile_fn)(int64_t k, const char *grp, const char *a, size_t astride,
+                            float *y, int64_t ldy, __mmask16 rows);
+
+#define X16_TILE(RR)                                                                       \
+    static void q8_0_x16_##RR(int64_t k, const char *grp, const char *a, size_t astride,  \
+                              float *y, int64_t ldy, __mmask16 rows)                       \
+    {                                                                                      \
+        x16_tile(false, k, grp, a, astride, RR, y, ldy, rows);                             \
+    }                                                                                      \
+    static void q4_0_x16_##RR(int64_t k, const char *grp, const char *a, size_t astride,  \
+                              float *y, int64_t ldy, __mmask16 rows)                       \
+    {                                                                                      \
+        x16_tile(true, k, grp, a, astride, RR, y, ldy, rows);                              \
+    }
+
+X16_TILE(1) X16_TILE(2) X16_TILE(3) X16_TILE(4) X16_TILE(5) X16_TILE(6) X16_TILE(7)
+X16_TILE(8)
+
+static const x16_tile_fn x16_tiles[2][8] = {
+    { q8_0_x16_1, q8_0_x16_2, q8_0_x16_3, q8_0_x16_4, q8_0_x16_5, q8_0_x16_6, q8_0_x16_7,
+      q8_0_x16_8 },
+    { q4_0_x16_1, q4_0_x16_2, q4_0_x16_3, q4_0_x16_4, q4_0_x16_5, q4_0_x16_6, q4_0_x16_7,
+      q4_0_x16_8 },
+};
+
+/* Groups of 16 weight rows in turn; each against the activation rows, 8 at a time. */
+static void
+gemv_x16(bool q4, int64_t k, const void *w, size_t wstride, int64_t n, const void *a,
+         size_t astride, int64_t m, float *y, int64_t ldy)
+{
+    for (int64_t i = 0; i < n; i += ENGINE_X16) {
+        const char *grp = (const char *)w + i * wstride;
+        int64_t left = n - i;
+        __mmask16 rows = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+        for (int64_t r0 = 0; r0 < m; r0 += 8) {
+            int R = (int)(m - r0 < 8 ? m - r0 : 8);
+            x16_tiles[q4][R - 1](k, grp, (const char *)a + r0 * astride, astride,
+                                 y + r0 * ldy + i, ldy, rows);
+        }
+    }
+}
+
+static void
+gemv_q8_0_x16(int64_t k, const void *w, size_t wstride, int64_t n, const void *a,
+              size_t astride, int64_t m, float *y, int64_t ldy)
+{
+    gemv_x16(false, k, w, wstride, n, a, astride, m, y, ldy);
+}
+
+static void
+gemv_q4_0_x16(int64_t k, const void *w, size_t wstride, int64_t n, const void *a,
+              size_t astride, int64_t m, float *y, int64_t ldy)
+{
+    gemv_x16(true, k, w, wstride, n, a, astride, m, y, ldy);
+}
+
 /* ---- Q4_K and Q6_K against Q8K activations ---------------------------- */
 
 /* [sc0..7, mn0..7] of a Q4_K block; see simd_avx2.c. */
@@ -929,8 +1038,29 @@ gemm_tile(int64_t k, const float *ap, const float *xt, int n_tok, int n_rows, fl
     }
 }
 
+/* ---- Attention ----------------------------------------------------------- */
+
+#define VW 16
+typedef __m512 vf;
+#define V_LOAD(p) _mm512_loadu_ps(p)
+#define V_STORE(p, v) _mm512_storeu_ps(p, v)
+#define V_SET1(x) _mm512_set1_ps(x)
+#define V_ZERO() _mm512_setzero_ps()
+#define V_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define V_MUL(a, b) _mm512_mul_ps(a, b)
+#define V_ADD(a, b) _mm512_add_ps(a, b)
+#define V_SUB(a, b) _mm512_sub_ps(a, b)
+#define V_MAX(a, b) _mm512_max_ps(a, b)
+#define V_HSUM(v) hsum_ps512(v)
+#define V_HMAX(v) _mm512_reduce_max_ps(v)
+#define V_ROUND(v) _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define V_POW2I(v) _mm512_castsi512_ps(_mm512_slli_epi32( \
+        _mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(127)), 23))
+#include "attn_simd.h"
+
 const struct engine_variant engine__variant_avx512 = {
     .name = "avx512",
+    .attn = { attn_scores, attn_max, attn_exp, attn_mix },
     .gemm_pack_x = gemm_pack_x,
     .gemm_pack_w = gemm_pack_w,
     .gemm_tile = gemm_tile,
@@ -939,8 +1069,8 @@ const struct engine_variant engine__variant_avx512 = {
         [GGUF_T_F32] = { ENGINE_ACT_F32, gemv_f32, dequant_f32, 8 },
         [GGUF_T_F16] = { ENGINE_ACT_F32, gemv_f16, dequant_f16, 8 },
         [GGUF_T_BF16] = { ENGINE_ACT_F32, gemv_bf16, dequant_bf16, 8 },
-        [GGUF_T_Q8_0] = { ENGINE_ACT_Q8A, gemv_q8_0, dequant_q8_0, 24 },
-        [GGUF_T_Q4_0] = { ENGINE_ACT_Q8A, gemv_q4_0, dequant_q4_0, 16 },
+        [GGUF_T_Q8_0] = { ENGINE_ACT_Q8A, gemv_q8_0, dequant_q8_0, 24, gemv_q8_0_x16 },
+        [GGUF_T_Q4_0] = { ENGINE_ACT_Q8A, gemv_q4_0, dequant_q4_0, 16, gemv_q4_0_x16 },
         [GGUF_T_Q4_K] = { ENGINE_ACT_Q8K, gemv_q4_k, dequant_q4_k, 96 },
         [GGUF_T_Q6_K] = { ENGINE_ACT_Q8K, gemv_q6_k, dequant_q6_k, ENGINE_GEMM_NEVER },
     },

@@ -644,6 +644,173 @@ test_matmul_empty(void)
     engine__pool_free(pool);
 }
 
+/*
+ * The x16 layout: every variant's matmul on the packed copy equals the row
+ * layout's gemv (hence vec_dot and the scalar reference) to the bit, for
+ * partial last groups and any m, and writes nothing past y.
+ */
+static int
+check_x16(struct engine_pool *pool, enum gguf_ttype t, int64_t n_out, int64_t k, int64_t m)
+{
+    float *w = normal_vec(n_out * k, 0.05f), *x = normal_vec(m * k, 1.0f);
+    float *y = malloc((m * n_out + 1) * sizeof(float)), *yr = malloc(m * n_out * sizeof(float));
+    char *q = quantize_rows(t, w, n_out, k);
+    char *p = malloc(engine__x16_size(t, n_out, k));
+    engine__x16_pack(t, q, n_out, k, p);
+    struct engine_weight wr = { .type = t, .k = k, .n_out = n_out, .data = q };
+    struct engine_weight wp = { .type = t, .k = k, .n_out = n_out, .data = p, .x16 = true };
+    engine__matmul_tune(INT64_MAX);
+    engine__matmul_w(pool, &wr, x, m, yr);
+    engine__matmul_tune(0);
+    y[m * n_out] = 12345.0f;
+    engine__matmul_w(pool, &wp, x, m, y);
+    int bad = y[m * n_out] != 12345.0f;
+    for (int64_t i = 0; i < m * n_out; i++)
+        bad += bits(y[i]) != bits(yr[i]);
+    free(w), free(x), free(y), free(yr), free(q), free(p);
+    return bad;
+}
+
+static void
+test_matmul_x16(void)
+{
+    static const int64_t shapes[][2] = { { 16, 32 }, { 67, 256 }, { 33, 768 }, { 5, 64 } };
+    static const int64_t ms[] = { 1, 3, 8, 9, 17, 40 };
+    struct engine_pool *pool = NULL;
+    CHECK_EQ(engine__pool_new(2, &pool), 0);
+    for (size_t v = 0; v < sizeof(variants) / sizeof(variants[0]); v++) {
+        if (engine__kernels_force(variants[v]) != 0)
+            continue;
+        for (int q4 = 0; q4 < 2; q4++)
+            for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++)
+                for (size_t mi = 0; mi < sizeof(ms) / sizeof(ms[0]); mi++) {
+                    int bad = check_x16(pool, q4 ? GGUF_T_Q4_0 : GGUF_T_Q8_0, shapes[si][0],
+                                        shapes[si][1], ms[mi]);
+                    if (bad)
+                        fprintf(stderr, "%s x16 %s %lldx%lld m %lld: %d bad\n", variants[v],
+                                q4 ? "q4_0" : "q8_0", (long long)shapes[si][0],
+                                (long long)shapes[si][1], (long long)ms[mi], bad);
+                    CHECK_EQ(bad, 0);
+                }
+    }
+    restore_best_variant();
+    CHECK(engine__x16_size(GGUF_T_Q8_0, 17, 64) == 32 * engine__row_size(GGUF_T_Q8_0, 64));
+    engine__pool_free(pool);
+}
+
+/* Several weights in one call give what separate calls give, on either path. */
+static void
+test_matmul_n(void)
+{
+    static const enum gguf_ttype ts[] = { GGUF_T_Q8_0, GGUF_T_Q4_K, GGUF_T_F32 };
+    const int64_t k = 512, n_out[] = { 48, 20, 7 };
+    struct engine_pool *pool = NULL;
+    CHECK_EQ(engine__pool_new(2, &pool), 0);
+    for (int64_t m = 1; m <= 41; m += 20) {
+        float *x = normal_vec(m * k, 1.0f), *y[3], *ys[3];
+        struct engine_weight w[3];
+        const struct engine_weight *wp[3];
+        void *q[3];
+        for (int i = 0; i < 3; i++) {
+            float *f = normal_vec(n_out[i] * k, 0.05f);
+            q[i] = quantize_rows(ts[i], f, n_out[i], k);
+            free(f);
+            w[i] = (struct engine_weight){ .type = ts[i], .k = k, .n_out = n_out[i], .data = q[i] };
+            wp[i] = &w[i];
+            y[i] = malloc(m * n_out[i] * sizeof(float));
+            ys[i] = malloc(m * n_out[i] * sizeof(float));
+            engine__matmul_w(pool, &w[i], x, m, ys[i]);
+        }
+        engine__matmul_n(pool, 3, wp, x, m, y);
+        for (int i = 0; i < 3; i++) {
+            CHECK(memcmp(y[i], ys[i], m * n_out[i] * sizeof(float)) == 0);
+            free(y[i]), free(ys[i]), free(q[i]);
+        }
+        free(x);
+    }
+    engine__pool_free(pool);
+}
+
+/* ---- Attention kernels ------------------------------------------------ */
+
+/* |got - want| within rel of the magnitude mag (sum of |terms|), for n values. */
+static int
+count_far(const float *got, const double *want, const double *mag, int n, double rel)
+{
+    int bad = 0;
+    for (int i = 0; i < n; i++)
+        bad += !(fabs(got[i] - want[i]) <= rel * mag[i] + 1e-30);
+    return bad;
+}
+
+static int
+check_attn(const struct engine_attn_kernels *A, int hd, int g, int n)
+{
+    size_t ld = (size_t)n + 5;
+    float *q = normal_vec(g * hd, 1.0f), *kt = normal_vec(hd * ld, 1.0f);
+    float *v = normal_vec(n * hd, 1.0f), *s = malloc(g * ld * sizeof(float));
+    float *o = malloc(g * hd * sizeof(float));
+    double *want = malloc((g * ld + g * hd) * sizeof(double));
+    double *mag = malloc((g * ld + g * hd) * sizeof(double));
+    A->scores(hd, g, n, q, kt, ld, s, ld);
+    int bad = 0;
+    for (int h = 0; h < g; h++) {
+        for (int t = 0; t < n; t++) {
+            want[t] = mag[t] = 0;
+            for (int d = 0; d < hd; d++) {
+                want[t] += (double)q[h * hd + d] * kt[d * ld + t];
+                mag[t] += fabs((double)q[h * hd + d] * kt[d * ld + t]);
+            }
+        }
+        bad += count_far(s + h * ld, want, mag, n, 1e-6);
+        float *a = s + h * ld, mx = A->max(a, n);
+        double sum = 0, wmax = -INFINITY;
+        for (int t = 0; t < n; t++)
+            wmax = fmax(wmax, a[t]);
+        bad += mx != wmax;
+        for (int t = 0; t < n; t++) {
+            want[t] = exp((double)(a[t] - mx)); /* the kernel's input: the float difference */
+            mag[t] = want[t];
+            sum += want[t];
+        }
+        float got = A->exp(a, n, mx);
+        bad += count_far(a, want, mag, n, 1e-6);
+        bad += !(fabs(got - sum) <= 1e-6 * sum);
+    }
+    A->mix(hd, g, n, s, ld, v, o);
+    for (int i = 0; i < g * hd; i++) {
+        want[i] = mag[i] = 0;
+        for (int t = 0; t < n; t++) {
+            want[i] += (double)s[(i / hd) * ld + t] * v[t * hd + i % hd];
+            mag[i] += fabs((double)s[(i / hd) * ld + t] * v[t * hd + i % hd]);
+        }
+    }
+    bad += count_far(o, want, mag, g * hd, 1e-6);
+    free(q), free(kt), free(v), free(s), free(o), free(want), free(mag);
+    return bad;
+}
+
+static void
+test_attention_kernels(void)
+{
+    static const int shapes[][2] = { { 64, 1 }, { 64, 4 }, { 80, 2 }, { 128, 1 }, { 3, 3 } };
+    static const int ns[] = { 1, 2, 15, 16, 17, 65, 200 };
+    for (size_t v = 0; v < sizeof(variants) / sizeof(variants[0]); v++) {
+        if (engine__kernels_force(variants[v]) != 0)
+            continue;
+        for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++)
+            for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
+                int bad = check_attn(&engine__variant()->attn, shapes[si][0], shapes[si][1],
+                                     ns[ni]);
+                if (bad)
+                    fprintf(stderr, "%s attention hd %d g %d n %d: %d bad\n", variants[v],
+                            shapes[si][0], shapes[si][1], ns[ni], bad);
+                CHECK_EQ(bad, 0);
+            }
+    }
+    restore_best_variant();
+}
+
 /* ---- Thread pool ------------------------------------------------------ */
 
 struct count_job {
@@ -790,6 +957,9 @@ main(int argc, char **argv)
         { "matmul_shapes", test_matmul_shapes },
         { "matmul_all_variants", test_matmul_all_variants },
         { "matmul_empty", test_matmul_empty },
+        { "matmul_x16", test_matmul_x16 },
+        { "matmul_n", test_matmul_n },
+        { "attention_kernels", test_attention_kernels },
         { "pool_runs_every_thread", test_pool_runs_every_thread },
         { "pool_many_jobs", test_pool_many_jobs },
         { "pool_run_some", test_pool_run_some },

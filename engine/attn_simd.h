@@ -1,0 +1,162 @@
+/*
+ * attn_simd.h - the attention kernels, written once over a small vector
+ * layer and included by each SIMD variant file (simd_avx2.c, simd_avx512.c)
+ * after it defines, for its register width:
+ *
+ *   VW               floats per vector
+ *   vf               the vector type
+ *   V_LOAD(p) V_STORE(p, v) V_SET1(x) V_ZERO()
+ *   V_FMA(a, b, c)   a * b + c, one rounding
+ *   V_MUL V_ADD V_SUB V_MAX(a, b)
+ *   V_HSUM(v) V_HMAX(v)      horizontal sum / max to a float
+ *   V_ROUND(v)       to the nearest integer (ties to even), as floats
+ *   V_POW2I(v)       2^v for integral v in [-126, 127], as floats
+ *
+ * Each output element is summed in one fixed order whatever the batch or
+ * the number of positions, so a row's attention never depends on the rows
+ * it was computed with. The scalar tails use fmaf, the vector body's FMA.
+ */
+#include <math.h>
+
+/* s[h * lds + t] = sum over d of q[h * hd + d] * kt[d * ldk + t], for h < g, t < n. */
+static void
+attn_scores(int hd, int g, int n, const float *q, const float *kt, size_t ldk, float *s,
+            size_t lds)
+{
+    for (int h = 0; h < g; h++) {
+        const float *qh = q + (size_t)h * hd;
+        float *sh = s + (size_t)h * lds;
+        int t = 0;
+        for (; t + 4 * VW <= n; t += 4 * VW) {
+            vf a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
+            for (int d = 0; d < hd; d++) {
+                const float *k = kt + (size_t)d * ldk + t;
+                vf qd = V_SET1(qh[d]);
+                a0 = V_FMA(qd, V_LOAD(k), a0);
+                a1 = V_FMA(qd, V_LOAD(k + VW), a1);
+                a2 = V_FMA(qd, V_LOAD(k + 2 * VW), a2);
+                a3 = V_FMA(qd, V_LOAD(k + 3 * VW), a3);
+            }
+            V_STORE(sh + t, a0);
+            V_STORE(sh + t + VW, a1);
+            V_STORE(sh + t + 2 * VW, a2);
+            V_STORE(sh + t + 3 * VW, a3);
+        }
+        for (; t + VW <= n; t += VW) {
+            vf a = V_ZERO();
+            for (int d = 0; d < hd; d++)
+                a = V_FMA(V_SET1(qh[d]), V_LOAD(kt + (size_t)d * ldk + t), a);
+            V_STORE(sh + t, a);
+        }
+        for (; t < n; t++) {
+            float a = 0;
+            for (int d = 0; d < hd; d++)
+                a = fmaf(qh[d], kt[(size_t)d * ldk + t], a);
+            sh[t] = a;
+        }
+    }
+}
+
+/* e^x for x <= 0 (below -87.3, about e^-87.3): 2^n * p(r), r = x - n ln 2, |r| <= ln2 / 2. */
+static inline vf
+v_exp(vf x)
+{
+    x = V_MAX(x, V_SET1(-87.3f));
+    vf n = V_ROUND(V_MUL(x, V_SET1(1.44269504088896341f)));
+    vf r = V_FMA(n, V_SET1(-0.693145751953125f), x);     /* ln 2, high bits */
+    r = V_FMA(n, V_SET1(-1.428606765330187e-06f), r);    /* ln 2, the rest */
+    vf p = V_SET1(1.0f / 5040);
+    p = V_FMA(p, r, V_SET1(1.0f / 720));
+    p = V_FMA(p, r, V_SET1(1.0f / 120));
+    p = V_FMA(p, r, V_SET1(1.0f / 24));
+    p = V_FMA(p, r, V_SET1(1.0f / 6));
+    p = V_FMA(p, r, V_SET1(0.5f));
+    p = V_FMA(p, r, V_SET1(1.0f));
+    p = V_FMA(p, r, V_SET1(1.0f));
+    return V_MUL(p, V_POW2I(n));
+}
+
+static float
+s_exp(float x)
+{
+    float v[VW] = { x };
+    V_STORE(v, v_exp(V_LOAD(v)));
+    return v[0];
+}
+
+/* a[t] = e^(a[t] - max) for t < n (every a[t] <= max); returns their sum. */
+static float
+attn_exp(float *a, int n, float max)
+{
+    vf sum = V_ZERO(), m = V_SET1(max);
+    int t = 0;
+    for (; t + VW <= n; t += VW) {
+        vf e = v_exp(V_SUB(V_LOAD(a + t), m));
+        V_STORE(a + t, e);
+        sum = V_ADD(sum, e);
+    }
+    float s = V_HSUM(sum);
+    for (; t < n; t++) {
+        a[t] = s_exp(a[t] - max);
+        s += a[t];
+    }
+    return s;
+}
+
+/* The largest of a[0..n). */
+static float
+attn_max(const float *a, int n)
+{
+    vf m = V_SET1(-INFINITY);
+    int t = 0;
+    for (; t + VW <= n; t += VW)
+        m = V_MAX(m, V_LOAD(a + t));
+    float x = V_HMAX(m);
+    for (; t < n; t++)
+        x = a[t] > x ? a[t] : x;
+    return x;
+}
+
+/*
+ * o[h * hd + d] = sum over t of a[h * lda + t] * v[t * hd + d], for h < g,
+ * d < hd: even and odd positions in two sums, added at the end.
+ */
+static void
+attn_mix(int hd, int g, int n, const float *a, size_t lda, const float *v, float *o)
+{
+    for (int h = 0; h < g; h++) {
+        const float *ah = a + (size_t)h * lda;
+        float *oh = o + (size_t)h * hd;
+        int d = 0;
+        for (; d + 2 * VW <= hd; d += 2 * VW) {
+            vf e0 = V_ZERO(), e1 = V_ZERO(), o0 = V_ZERO(), o1 = V_ZERO();
+            int t = 0;
+            for (; t + 2 <= n; t += 2) {
+                const float *v0 = v + (size_t)t * hd + d, *v1 = v0 + hd;
+                vf x0 = V_SET1(ah[t]), x1 = V_SET1(ah[t + 1]);
+                e0 = V_FMA(x0, V_LOAD(v0), e0);
+                e1 = V_FMA(x0, V_LOAD(v0 + VW), e1);
+                o0 = V_FMA(x1, V_LOAD(v1), o0);
+                o1 = V_FMA(x1, V_LOAD(v1 + VW), o1);
+            }
+            if (t < n) {
+                const float *v0 = v + (size_t)t * hd + d;
+                e0 = V_FMA(V_SET1(ah[t]), V_LOAD(v0), e0);
+                e1 = V_FMA(V_SET1(ah[t]), V_LOAD(v0 + VW), e1);
+            }
+            V_STORE(oh + d, V_ADD(e0, o0));
+            V_STORE(oh + d + VW, V_ADD(e1, o1));
+        }
+        for (; d < hd; d++) {
+            float e = 0, od = 0;
+            int t = 0;
+            for (; t + 2 <= n; t += 2) {
+                e = fmaf(ah[t], v[(size_t)t * hd + d], e);
+                od = fmaf(ah[t + 1], v[(size_t)(t + 1) * hd + d], od);
+            }
+            if (t < n)
+                e = fmaf(ah[t], v[(size_t)t * hd + d], e);
+            oh[d] = e + od;
+        }
+    }
+}
