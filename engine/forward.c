@@ -32,6 +32,7 @@ struct engine_ctx {
     /* Activations for up to cap rows, regrown as needed. */
     int cap;
     float *x, *xb, *q, *k, *v, *ao, *hb, *hb2, *xl;
+    float *rot;         /* (rows, n_rot): each row's RoPE cosines, then sines */
     struct engine_lora_plan plan;   /* adapter groups of the current batch */
 };
 
@@ -89,7 +90,8 @@ out:
 static void
 free_rows(struct engine_ctx *c)
 {
-    float **bufs[] = { &c->x, &c->xb, &c->q, &c->k, &c->v, &c->ao, &c->hb, &c->hb2, &c->xl };
+    float **bufs[] = { &c->x, &c->xb, &c->q, &c->k, &c->v, &c->ao, &c->hb, &c->hb2, &c->xl,
+                       &c->rot };
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
         free(*bufs[i]);
         *bufs[i] = NULL;
@@ -145,7 +147,9 @@ reserve_rows(struct engine_ctx *c, int n)
     c->hb = engine__try_alloc(nn * f, sizeof(float));
     c->hb2 = engine__try_alloc(nn * f, sizeof(float));
     c->xl = engine__try_alloc(nn * e, sizeof(float));
-    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->ao || !c->hb || !c->hb2 || !c->xl) {
+    c->rot = engine__try_alloc(nn * (size_t)hp->n_rot, sizeof(float));
+    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->ao || !c->hb || !c->hb2 || !c->xl ||
+        !c->rot) {
         free_rows(c);
         return -ENOMEM;
     }
@@ -174,17 +178,15 @@ rmsnorm_rows(float *out, const float *x, const float *w, int rows, int n, float 
 }
 
 /*
- * Rotates the first n_rot dimensions of each of n_heads heads of one row at
- * position pos. Pairs are (2i, 2i+1), or (i, i + n_rot/2) in NEOX mode. The
- * angle pos * base^(-2i/n_rot) is computed in double, as the reference does.
+ * The RoPE angles of position pos, pos * base^(-2i/n_rot) (scaled, and
+ * divided by rope_freqs if the model has them) for i < n_rot / 2, computed in
+ * double as the reference does: their cosines into cs, sines into sn.
  */
 static void
-rope(const struct engine_model *m, float *v, int n_heads, int pos)
+rope_angles(const struct engine_model *m, int pos, float *cs, float *sn)
 {
     const struct engine_hparams *hp = &m->hp;
-    int half = hp->n_rot / 2;
-    float cs[2048], sn[2048];
-    for (int i = 0; i < half && i < 2048; i++) {
+    for (int i = 0; i < hp->n_rot / 2; i++) {
         double theta = (double)pos * hp->rope_freq_scale *
                        pow((double)hp->rope_base, -2.0 * i / hp->n_rot);
         if (m->rope_freqs != NULL)
@@ -193,6 +195,19 @@ rope(const struct engine_model *m, float *v, int n_heads, int pos)
         cs[i] = cosf(t);
         sn[i] = sinf(t);
     }
+}
+
+/*
+ * Rotates the first n_rot dimensions of each of n_heads heads of one row by
+ * the angles in rot (cosines, then sines). Pairs are (2i, 2i+1), or
+ * (i, i + n_rot/2) in NEOX mode.
+ */
+static void
+rope(const struct engine_model *m, float *v, int n_heads, const float *rot)
+{
+    const struct engine_hparams *hp = &m->hp;
+    int half = hp->n_rot / 2;
+    const float *cs = rot, *sn = rot + half;
     for (int h = 0; h < n_heads; h++) {
         float *p = v + (size_t)h * hp->head_dim;
         for (int i = 0; i < half; i++) {
@@ -314,18 +329,26 @@ attn_task(int ith, int nth, void *arg)
 
 /* ---- The layer -------------------------------------------------------- */
 
+/* Caches row r's k and v for kv head h (K transposed, V in rows). */
 static void
-store_kv(struct engine_ctx *c, const struct engine_batch *b, int layer)
+store_kv(struct engine_ctx *c, const struct engine_batch *b, int layer, int r, int h)
 {
     size_t kd = kv_dim(c->m), hd = (size_t)c->m->hp.head_dim;
-    for (int r = 0; r < b->n; r++) {
-        float *kt = kt_at(c, b->seq[r], layer) + b->pos[r];
-        for (size_t d = 0; d < kd; d++)
-            kt[d * c->n_ctx] = c->k[r * kd + d];
-        for (int h = 0; h < c->m->hp.n_head_kv; h++)
-            memcpy(v_at(c, b->seq[r], layer, h) + (size_t)b->pos[r] * hd, c->v + r * kd + h * hd,
-                   hd * sizeof(float));
-    }
+    float *kt = kt_at(c, b->seq[r], layer) + h * hd * c->n_ctx + b->pos[r];
+    const float *k = c->k + r * kd + h * hd;
+    for (size_t d = 0; d < hd; d++)
+        kt[d * c->n_ctx] = k[d];
+    memcpy(v_at(c, b->seq[r], layer, h) + (size_t)b->pos[r] * hd, c->v + r * kd + h * hd,
+           hd * sizeof(float));
+}
+
+static void
+store_task(int ith, int nth, void *arg)
+{
+    struct attn_job *j = arg;
+    int n_kv = j->c->m->hp.n_head_kv, total = j->b->n * n_kv;
+    for (int w = ith; w < total; w += nth)
+        store_kv(j->c, j->b, j->layer, w / n_kv, w % n_kv);
 }
 
 static int
@@ -347,13 +370,14 @@ attention_block(struct engine_ctx *c, const struct engine_batch *b, int il)
 
     /* Rotate q and k by position, then cache k and v. */
     for (int r = 0; r < n; r++) {
-        rope(c->m, c->q + (size_t)r * qd, hp->n_head, b->pos[r]);
-        rope(c->m, c->k + (size_t)r * kd, hp->n_head_kv, b->pos[r]);
+        const float *rot = c->rot + (size_t)r * hp->n_rot;
+        rope(c->m, c->q + (size_t)r * qd, hp->n_head, rot);
+        rope(c->m, c->k + (size_t)r * kd, hp->n_head_kv, rot);
     }
-    store_kv(c, b, il);
+    struct attn_job job = { c, b, il };
+    engine__pool_run(c->pool, store_task, &job);
 
     /* Causal attention per (row, head), then x += ao . Wo^T */
-    struct attn_job job = { c, b, il };
     engine__pool_run(c->pool, attn_task, &job);
     if ((rc = project(c, il, ENGINE_LORA_O, 1, c->ao, n, &c->xb)) < 0)
         return rc;
@@ -374,10 +398,7 @@ ffn_block(struct engine_ctx *c, int n, int il)
     float *gate_up[2] = { c->hb, c->hb2 };
     if ((rc = project(c, il, ENGINE_LORA_GATE, 2, c->xb, n, gate_up)) < 0)
         return rc;
-    for (size_t i = 0; i < (size_t)n * hp->n_ff; i++) {
-        float g = c->hb[i];
-        c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
-    }
+    engine__variant()->silu_mul(c->hb, c->hb2, (int64_t)n * hp->n_ff);
     if ((rc = project(c, il, ENGINE_LORA_DOWN, 1, c->hb, n, &c->xb)) < 0)
         return rc;
     for (size_t i = 0; i < (size_t)n * e; i++)
@@ -442,6 +463,10 @@ engine_decode(struct engine_ctx *c, const struct engine_batch *b, float *out)
     if (b->lora != NULL && (rc = engine__lora_plan(&c->plan, b->lora, b->n)) < 0)
         return rc;
     embed(c, b);
+    for (int r = 0; r < b->n; r++) {
+        float *rot = c->rot + (size_t)r * c->m->hp.n_rot;
+        rope_angles(c->m, b->pos[r], rot, rot + c->m->hp.n_rot / 2);
+    }
     for (int il = 0; il < c->m->hp.n_layer; il++)
         if ((rc = attention_block(c, b, il)) < 0 || (rc = ffn_block(c, b->n, il)) < 0)
             return rc;

@@ -300,7 +300,7 @@ typedef void (*engine_tile_fn)(int64_t k, const float *ap, const float *xt, int 
                                int n_rows, float *y, int64_t ldy);
 
 /*
- * Attention kernels (attn_simd.h, one source for every variant):
+ * Attention kernels (vec_simd.h, one source for every variant):
  *   scores: s[h * lds + t] = sum_d q[h * hd + d] * kt[d * ldk + t], h < g, t < n
  *   max:    the largest of a[0..n)
  *   exp:    a[t] = e^(a[t] - max), t < n; returns the sum
@@ -318,6 +318,7 @@ struct engine_attn_kernels {
 struct engine_variant {
     const char *name;
     struct engine_attn_kernels attn;
+    void (*silu_mul)(float *g, const float *u, int64_t n);   /* g = silu(g) * u (vec_simd.h) */
     engine_pack_x_fn gemm_pack_x;
     engine_pack_w_fn gemm_pack_w;
     engine_tile_fn gemm_tile;

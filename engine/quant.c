@@ -772,15 +772,18 @@ typedef float vf;
 #define V_ADD(a, b) ((a) + (b))
 #define V_SUB(a, b) ((a) - (b))
 #define V_MAX(a, b) fmaxf(a, b)
+#define V_MIN(a, b) fminf(a, b)
+#define V_DIV(a, b) ((a) / (b))
 #define V_HSUM(v) (v)
 #define V_HMAX(v) (v)
 #define V_ROUND(v) nearbyintf(v)
 #define V_POW2I(v) ldexpf(1.0f, (int)(v))
-#include "attn_simd.h"
+#include "vec_simd.h"
 
 const struct engine_variant engine__variant_scalar = {
     .name = "scalar",
     .attn = { attn_scores, attn_max, attn_exp, attn_mix },
+    .silu_mul = silu_mul,
     .act = { [ENGINE_ACT_Q8A] = act_q8a, [ENGINE_ACT_Q8K] = act_q8k },
     .type = {
         [GGUF_T_F32] = { ENGINE_ACT_F32, gemv_f32, dequant_f32, 4 },

@@ -769,16 +769,19 @@ typedef __m256 vf;
 #define V_ADD(a, b) _mm256_add_ps(a, b)
 #define V_SUB(a, b) _mm256_sub_ps(a, b)
 #define V_MAX(a, b) _mm256_max_ps(a, b)
+#define V_MIN(a, b) _mm256_min_ps(a, b)
+#define V_DIV(a, b) _mm256_div_ps(a, b)
 #define V_HSUM(v) hsum_ps(v)
 #define V_HMAX(v) hmax_ps(v)
 #define V_ROUND(v) _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define V_POW2I(v) _mm256_castsi256_ps(_mm256_slli_epi32( \
         _mm256_add_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(127)), 23))
-#include "attn_simd.h"
+#include "vec_simd.h"
 
 const struct engine_variant engine__variant_avx2 = {
     .name = "avx2",
     .attn = { attn_scores, attn_max, attn_exp, attn_mix },
+    .silu_mul = silu_mul,
     .act = { [ENGINE_ACT_Q8A] = act_q8a, [ENGINE_ACT_Q8K] = act_q8k },
     .type = {
         [GGUF_T_F32] = { ENGINE_ACT_F32, gemv_f32, dequant_f32, 12 },

@@ -1051,16 +1051,19 @@ typedef __m512 vf;
 #define V_ADD(a, b) _mm512_add_ps(a, b)
 #define V_SUB(a, b) _mm512_sub_ps(a, b)
 #define V_MAX(a, b) _mm512_max_ps(a, b)
+#define V_MIN(a, b) _mm512_min_ps(a, b)
+#define V_DIV(a, b) _mm512_div_ps(a, b)
 #define V_HSUM(v) hsum_ps512(v)
 #define V_HMAX(v) _mm512_reduce_max_ps(v)
 #define V_ROUND(v) _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define V_POW2I(v) _mm512_castsi512_ps(_mm512_slli_epi32( \
         _mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(127)), 23))
-#include "attn_simd.h"
+#include "vec_simd.h"
 
 const struct engine_variant engine__variant_avx512 = {
     .name = "avx512",
     .attn = { attn_scores, attn_max, attn_exp, attn_mix },
+    .silu_mul = silu_mul,
     .gemm_pack_x = gemm_pack_x,
     .gemm_pack_w = gemm_pack_w,
     .gemm_tile = gemm_tile,

@@ -790,6 +790,26 @@ check_attn(const struct engine_attn_kernels *A, int hd, int g, int n)
     return bad;
 }
 
+/* silu(g) * u against double, over the whole float range that matters (and beyond). */
+static int
+check_silu(void (*silu_mul)(float *, const float *, int64_t))
+{
+    enum { N = 1003 };
+    float g[N], u[N];
+    for (int i = 0; i < N; i++) {
+        g[i] = (float)(-120.0 + 240.0 * i / (N - 1));
+        u[i] = (float)(1 + i % 7);
+    }
+    double want[N];
+    for (int i = 0; i < N; i++)
+        want[i] = g[i] / (1 + exp(-(double)g[i])) * u[i];
+    silu_mul(g, u, N);
+    int bad = 0;
+    for (int i = 0; i < N; i++)
+        bad += !(fabs(g[i] - want[i]) <= 4e-7 * fabs(want[i]) + 1e-30); /* e^88 clamps */
+    return bad;
+}
+
 static void
 test_attention_kernels(void)
 {
@@ -807,6 +827,7 @@ test_attention_kernels(void)
                             shapes[si][0], shapes[si][1], ns[ni], bad);
                 CHECK_EQ(bad, 0);
             }
+        CHECK_EQ(check_silu(engine__variant()->silu_mul), 0);
     }
     restore_best_variant();
 }

@@ -1,13 +1,13 @@
 /*
- * attn_simd.h - the attention kernels, written once over a small vector
- * layer and included by each SIMD variant file (simd_avx2.c, simd_avx512.c)
- * after it defines, for its register width:
+ * vec_simd.h - the attention and element-wise kernels, written once over a
+ * small vector layer and included by each variant file (quant.c with one
+ * lane, simd_avx2.c, simd_avx512.c) after it defines, for its width:
  *
  *   VW               floats per vector
  *   vf               the vector type
  *   V_LOAD(p) V_STORE(p, v) V_SET1(x) V_ZERO()
  *   V_FMA(a, b, c)   a * b + c, one rounding
- *   V_MUL V_ADD V_SUB V_MAX(a, b)
+ *   V_MUL V_ADD V_SUB V_DIV V_MAX V_MIN(a, b)
  *   V_HSUM(v) V_HMAX(v)      horizontal sum / max to a float
  *   V_ROUND(v)       to the nearest integer (ties to even), as floats
  *   V_POW2I(v)       2^v for integral v in [-126, 127], as floats
@@ -57,11 +57,14 @@ attn_scores(int hd, int g, int n, const float *q, const float *kt, size_t ldk, f
     }
 }
 
-/* e^x for x <= 0 (below -87.3, about e^-87.3): 2^n * p(r), r = x - n ln 2, |r| <= ln2 / 2. */
+/*
+ * e^x, within about an ulp, for x in [-87.3, 88] (clamped there: tiny values
+ * stay normal, large ones finite): 2^n * p(r), r = x - n ln 2, |r| <= ln2 / 2.
+ */
 static inline vf
 v_exp(vf x)
 {
-    x = V_MAX(x, V_SET1(-87.3f));
+    x = V_MIN(V_MAX(x, V_SET1(-87.3f)), V_SET1(88.0f));
     vf n = V_ROUND(V_MUL(x, V_SET1(1.44269504088896341f)));
     vf r = V_FMA(n, V_SET1(-0.693145751953125f), x);     /* ln 2, high bits */
     r = V_FMA(n, V_SET1(-1.428606765330187e-06f), r);    /* ln 2, the rest */
@@ -159,4 +162,18 @@ attn_mix(int hd, int g, int n, const float *a, size_t lda, const float *v, float
             oh[d] = e + od;
         }
     }
+}
+
+/* g[i] = silu(g[i]) * u[i] = g / (1 + e^-g) * u, for i < n (SwiGLU). */
+static void
+silu_mul(float *g, const float *u, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + VW <= n; i += VW) {
+        vf x = V_LOAD(g + i);
+        vf e = v_exp(V_SUB(V_ZERO(), x));
+        V_STORE(g + i, V_MUL(V_DIV(x, V_ADD(V_SET1(1.0f), e)), V_LOAD(u + i)));
+    }
+    for (; i < n; i++)
+        g[i] = g[i] / (1.0f + s_exp(-g[i])) * u[i];
 }
