@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -260,11 +261,20 @@ project(struct engine_ctx *c, int il, enum engine_lora_target t0, int n, const f
 
 /* ---- Attention -------------------------------------------------------- */
 
+/* Units of (row, kv head) claimed one at a time, so a worker that lost its core is not waited for. */
 struct attn_job {
     struct engine_ctx *c;
     const struct engine_batch *b;
     int layer;
+    _Atomic int next;
 };
+
+static bool
+claim_unit(struct attn_job *j, int *w)
+{
+    *w = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+    return *w < j->b->n * j->c->m->hp.n_head_kv;
+}
 
 /* Sequence seq's K cache in one layer, transposed: row d (of kv_dim) holds dimension d. */
 static float *
@@ -321,9 +331,10 @@ attn_task(int ith, int nth, void *arg)
 {
     struct attn_job *j = arg;
     struct engine_ctx *c = j->c;
-    int n_kv = c->m->hp.n_head_kv, total = j->b->n * n_kv;
+    (void)nth;
+    int n_kv = c->m->hp.n_head_kv, w;
     float *att = c->att + (size_t)ith * att_floats(c->m, c->n_ctx);
-    for (int w = ith; w < total; w += nth)
+    while (claim_unit(j, &w))
         attend(c, j, w / n_kv, w % n_kv, att);
 }
 
@@ -345,9 +356,10 @@ store_kv(struct engine_ctx *c, const struct engine_batch *b, int layer, int r, i
 static void
 store_task(int ith, int nth, void *arg)
 {
+    (void)ith, (void)nth;
     struct attn_job *j = arg;
-    int n_kv = j->c->m->hp.n_head_kv, total = j->b->n * n_kv;
-    for (int w = ith; w < total; w += nth)
+    int n_kv = j->c->m->hp.n_head_kv, w;
+    while (claim_unit(j, &w))
         store_kv(j->c, j->b, j->layer, w / n_kv, w % n_kv);
 }
 
@@ -374,11 +386,12 @@ attention_block(struct engine_ctx *c, const struct engine_batch *b, int il)
         rope(c->m, c->q + (size_t)r * qd, hp->n_head, rot);
         rope(c->m, c->k + (size_t)r * kd, hp->n_head_kv, rot);
     }
-    struct attn_job job = { c, b, il };
-    engine__pool_run(c->pool, store_task, &job);
+    struct attn_job job = { c, b, il, 0 };
+    engine__pool_run_some(c->pool, store_task, &job);
 
     /* Causal attention per (row, head), then x += ao . Wo^T */
-    engine__pool_run(c->pool, attn_task, &job);
+    atomic_store(&job.next, 0);
+    engine__pool_run_some(c->pool, attn_task, &job);
     if ((rc = project(c, il, ENGINE_LORA_O, 1, c->ao, n, &c->xb)) < 0)
         return rc;
     for (size_t i = 0; i < (size_t)n * e; i++)

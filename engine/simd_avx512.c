@@ -441,9 +441,14 @@ x16_tile(bool q4, int64_t k, const char *grp, const char *a, size_t astride, int
         UNROLL for (int r = 0; r < R; r++) {
             const char *ar = a + r * astride;
             const int32_t *xq = (const int32_t *)(ar + b * ENGINE_QK);
-            __m512i isum = _mm512_set1_epi32(engine__act_c(ar, k)[b] * (q4 ? 1 : 16));
-            UNROLL for (int c = 0; c < 8; c++)
-                isum = _mm512_dpbusd_epi32(isum, q[c], _mm512_set1_epi32(xq[c]));
+            /* two chains of four: vpdpbusd's latency, not its throughput, bounds one */
+            __m512i i0 = _mm512_set1_epi32(engine__act_c(ar, k)[b] * (q4 ? 1 : 16));
+            __m512i i1 = _mm512_setzero_si512();
+            UNROLL for (int c = 0; c < 8; c += 2) {
+                i0 = _mm512_dpbusd_epi32(i0, q[c], _mm512_set1_epi32(xq[c]));
+                i1 = _mm512_dpbusd_epi32(i1, q[c + 1], _mm512_set1_epi32(xq[c + 1]));
+            }
+            __m512i isum = _mm512_add_epi32(i0, i1);
             __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(engine__act_d(ar, k)[b]));
             acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(scale, _mm512_cvtepi32_ps(isum)));
         }
