@@ -25,11 +25,10 @@ struct engine_ctx {
     int n_ctx;
     int n_seq;
     int n_threads;
-    float *kcache;      /* (n_seq, n_layer, kv_dim, n_ctx): K transposed */
-    float *vcache;      /* (n_seq, n_layer, n_head_kv, n_ctx, head_dim) */
-    int *seq_len;       /* (n_seq) positions cached */
+    struct engine_kv kv;
     int *seq_next;      /* (n_seq) scratch for check_batch */
     float *att;         /* (n_threads, att_floats): scores and the scaled queries */
+    const float **tiles; /* (n_threads, 2 * kv.max_blocks): K then V tiles of a head */
     /* Activations for up to cap rows, regrown as needed. */
     int cap;
     float *x, *xb, *q, *k, *v, *ao, *hb, *hb2, *xl;
@@ -65,19 +64,15 @@ engine_ctx_new(struct engine_model *m, int n_ctx, int n_seq, int n_threads,
     c->n_ctx = n_ctx;
     c->n_seq = n_seq;
     c->n_threads = n_threads;
-    size_t per, total;
-    int rc = -ENOMEM;
-    if (__builtin_mul_overflow((size_t)n_ctx, kv_dim(m), &per) ||
-        __builtin_mul_overflow(per, (size_t)m->hp.n_layer * (size_t)n_seq, &total))
+    int rc = engine__kv_init(&c->kv, &m->hp, n_ctx, n_seq);
+    if (rc < 0)
         goto out;
-    c->kcache = engine__try_alloc(total, sizeof(float));
-    c->vcache = engine__try_alloc(total, sizeof(float));
-    c->seq_len = engine__try_alloc((size_t)n_seq, sizeof(int));
+    rc = -ENOMEM;
     c->seq_next = engine__try_alloc((size_t)n_seq, sizeof(int));
     c->att = engine__try_alloc((size_t)n_threads * att_floats(m, n_ctx), sizeof(float));
-    if (!c->kcache || !c->vcache || !c->seq_len || !c->seq_next || !c->att)
+    c->tiles = engine__try_alloc((size_t)n_threads * 2 * c->kv.max_blocks, sizeof(*c->tiles));
+    if (!c->seq_next || !c->att || !c->tiles)
         goto out;
-    memset(c->seq_len, 0, (size_t)n_seq * sizeof(int));
     if ((rc = engine__pool_new(n_threads, &c->pool)) < 0)
         goto out;
     *out = c;
@@ -108,11 +103,10 @@ engine_ctx_free(struct engine_ctx *c)
     free_rows(c);
     engine__lora_plan_release(&c->plan);
     engine__pool_free(c->pool);
-    free(c->kcache);
-    free(c->vcache);
-    free(c->seq_len);
+    engine__kv_release(&c->kv);
     free(c->seq_next);
     free(c->att);
+    free(c->tiles);
     free(c);
 }
 
@@ -125,8 +119,8 @@ engine_ctx_n_ctx(const struct engine_ctx *c)
 void
 engine_seq_truncate(struct engine_ctx *c, int seq, int p0)
 {
-    if (seq >= 0 && seq < c->n_seq && p0 >= 0 && p0 < c->seq_len[seq])
-        c->seq_len[seq] = p0;
+    if (seq >= 0 && seq < c->n_seq && p0 >= 0)
+        engine__kv_truncate(&c->kv, seq, p0);
 }
 
 /* Makes room for n rows of activations. */
@@ -276,24 +270,6 @@ claim_unit(struct attn_job *j, int *w)
     return *w < j->b->n * j->c->m->hp.n_head_kv;
 }
 
-/* Sequence seq's K cache in one layer, transposed: row d (of kv_dim) holds dimension d. */
-static float *
-kt_at(struct engine_ctx *c, int seq, int layer)
-{
-    const struct engine_hparams *hp = &c->m->hp;
-    return c->kcache + ((size_t)seq * hp->n_layer + layer) * kv_dim(c->m) * c->n_ctx;
-}
-
-/* Sequence seq's V cache in one layer for kv head kvh: n_ctx rows of head_dim. */
-static float *
-v_at(struct engine_ctx *c, int seq, int layer, int kvh)
-{
-    const struct engine_hparams *hp = &c->m->hp;
-    size_t head = (size_t)c->n_ctx * hp->head_dim;
-    return c->vcache + ((size_t)seq * hp->n_layer + layer) * kv_dim(c->m) * c->n_ctx +
-           (size_t)kvh * head;
-}
-
 /*
  * One (row, kv head) pair: for each of the g query heads sharing that kv
  * head, softmax(q . K^T / sqrt(d)) . V over positions 0..pos, with the
@@ -302,7 +278,8 @@ v_at(struct engine_ctx *c, int seq, int layer, int kvh)
  * the softmax's division done once per output.
  */
 static void
-attend(struct engine_ctx *c, const struct attn_job *j, int row, int kvh, float *att)
+attend(struct engine_ctx *c, const struct attn_job *j, int row, int kvh, float *att,
+       const float **kt)
 {
     const struct engine_hparams *hp = &c->m->hp;
     const struct engine_attn_kernels *A = &engine__variant()->attn;
@@ -312,15 +289,16 @@ attend(struct engine_ctx *c, const struct attn_job *j, int row, int kvh, float *
     const float *q = c->q + (size_t)row * hp->n_head * hd + (size_t)kvh * g * hd;
     for (int i = 0; i < g * hd; i++)
         qs[i] = q[i] * scale;
-    const float *kt = kt_at(c, seq, j->layer) + (size_t)kvh * hd * c->n_ctx;
-    A->scores(hd, g, n, qs, kt, (size_t)c->n_ctx, att, (size_t)c->n_ctx);
+    const float **vt = kt + c->kv.max_blocks;
+    engine__kv_tiles(&c->kv, j->layer, seq, kvh, n, kt, vt);
+    A->scores(hd, g, n, qs, kt, att, (size_t)c->n_ctx);
     float *inv = qs + (size_t)g * hd;
     for (int h = 0; h < g; h++) {
         float *a = att + (size_t)h * c->n_ctx;
         inv[h] = 1.0f / A->exp(a, n, A->max(a, n));
     }
     float *o = c->ao + (size_t)row * hp->n_head * hd + (size_t)kvh * g * hd;
-    A->mix(hd, g, n, att, (size_t)c->n_ctx, v_at(c, seq, j->layer, kvh), o);
+    A->mix(hd, g, n, att, (size_t)c->n_ctx, vt, o);
     for (int h = 0; h < g; h++)
         for (int d = 0; d < hd; d++)
             o[h * hd + d] *= inv[h];
@@ -334,24 +312,12 @@ attn_task(int ith, int nth, void *arg)
     (void)nth;
     int n_kv = c->m->hp.n_head_kv, w;
     float *att = c->att + (size_t)ith * att_floats(c->m, c->n_ctx);
+    const float **tiles = c->tiles + (size_t)ith * 2 * c->kv.max_blocks;
     while (claim_unit(j, &w))
-        attend(c, j, w / n_kv, w % n_kv, att);
+        attend(c, j, w / n_kv, w % n_kv, att, tiles);
 }
 
 /* ---- The layer -------------------------------------------------------- */
-
-/* Caches row r's k and v for kv head h (K transposed, V in rows). */
-static void
-store_kv(struct engine_ctx *c, const struct engine_batch *b, int layer, int r, int h)
-{
-    size_t kd = kv_dim(c->m), hd = (size_t)c->m->hp.head_dim;
-    float *kt = kt_at(c, b->seq[r], layer) + h * hd * c->n_ctx + b->pos[r];
-    const float *k = c->k + r * kd + h * hd;
-    for (size_t d = 0; d < hd; d++)
-        kt[d * c->n_ctx] = k[d];
-    memcpy(v_at(c, b->seq[r], layer, h) + (size_t)b->pos[r] * hd, c->v + r * kd + h * hd,
-           hd * sizeof(float));
-}
 
 static void
 store_task(int ith, int nth, void *arg)
@@ -359,8 +325,12 @@ store_task(int ith, int nth, void *arg)
     (void)ith, (void)nth;
     struct attn_job *j = arg;
     int n_kv = j->c->m->hp.n_head_kv, w;
-    while (claim_unit(j, &w))
-        store_kv(j->c, j->b, j->layer, w / n_kv, w % n_kv);
+    size_t kd = kv_dim(j->c->m), hd = (size_t)j->c->m->hp.head_dim;
+    while (claim_unit(j, &w)) {
+        int r = w / n_kv, h = w % n_kv;
+        engine__kv_store(&j->c->kv, j->layer, j->b->seq[r], j->b->pos[r], h,
+                         j->c->k + r * kd + h * hd, j->c->v + r * kd + h * hd);
+    }
 }
 
 static int
@@ -421,12 +391,15 @@ ffn_block(struct engine_ctx *c, int n, int il)
 
 /* ---- Decode ----------------------------------------------------------- */
 
-/* Checks tokens, sequences and positions; positions must extend each cache. */
+/*
+ * Checks tokens, sequences and positions (they must extend each cache), then
+ * takes the cache blocks the new positions need.
+ */
 static int
 check_batch(struct engine_ctx *c, const struct engine_batch *b)
 {
     int *next = c->seq_next;
-    memcpy(next, c->seq_len, (size_t)c->n_seq * sizeof(int));
+    memcpy(next, c->kv.len, (size_t)c->n_seq * sizeof(int));
     for (int r = 0; r < b->n; r++) {
         int s = b->seq[r];
         if (b->tokens[r] < 0 || b->tokens[r] >= c->m->hp.n_vocab || s < 0 || s >= c->n_seq)
@@ -434,6 +407,11 @@ check_batch(struct engine_ctx *c, const struct engine_batch *b)
         if (b->pos[r] != next[s] || b->pos[r] >= c->n_ctx)
             return -EINVAL;
         next[s]++;
+    }
+    for (int r = 0; r < b->n; r++) {
+        int rc = engine__kv_reserve(&c->kv, b->seq[r], b->pos[r] + 1);
+        if (rc < 0)
+            return rc;
     }
     return 0;
 }
@@ -485,6 +463,6 @@ engine_decode(struct engine_ctx *c, const struct engine_batch *b, float *out)
             return rc;
     output_logits(c, b, out);
     for (int r = 0; r < b->n; r++)
-        c->seq_len[b->seq[r]] = b->pos[r] + 1;
+        c->kv.len[b->seq[r]] = b->pos[r] + 1;
     return 0;
 }

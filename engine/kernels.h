@@ -300,18 +300,23 @@ typedef void (*engine_tile_fn)(int64_t k, const float *ap, const float *xt, int 
                                int n_rows, float *y, int64_t ldy);
 
 /*
- * Attention kernels (vec_simd.h, one source for every variant):
- *   scores: s[h * lds + t] = sum_d q[h * hd + d] * kt[d * ldk + t], h < g, t < n
+ * Attention kernels (vec_simd.h, one source for every variant). The cache
+ * comes in blocks of ENGINE_KV_BLOCK positions: position t is in tile
+ * t / KB at t % KB; a K tile is hd rows of KB (transposed), a V tile KB rows
+ * of hd.
+ *   scores: s[h * lds + t] = sum_d q[h * hd + d] * K(t, d), h < g, t < n
  *   max:    the largest of a[0..n)
  *   exp:    a[t] = e^(a[t] - max), t < n; returns the sum
- *   mix:    o[h * hd + d] = sum_t a[h * lda + t] * v[t * hd + d], h < g, d < hd
+ *   mix:    o[h * hd + d] = sum_t a[h * lda + t] * V(t, d), h < g, d < hd
  */
+#define ENGINE_KV_BLOCK 16
 struct engine_attn_kernels {
-    void (*scores)(int hd, int g, int n, const float *q, const float *kt, size_t ldk, float *s,
+    void (*scores)(int hd, int g, int n, const float *q, const float *const *kt, float *s,
                    size_t lds);
     float (*max)(const float *a, int n);
     float (*exp)(float *a, int n, float max);
-    void (*mix)(int hd, int g, int n, const float *a, size_t lda, const float *v, float *o);
+    void (*mix)(int hd, int g, int n, const float *a, size_t lda, const float *const *vt,
+                float *o);
 };
 
 /* One SIMD variant: kernels per weight type, and the activation converters. */

@@ -18,40 +18,49 @@
  */
 #include <math.h>
 
-/* s[h * lds + t] = sum over d of q[h * hd + d] * kt[d * ldk + t], for h < g, t < n. */
+enum { KB = ENGINE_KV_BLOCK };
+
+/*
+ * s[h * lds + t] = sum over d of q[h * hd + d] * K(t, d), for h < g, t < n:
+ * four whole blocks at a time (independent sums), then one, then the last
+ * partial block position by position.
+ */
 static void
-attn_scores(int hd, int g, int n, const float *q, const float *kt, size_t ldk, float *s,
-            size_t lds)
+attn_scores(int hd, int g, int n, const float *q, const float *const *kt, float *s, size_t lds)
 {
+    int full = n / KB;
     for (int h = 0; h < g; h++) {
         const float *qh = q + (size_t)h * hd;
         float *sh = s + (size_t)h * lds;
-        int t = 0;
-        for (; t + 4 * VW <= n; t += 4 * VW) {
-            vf a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
-            for (int d = 0; d < hd; d++) {
-                const float *k = kt + (size_t)d * ldk + t;
-                vf qd = V_SET1(qh[d]);
-                a0 = V_FMA(qd, V_LOAD(k), a0);
-                a1 = V_FMA(qd, V_LOAD(k + VW), a1);
-                a2 = V_FMA(qd, V_LOAD(k + 2 * VW), a2);
-                a3 = V_FMA(qd, V_LOAD(k + 3 * VW), a3);
+        int j = 0;
+        for (; j + 4 <= full; j += 4)
+            for (int v0 = 0; v0 < KB; v0 += VW) {
+                const float *k0 = kt[j] + v0, *k1 = kt[j + 1] + v0;
+                const float *k2 = kt[j + 2] + v0, *k3 = kt[j + 3] + v0;
+                vf a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
+                for (int d = 0; d < hd; d++) {
+                    vf qd = V_SET1(qh[d]);
+                    a0 = V_FMA(qd, V_LOAD(k0 + d * KB), a0);
+                    a1 = V_FMA(qd, V_LOAD(k1 + d * KB), a1);
+                    a2 = V_FMA(qd, V_LOAD(k2 + d * KB), a2);
+                    a3 = V_FMA(qd, V_LOAD(k3 + d * KB), a3);
+                }
+                V_STORE(sh + j * KB + v0, a0);
+                V_STORE(sh + (j + 1) * KB + v0, a1);
+                V_STORE(sh + (j + 2) * KB + v0, a2);
+                V_STORE(sh + (j + 3) * KB + v0, a3);
             }
-            V_STORE(sh + t, a0);
-            V_STORE(sh + t + VW, a1);
-            V_STORE(sh + t + 2 * VW, a2);
-            V_STORE(sh + t + 3 * VW, a3);
-        }
-        for (; t + VW <= n; t += VW) {
-            vf a = V_ZERO();
-            for (int d = 0; d < hd; d++)
-                a = V_FMA(V_SET1(qh[d]), V_LOAD(kt + (size_t)d * ldk + t), a);
-            V_STORE(sh + t, a);
-        }
-        for (; t < n; t++) {
+        for (; j < full; j++)
+            for (int v0 = 0; v0 < KB; v0 += VW) {
+                vf a = V_ZERO();
+                for (int d = 0; d < hd; d++)
+                    a = V_FMA(V_SET1(qh[d]), V_LOAD(kt[j] + d * KB + v0), a);
+                V_STORE(sh + j * KB + v0, a);
+            }
+        for (int t = full * KB; t < n; t++) {
             float a = 0;
             for (int d = 0; d < hd; d++)
-                a = fmaf(qh[d], kt[(size_t)d * ldk + t], a);
+                a = fmaf(qh[d], kt[t / KB][d * KB + t % KB], a);
             sh[t] = a;
         }
     }
@@ -120,12 +129,19 @@ attn_max(const float *a, int n)
     return x;
 }
 
+/* Row t of the V tiles. */
+static inline const float *
+v_row(const float *const *vt, int t, int hd)
+{
+    return vt[t / KB] + (size_t)(t % KB) * hd;
+}
+
 /*
- * o[h * hd + d] = sum over t of a[h * lda + t] * v[t * hd + d], for h < g,
- * d < hd: even and odd positions in two sums, added at the end.
+ * o[h * hd + d] = sum over t of a[h * lda + t] * V(t, d), for h < g, d < hd:
+ * even and odd positions in two sums, added at the end.
  */
 static void
-attn_mix(int hd, int g, int n, const float *a, size_t lda, const float *v, float *o)
+attn_mix(int hd, int g, int n, const float *a, size_t lda, const float *const *vt, float *o)
 {
     for (int h = 0; h < g; h++) {
         const float *ah = a + (size_t)h * lda;
@@ -135,7 +151,7 @@ attn_mix(int hd, int g, int n, const float *a, size_t lda, const float *v, float
             vf e0 = V_ZERO(), e1 = V_ZERO(), o0 = V_ZERO(), o1 = V_ZERO();
             int t = 0;
             for (; t + 2 <= n; t += 2) {
-                const float *v0 = v + (size_t)t * hd + d, *v1 = v0 + hd;
+                const float *v0 = v_row(vt, t, hd) + d, *v1 = v_row(vt, t + 1, hd) + d;
                 vf x0 = V_SET1(ah[t]), x1 = V_SET1(ah[t + 1]);
                 e0 = V_FMA(x0, V_LOAD(v0), e0);
                 e1 = V_FMA(x0, V_LOAD(v0 + VW), e1);
@@ -143,7 +159,7 @@ attn_mix(int hd, int g, int n, const float *a, size_t lda, const float *v, float
                 o1 = V_FMA(x1, V_LOAD(v1 + VW), o1);
             }
             if (t < n) {
-                const float *v0 = v + (size_t)t * hd + d;
+                const float *v0 = v_row(vt, t, hd) + d;
                 e0 = V_FMA(V_SET1(ah[t]), V_LOAD(v0), e0);
                 e1 = V_FMA(V_SET1(ah[t]), V_LOAD(v0 + VW), e1);
             }
@@ -154,11 +170,11 @@ attn_mix(int hd, int g, int n, const float *a, size_t lda, const float *v, float
             float e = 0, od = 0;
             int t = 0;
             for (; t + 2 <= n; t += 2) {
-                e = fmaf(ah[t], v[(size_t)t * hd + d], e);
-                od = fmaf(ah[t + 1], v[(size_t)(t + 1) * hd + d], od);
+                e = fmaf(ah[t], v_row(vt, t, hd)[d], e);
+                od = fmaf(ah[t + 1], v_row(vt, t + 1, hd)[d], od);
             }
             if (t < n)
-                e = fmaf(ah[t], v[(size_t)t * hd + d], e);
+                e = fmaf(ah[t], v_row(vt, t, hd)[d], e);
             oh[d] = e + od;
         }
     }

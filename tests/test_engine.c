@@ -249,6 +249,73 @@ test_batch_matches_single(void)
     engine_model_free(m);
 }
 
+/*
+ * The KV cache in blocks: blocks given back by a truncated sequence are
+ * reused by another, a truncation in the middle of a block keeps the rest,
+ * and every answer equals the one computed in a fresh context, to the bit
+ * (the Q8_0 model's integer kernels do not depend on the batch).
+ */
+static void
+eval_range(struct engine_ctx *ctx, int seq, const int32_t *ids, int p0, int p1, float *out)
+{
+    int32_t pos[512], seqs[512];
+    bool want[512];
+    for (int i = p0; i < p1; i++) {
+        pos[i - p0] = i;
+        seqs[i - p0] = seq;
+        want[i - p0] = i == p1 - 1;
+    }
+    struct engine_batch b = { p1 - p0, ids + p0, pos, seqs, want, NULL };
+    CHECK_EQ(engine_decode(ctx, &b, out), 0);
+}
+
+static void
+test_kv_blocks_reused(void)
+{
+    struct engine_model *m = open_model("kjv-tiny-q8_0.gguf");
+    CHECK(m != NULL);
+    if (m == NULL)
+        return;
+    cJSON *ja = golden("base", "long-kjv"), *jb = golden("base", "short-moses");
+    int32_t pa[256], pb[256];
+    int na = test_json_ids(ja, "prompt_ids", pa, 256), nb = test_json_ids(jb, "prompt_ids", pb, 256);
+    float *want_a = malloc(2048 * 4), *want_b = malloc(2048 * 4), *got = malloc(2048 * 4);
+    struct engine_ctx *fresh = NULL, *ctx = NULL;
+    CHECK(engine_ctx_new(m, 256, 1, 2, &fresh) == 0);
+    eval_range(fresh, 0, pa, 0, na, want_a);
+    engine_seq_truncate(fresh, 0, 0);
+    eval_range(fresh, 0, pb, 0, nb, want_b);
+
+    CHECK(engine_ctx_new(m, 160, 3, 2, &ctx) == 0); /* 10 blocks per sequence */
+    eval_range(ctx, 0, pa, 0, na, got);
+    CHECK(memcmp(got, want_a, 2048 * 4) == 0);
+    eval_range(ctx, 1, pb, 0, 4, got);
+    engine_seq_truncate(ctx, 0, 3);                   /* gives back 9 blocks */
+    eval_range(ctx, 2, pa, 0, na, got);               /* takes them, stale contents and all */
+    CHECK(memcmp(got, want_a, 2048 * 4) == 0);
+    eval_range(ctx, 1, pb, 4, nb, got);
+    CHECK(memcmp(got, want_b, 2048 * 4) == 0);
+    engine_seq_truncate(ctx, 2, 100);                 /* mid-block: positions 96..99 stay */
+    eval_range(ctx, 2, pa, 100, na, got);
+    CHECK(memcmp(got, want_a, 2048 * 4) == 0);
+    engine_seq_truncate(ctx, 0, 0);
+    eval_range(ctx, 0, pa, 0, na, got);
+    CHECK(memcmp(got, want_a, 2048 * 4) == 0);
+    /* Beyond the context: refused, nothing taken. */
+    int32_t fill[160];
+    for (int i = 0; i < 160; i++)
+        fill[i] = pa[i % na];
+    eval_range(ctx, 0, fill, na, 160, got);           /* all 10 blocks */
+    int32_t tok = 5, p = 160, s = 0;
+    struct engine_batch last = { 1, &tok, &p, &s, NULL, NULL };
+    CHECK_EQ(engine_decode(ctx, &last, got), -EINVAL);
+    engine_ctx_free(ctx);
+    engine_ctx_free(fresh);
+    free(want_a), free(want_b), free(got);
+    cJSON_Delete(ja), cJSON_Delete(jb);
+    engine_model_free(m);
+}
+
 /* ---- Sampler ---------------------------------------------------------- */
 
 static void
@@ -475,6 +542,7 @@ main(int argc, char **argv)
         { "golden_f32_logits", test_golden_f32_logits },
         { "golden_q8_0", test_golden_q8_0 },
         { "batch_matches_single", test_batch_matches_single },
+        { "kv_blocks_reused", test_kv_blocks_reused },
         { "sampler", test_sampler },
         { "sampler_penalties", test_sampler_penalties },
         { "cli_generate_golden_text", test_cli_generate_golden_text },

@@ -743,23 +743,41 @@ count_far(const float *got, const double *want, const double *mag, int n, double
     return bad;
 }
 
+/* K(t, d) and V(t, d) of tiles of ENGINE_KV_BLOCK positions, as the cache lays them out. */
+static float
+tile_k(const float *const *kt, int t, int d)
+{
+    return kt[t / ENGINE_KV_BLOCK][d * ENGINE_KV_BLOCK + t % ENGINE_KV_BLOCK];
+}
+
+static float
+tile_v(const float *const *vt, int t, int d, int hd)
+{
+    return vt[t / ENGINE_KV_BLOCK][(t % ENGINE_KV_BLOCK) * hd + d];
+}
+
 static int
 check_attn(const struct engine_attn_kernels *A, int hd, int g, int n)
 {
     size_t ld = (size_t)n + 5;
-    float *q = normal_vec(g * hd, 1.0f), *kt = normal_vec(hd * ld, 1.0f);
-    float *v = normal_vec(n * hd, 1.0f), *s = malloc(g * ld * sizeof(float));
+    int nb = (n + ENGINE_KV_BLOCK - 1) / ENGINE_KV_BLOCK;
+    float *q = normal_vec(g * hd, 1.0f), *s = malloc(g * ld * sizeof(float));
     float *o = malloc(g * hd * sizeof(float));
+    const float *kt[nb], *vt[nb];
+    for (int j = 0; j < nb; j++) { /* tiles out of order in memory, as a block table gives them */
+        kt[nb - 1 - j] = normal_vec(hd * ENGINE_KV_BLOCK, 1.0f);
+        vt[nb - 1 - j] = normal_vec(hd * ENGINE_KV_BLOCK, 1.0f);
+    }
     double *want = malloc((g * ld + g * hd) * sizeof(double));
     double *mag = malloc((g * ld + g * hd) * sizeof(double));
-    A->scores(hd, g, n, q, kt, ld, s, ld);
+    A->scores(hd, g, n, q, kt, s, ld);
     int bad = 0;
     for (int h = 0; h < g; h++) {
         for (int t = 0; t < n; t++) {
             want[t] = mag[t] = 0;
             for (int d = 0; d < hd; d++) {
-                want[t] += (double)q[h * hd + d] * kt[d * ld + t];
-                mag[t] += fabs((double)q[h * hd + d] * kt[d * ld + t]);
+                want[t] += (double)q[h * hd + d] * tile_k(kt, t, d);
+                mag[t] += fabs((double)q[h * hd + d] * tile_k(kt, t, d));
             }
         }
         bad += count_far(s + h * ld, want, mag, n, 1e-6);
@@ -777,16 +795,19 @@ check_attn(const struct engine_attn_kernels *A, int hd, int g, int n)
         bad += count_far(a, want, mag, n, 1e-6);
         bad += !(fabs(got - sum) <= 1e-6 * sum);
     }
-    A->mix(hd, g, n, s, ld, v, o);
+    A->mix(hd, g, n, s, ld, vt, o);
     for (int i = 0; i < g * hd; i++) {
         want[i] = mag[i] = 0;
         for (int t = 0; t < n; t++) {
-            want[i] += (double)s[(i / hd) * ld + t] * v[t * hd + i % hd];
-            mag[i] += fabs((double)s[(i / hd) * ld + t] * v[t * hd + i % hd]);
+            double p = (double)s[(i / hd) * ld + t] * tile_v(vt, t, i % hd, hd);
+            want[i] += p;
+            mag[i] += fabs(p);
         }
     }
     bad += count_far(o, want, mag, g * hd, 1e-6);
-    free(q), free(kt), free(v), free(s), free(o), free(want), free(mag);
+    for (int j = 0; j < nb; j++)
+        free((void *)kt[j]), free((void *)vt[j]);
+    free(q), free(s), free(o), free(want), free(mag);
     return bad;
 }
 
@@ -814,7 +835,7 @@ static void
 test_attention_kernels(void)
 {
     static const int shapes[][2] = { { 64, 1 }, { 64, 4 }, { 80, 2 }, { 128, 1 }, { 3, 3 } };
-    static const int ns[] = { 1, 2, 15, 16, 17, 65, 200 };
+    static const int ns[] = { 1, 2, 15, 16, 17, 63, 64, 65, 80, 200 };
     for (size_t v = 0; v < sizeof(variants) / sizeof(variants[0]); v++) {
         if (engine__kernels_force(variants[v]) != 0)
             continue;
