@@ -27,6 +27,7 @@ struct engine_ctx {
     int n_threads;
     struct engine_kv kv;
     int *seq_next;      /* (n_seq) scratch for check_batch */
+    bool rows_distinct; /* this batch has at most one row per sequence */
     float *att;         /* (n_threads, att_floats): scores and the scaled queries */
     const float **tiles; /* (n_threads, 2 * kv.max_blocks): K then V tiles of a head */
     /* Activations for up to cap rows, regrown as needed. */
@@ -260,6 +261,7 @@ struct attn_job {
     struct engine_ctx *c;
     const struct engine_batch *b;
     int layer;
+    bool store;                     /* each unit stores its own row's k and v first */
     _Atomic int next;
 };
 
@@ -304,6 +306,30 @@ attend(struct engine_ctx *c, const struct attn_job *j, int row, int kvh, float *
             o[h * hd + d] *= inv[h];
 }
 
+/* Caches row r's k and v for kv head h. */
+static void
+store(struct attn_job *j, int r, int h)
+{
+    size_t kd = kv_dim(j->c->m), hd = (size_t)j->c->m->hp.head_dim;
+    engine__kv_store(&j->c->kv, j->layer, j->b->seq[r], j->b->pos[r], h,
+                     j->c->k + r * kd + h * hd, j->c->v + r * kd + h * hd);
+}
+
+static void
+store_task(int ith, int nth, void *arg)
+{
+    (void)ith, (void)nth;
+    struct attn_job *j = arg;
+    int n_kv = j->c->m->hp.n_head_kv, w;
+    while (claim_unit(j, &w))
+        store(j, w / n_kv, w % n_kv);
+}
+
+/*
+ * Attention units. When every row is its own sequence's only row (decode),
+ * a unit first stores its own row's k and v: nothing else it reads is new,
+ * and the lines it writes are the ones it reads next.
+ */
 static void
 attn_task(int ith, int nth, void *arg)
 {
@@ -313,25 +339,14 @@ attn_task(int ith, int nth, void *arg)
     int n_kv = c->m->hp.n_head_kv, w;
     float *att = c->att + (size_t)ith * att_floats(c->m, c->n_ctx);
     const float **tiles = c->tiles + (size_t)ith * 2 * c->kv.max_blocks;
-    while (claim_unit(j, &w))
+    while (claim_unit(j, &w)) {
+        if (j->store)
+            store(j, w / n_kv, w % n_kv);
         attend(c, j, w / n_kv, w % n_kv, att, tiles);
+    }
 }
 
 /* ---- The layer -------------------------------------------------------- */
-
-static void
-store_task(int ith, int nth, void *arg)
-{
-    (void)ith, (void)nth;
-    struct attn_job *j = arg;
-    int n_kv = j->c->m->hp.n_head_kv, w;
-    size_t kd = kv_dim(j->c->m), hd = (size_t)j->c->m->hp.head_dim;
-    while (claim_unit(j, &w)) {
-        int r = w / n_kv, h = w % n_kv;
-        engine__kv_store(&j->c->kv, j->layer, j->b->seq[r], j->b->pos[r], h,
-                         j->c->k + r * kd + h * hd, j->c->v + r * kd + h * hd);
-    }
-}
 
 static int
 attention_block(struct engine_ctx *c, const struct engine_batch *b, int il)
@@ -356,8 +371,9 @@ attention_block(struct engine_ctx *c, const struct engine_batch *b, int il)
         rope(c->m, c->q + (size_t)r * qd, hp->n_head, rot);
         rope(c->m, c->k + (size_t)r * kd, hp->n_head_kv, rot);
     }
-    struct attn_job job = { c, b, il, 0 };
-    engine__pool_run_some(c->pool, store_task, &job);
+    struct attn_job job = { c, b, il, c->rows_distinct, 0 };
+    if (!job.store)
+        engine__pool_run_some(c->pool, store_task, &job);
 
     /* Causal attention per (row, head), then x += ao . Wo^T */
     atomic_store(&job.next, 0);
@@ -408,7 +424,9 @@ check_batch(struct engine_ctx *c, const struct engine_batch *b)
             return -EINVAL;
         next[s]++;
     }
+    c->rows_distinct = true;
     for (int r = 0; r < b->n; r++) {
+        c->rows_distinct &= next[b->seq[r]] == b->pos[r] + 1 && b->pos[r] == c->kv.len[b->seq[r]];
         int rc = engine__kv_reserve(&c->kv, b->seq[r], b->pos[r] + 1);
         if (rc < 0)
             return rc;
