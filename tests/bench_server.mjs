@@ -5,7 +5,9 @@
 // tokens each, ignore_eos, distinct ~40-token prompts) and prints a markdown
 // table: aggregate generated tokens/s, time to first token p50/p99, and the
 // 8-client / 1-client throughput ratio (continuous batching should make it
-// well above 1: target >= 3).
+// well above 1: target >= 3). Each level is measured in steady state: one
+// unmeasured round at that concurrency first (it maps the cache pages the
+// level's sequences will use).
 // Usage: node tests/bench_server.mjs LORASERVE_BIN MODEL.gguf
 import { cpus } from 'node:os';
 import { MAX_TOKENS, start, one, level } from './bench_lib.mjs';
@@ -19,7 +21,10 @@ const srv = await start(bin, model, ['--parallel', '32', '--queue', '64', '--ctx
 try {
   await one(srv.url, 0);   // warm up: page the weights in
   const rows = [];
-  for (const c of LEVELS) rows.push(await level(srv.url, c, c === 1 ? 4 : c === 8 ? 2 : 1));
+  for (const c of LEVELS) {
+    await level(srv.url, c, 1); // warm-up round, not counted
+    rows.push(await level(srv.url, c, c === 1 ? 4 : c === 8 ? 2 : 1));
+  }
   console.log(`\nServer: ${MAX_TOKENS} streamed tokens per request, ${cpus().length} threads, ` +
     `model ${model}\n`);
   console.log('| clients | requests | aggregate tok/s | TTFT p50 ms | TTFT p99 ms |');
