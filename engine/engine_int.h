@@ -90,9 +90,15 @@ struct engine_lora_plan {
 
 int engine__lora_plan(struct engine_lora_plan *p, const struct engine_lora_set *const *set,
                       int rows);
-int engine__lora_apply(struct engine_pool *pool, struct engine_lora_plan *p, int layer,
-                       enum engine_lora_target t, const float *x, int64_t k, float *y,
-                       int64_t n_out);
+/*
+ * y[i] += the low-rank updates of projection t[i] (n_out[i] columns) of the
+ * batch's adapters, for n <= ENGINE_LORA_MAX_N projections that read the
+ * same x (k columns). Returns 0 or -ENOMEM.
+ */
+#define ENGINE_LORA_MAX_N 4
+int engine__lora_apply(struct engine_pool *pool, struct engine_lora_plan *p, int layer, int n,
+                       const enum engine_lora_target *t, const float *x, int64_t k,
+                       float *const *y, const int64_t *n_out);
 void engine__lora_plan_release(struct engine_lora_plan *p);
 
 /* Fixed-size bookkeeping allocations: abort with a message on failure. */

@@ -245,13 +245,13 @@ project(struct engine_ctx *c, int il, enum engine_lora_target t0, int n, const f
         &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down
     };
     engine__matmul_n(c->pool, n, ws + t0, x, rows, y);
-    for (int i = 0; i < n && c->plan.n > 0; i++) {
-        const struct engine_weight *w = ws[t0 + i];
-        int rc = engine__lora_apply(c->pool, &c->plan, il, t0 + i, x, w->k, y[i], w->n_out);
-        if (rc < 0)
-            return rc;
+    enum engine_lora_target t[ENGINE_LORA_MAX_N];
+    int64_t n_out[ENGINE_LORA_MAX_N];
+    for (int i = 0; i < n; i++) {
+        t[i] = (enum engine_lora_target)(t0 + i);
+        n_out[i] = ws[t0 + i]->n_out;
     }
-    return 0;
+    return engine__lora_apply(c->pool, &c->plan, il, n, t, x, ws[t0]->k, y, n_out);
 }
 
 /* ---- Attention -------------------------------------------------------- */

@@ -251,98 +251,158 @@ engine__lora_plan(struct engine_lora_plan *p, const struct engine_lora_set *cons
 }
 
 /*
- * Applying one projection's adapters takes two pool jobs, however many
- * adapters the batch uses: (A) per group, in parallel over groups: gather its
- * rows of x, t = x_g . A^T (n_g, rank), scaled per row; (B) in parallel over
- * slices of the output columns: for each group in turn, d = t . B[slice]^T,
- * added to the group's rows of y. Groups are in adapter-id order, so a row
- * with several adapters always sums their deltas in the same order.
+ * Applying the adapters of n projections that read the same x (q, k, v;
+ * gate, up) takes two pool passes, however many adapters and projections:
+ * (A) units of (projection, group): t = x_g . A^T (n_g rows of rank), scaled
+ * per row; (B) units of (projection, slice of its output columns): for each
+ * group in turn, d = t . B[slice]^T, added to the group's rows of y. A
+ * group's rows of x are gathered once, by the caller, when it has more than
+ * one. Groups are in adapter-id order, so a row with several adapters always
+ * sums their deltas in the same order. Units are claimed one at a time
+ * (run_some), so a worker that lost its core is not waited for.
  */
 struct lora_job {
-    struct engine_pool *pool;
     struct engine_lora_plan *p;
-    size_t off;                 /* index of (layer, target) in each adapter's mats */
+    struct engine_pool *pool;
+    int layer, n;
+    const enum engine_lora_target *t;
+    float *const *y;
+    const int64_t *n_out;
+    size_t toff[ENGINE_LORA_MAX_N];   /* projection i's part of the plan's t */
     const float *x;
     int64_t k;
-    float *y;
-    int64_t n_out;
+    int slices;                       /* column slices per projection in (B) */
+    _Atomic int next;
 };
 
 static const struct lora_mat *
-group_mat(const struct lora_job *j, int gi)
+group_mat(const struct lora_job *j, int i, int gi)
 {
-    return &j->p->g[gi].l->mats[j->off];
+    return &j->p->g[gi].l->mats[(size_t)j->layer * ENGINE_LORA_N_TARGETS + j->t[i]];
+}
+
+static bool
+claim(struct lora_job *j, int n_units, int *u)
+{
+    *u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+    return *u < n_units;
 }
 
 static void
 lora_a_task(int ith, int nth, void *arg)
 {
+    (void)ith, (void)nth;
     struct lora_job *j = arg;
     engine_gemv_fn gemv = engine__variant()->type[GGUF_T_F32].gemv;
-    for (int gi = ith; gi < j->p->n; gi += nth) {
+    size_t xs = (size_t)j->k * sizeof(float);
+    int u;
+    while (claim(j, j->n * j->p->n, &u)) {
+        int i = u / j->p->n, gi = u % j->p->n;
         const struct engine_lora_group *g = &j->p->g[gi];
-        const struct lora_mat *mat = group_mat(j, gi);
+        const struct lora_mat *mat = group_mat(j, i, gi);
         if (mat->rank == 0)
             continue;
-        float *xg = j->p->xg + g->xoff, *t = j->p->t + g->toff;
-        for (int i = 0; i < g->n; i++)
-            memcpy(xg + (size_t)i * j->k, j->x + (size_t)g->row[i] * j->k,
-                   (size_t)j->k * sizeof(float));
-        size_t xs = (size_t)j->k * sizeof(float);
+        const float *xg = g->n > 1 ? j->p->xg + g->xoff : j->x + (size_t)g->row[0] * j->k;
+        float *t = j->p->t + j->toff[i] + g->toff;
         gemv(j->k, mat->a, xs, mat->rank, xg, xs, g->n, t, mat->rank);
-        for (int i = 0; i < g->n; i++)
+        for (int r = 0; r < g->n; r++)
             for (int q = 0; q < mat->rank; q++)
-                t[(size_t)i * mat->rank + q] *= g->scale[i] * mat->scale;
+                t[(size_t)r * mat->rank + q] *= g->scale[r] * mat->scale;
     }
 }
 
+/* Columns [c0, c1) of projection i: each group's delta, added to its rows of y. */
 static void
-lora_b_task(int ith, int nth, void *arg)
+lora_b_slice(struct lora_job *j, int ith, int i, int64_t c0, int64_t c1)
 {
-    struct lora_job *j = arg;
     engine_gemv_fn gemv = engine__variant()->type[GGUF_T_F32].gemv;
-    int64_t c0 = j->n_out * ith / nth, c1 = j->n_out * (ith + 1) / nth, w = c1 - c0;
-    if (w <= 0)
-        return;
+    int64_t w = c1 - c0, n_out = j->n_out[i];
     for (int gi = 0; gi < j->p->n; gi++) {
         const struct engine_lora_group *g = &j->p->g[gi];
-        const struct lora_mat *mat = group_mat(j, gi);
+        const struct lora_mat *mat = group_mat(j, i, gi);
         if (mat->rank == 0)
             continue;
         float *d = engine__pool_scratch(j->pool, ith, (size_t)g->n * (size_t)w * sizeof(float));
         size_t rs = (size_t)mat->rank * sizeof(float);
-        gemv(mat->rank, mat->b + (size_t)c0 * mat->rank, rs, w, j->p->t + g->toff, rs, g->n, d,
-             w);
-        for (int i = 0; i < g->n; i++) {
-            float *yr = j->y + (size_t)g->row[i] * j->n_out + c0;
-            const float *dr = d + (size_t)i * w;
+        gemv(mat->rank, mat->b + (size_t)c0 * mat->rank, rs, w, j->p->t + j->toff[i] + g->toff,
+             rs, g->n, d, w);
+        for (int r = 0; r < g->n; r++) {
+            float *yr = j->y[i] + (size_t)g->row[r] * n_out + c0;
+            const float *dr = d + (size_t)r * w;
             for (int64_t c = 0; c < w; c++)
                 yr[c] += dr[c];
         }
     }
 }
 
-int
-engine__lora_apply(struct engine_pool *pool, struct engine_lora_plan *p, int layer,
-                   enum engine_lora_target t, const float *x, int64_t k, float *y,
-                   int64_t n_out)
+static void
+lora_b_task(int ith, int nth, void *arg)
 {
-    struct lora_job j = { pool, p, (size_t)layer * ENGINE_LORA_N_TARGETS + t, x, k, y, n_out };
-    size_t nx = 0, nt = 0;
+    (void)nth;
+    struct lora_job *j = arg;
+    int u;
+    while (claim(j, j->n * j->slices, &u)) {
+        int i = u / j->slices, sl = u % j->slices;
+        int64_t n_out = j->n_out[i];
+        int64_t c0 = n_out * sl / j->slices, c1 = n_out * (sl + 1) / j->slices;
+        if (c1 > c0)
+            lora_b_slice(j, ith, i, c0, c1);
+    }
+}
+
+/*
+ * Places each group's rows in the plan's t (the same place in every
+ * projection's part, sized for the largest rank) and, for groups of several
+ * rows, in xg, where their rows of x are gathered. Returns 1, 0 (no adapter
+ * touches these projections) or -ENOMEM.
+ */
+static int
+lay_out(struct lora_job *j)
+{
+    struct engine_lora_plan *p = j->p;
+    size_t nx = 0, per = 0;
     for (int gi = 0; gi < p->n; gi++) {
         struct engine_lora_group *g = &p->g[gi];
+        int rank = 0;
+        for (int i = 0; i < j->n; i++)
+            rank = group_mat(j, i, gi)->rank > rank ? group_mat(j, i, gi)->rank : rank;
         g->xoff = nx;
-        g->toff = nt;
-        nx += (size_t)g->n * (size_t)k;
-        nt += (size_t)g->n * (size_t)group_mat(&j, gi)->rank;
+        nx += g->n > 1 ? (size_t)g->n * (size_t)j->k : 0;
+        g->toff = per;
+        per += (size_t)g->n * (size_t)rank;
     }
-    if (nt == 0)
+    if (per == 0)
         return 0;
-    if (!grow((void **)&p->xg, &p->cap_xg, nx, sizeof(float)) ||
-        !grow((void **)&p->t, &p->cap_t, nt, sizeof(float)))
+    for (int i = 0; i < j->n; i++)
+        j->toff[i] = (size_t)i * per;
+    if (!grow((void **)&p->xg, &p->cap_xg, nx ? nx : 1, sizeof(float)) ||
+        !grow((void **)&p->t, &p->cap_t, (size_t)j->n * per, sizeof(float)))
         return -ENOMEM;
-    engine__pool_run(pool, lora_a_task, &j);
-    engine__pool_run(pool, lora_b_task, &j);
+    for (int gi = 0; gi < p->n; gi++) {
+        const struct engine_lora_group *g = &p->g[gi];
+        for (int r = 0; g->n > 1 && r < g->n; r++)
+            memcpy(p->xg + g->xoff + (size_t)r * j->k, j->x + (size_t)g->row[r] * j->k,
+                   (size_t)j->k * sizeof(float));
+    }
+    return 1;
+}
+
+int
+engine__lora_apply(struct engine_pool *pool, struct engine_lora_plan *p, int layer, int n,
+                   const enum engine_lora_target *t, const float *x, int64_t k, float *const *y,
+                   const int64_t *n_out)
+{
+    if (p->n == 0)
+        return 0;
+    struct lora_job j = { .p = p, .pool = pool, .layer = layer, .n = n, .t = t, .y = y,
+                          .n_out = n_out, .x = x, .k = k,
+                          .slices = 4 * engine__pool_size(pool) };
+    int rc = lay_out(&j);
+    if (rc <= 0)
+        return rc;
+    engine__pool_run_some(pool, lora_a_task, &j);
+    atomic_store(&j.next, 0);
+    engine__pool_run_some(pool, lora_b_task, &j);
     return 0;
 }
 
