@@ -44,8 +44,10 @@ struct engine_kv {
     int n_layer, kv_dim, head_dim;
     int n_seq, max_blocks;          /* blocks a sequence can hold: n_ctx / ENGINE_KV_BLOCK, up */
     int n_blocks;                   /* in the pool */
-    float *k;                       /* (n_layer, n_blocks, kv_dim, ENGINE_KV_BLOCK) */
-    float *v;                       /* (n_layer, n_blocks, n_head_kv, ENGINE_KV_BLOCK, head_dim) */
+    enum engine_kv_type type;
+    size_t esize;                   /* bytes per element: 4 or 2 */
+    char *k;                        /* (n_layer, n_blocks, kv_dim, ENGINE_KV_BLOCK) */
+    char *v;                        /* (n_layer, n_blocks, n_head_kv, ENGINE_KV_BLOCK, head_dim) */
     int32_t *table;                 /* (n_seq, max_blocks): a sequence's blocks in order */
     int *len;                       /* (n_seq) positions cached */
     int *n_alloc;                   /* (n_seq) blocks held */
@@ -53,8 +55,9 @@ struct engine_kv {
     int n_free;
 };
 
-/* Room for n_seq sequences of n_ctx positions. Returns 0 or -ENOMEM. */
-int engine__kv_init(struct engine_kv *kv, const struct engine_hparams *hp, int n_ctx, int n_seq);
+/* Room for n_seq sequences of n_ctx positions of type. Returns 0 or -ENOMEM. */
+int engine__kv_init(struct engine_kv *kv, const struct engine_hparams *hp, int n_ctx, int n_seq,
+                    enum engine_kv_type type);
 void engine__kv_release(struct engine_kv *kv);
 /* Blocks for positions [0, len) of seq. Returns 0, -EINVAL (beyond n_ctx) or -ENOMEM. */
 int engine__kv_reserve(struct engine_kv *kv, int seq, int len);
@@ -62,7 +65,7 @@ int engine__kv_reserve(struct engine_kv *kv, int seq, int len);
 void engine__kv_truncate(struct engine_kv *kv, int seq, int p0);
 /* Kv head h's K and V tiles of seq's first n positions (one per block), in order. */
 void engine__kv_tiles(const struct engine_kv *kv, int layer, int seq, int h, int n,
-                      const float **kt, const float **vt);
+                      const void **kt, const void **vt);
 /* Stores kv head h's k and v (head_dim each) at position pos (reserved) of seq. */
 void engine__kv_store(struct engine_kv *kv, int layer, int seq, int pos, int h, const float *k,
                       const float *v);

@@ -29,7 +29,7 @@ struct engine_ctx {
     int *seq_next;      /* (n_seq) scratch for check_batch */
     bool rows_distinct; /* this batch has at most one row per sequence */
     float *att;         /* (n_threads, att_floats): scores and the scaled queries */
-    const float **tiles; /* (n_threads, 2 * kv.max_blocks): K then V tiles of a head */
+    const void **tiles; /* (n_threads, 2 * kv.max_blocks): K then V tiles of a head */
     /* Activations for up to cap rows, regrown as needed. */
     int cap;
     float *x, *xb, *q, *k, *v, *ao, *hb, *hb2, *xl;
@@ -53,19 +53,37 @@ att_floats(const struct engine_model *m, int n_ctx)
     return g * (size_t)n_ctx + g * (size_t)m->hp.head_dim + g;
 }
 
+/* AUTO's choice: f16 for quantized weights, f32 for float ones (see engine.h). */
+static enum engine_kv_type
+kv_type(const struct engine_model *m, enum engine_kv_cache kv)
+{
+    if (kv != ENGINE_KV_CACHE_AUTO)
+        return kv == ENGINE_KV_CACHE_F16 ? ENGINE_KV_F16 : ENGINE_KV_F32;
+    enum gguf_ttype t = m->layers[0].wq.type;
+    return t == GGUF_T_F32 || t == GGUF_T_F16 || t == GGUF_T_BF16 ? ENGINE_KV_F32 : ENGINE_KV_F16;
+}
+
 int
 engine_ctx_new(struct engine_model *m, int n_ctx, int n_seq, int n_threads,
                struct engine_ctx **out)
 {
+    return engine_ctx_new_kv(m, n_ctx, n_seq, n_threads, ENGINE_KV_CACHE_AUTO, out);
+}
+
+int
+engine_ctx_new_kv(struct engine_model *m, int n_ctx, int n_seq, int n_threads,
+                  enum engine_kv_cache kv, struct engine_ctx **out)
+{
     *out = NULL;
-    if (n_ctx < 1 || n_seq < 1 || n_threads < 1 || n_threads > 1024)
+    if (n_ctx < 1 || n_seq < 1 || n_threads < 1 || n_threads > 1024 ||
+        (unsigned)kv > ENGINE_KV_CACHE_F16)
         return -EINVAL;
     struct engine_ctx *c = engine__xcalloc(1, sizeof(*c));
     c->m = m;
     c->n_ctx = n_ctx;
     c->n_seq = n_seq;
     c->n_threads = n_threads;
-    int rc = engine__kv_init(&c->kv, &m->hp, n_ctx, n_seq);
+    int rc = engine__kv_init(&c->kv, &m->hp, n_ctx, n_seq, kv_type(m, kv));
     if (rc < 0)
         goto out;
     rc = -ENOMEM;
@@ -256,7 +274,10 @@ project(struct engine_ctx *c, int il, enum engine_lora_target t0, int n, const f
 
 /* ---- Attention -------------------------------------------------------- */
 
-/* Units of (row, kv head) claimed one at a time, so a worker that lost its core is not waited for. */
+/*
+ * Units of (row, kv head), claimed one at a time, so a worker that lost its
+ * core is not waited for.
+ */
 struct attn_job {
     struct engine_ctx *c;
     const struct engine_batch *b;
@@ -281,7 +302,7 @@ claim_unit(struct attn_job *j, int *w)
  */
 static void
 attend(struct engine_ctx *c, const struct attn_job *j, int row, int kvh, float *att,
-       const float **kt)
+       const void **kt)
 {
     const struct engine_hparams *hp = &c->m->hp;
     const struct engine_attn_kernels *A = &engine__variant()->attn;
@@ -291,16 +312,16 @@ attend(struct engine_ctx *c, const struct attn_job *j, int row, int kvh, float *
     const float *q = c->q + (size_t)row * hp->n_head * hd + (size_t)kvh * g * hd;
     for (int i = 0; i < g * hd; i++)
         qs[i] = q[i] * scale;
-    const float **vt = kt + c->kv.max_blocks;
+    const void **vt = kt + c->kv.max_blocks;
     engine__kv_tiles(&c->kv, j->layer, seq, kvh, n, kt, vt);
-    A->scores(hd, g, n, qs, kt, att, (size_t)c->n_ctx);
+    A->scores[c->kv.type](hd, g, n, qs, kt, att, (size_t)c->n_ctx);
     float *inv = qs + (size_t)g * hd;
     for (int h = 0; h < g; h++) {
         float *a = att + (size_t)h * c->n_ctx;
         inv[h] = 1.0f / A->exp(a, n, A->max(a, n));
     }
     float *o = c->ao + (size_t)row * hp->n_head * hd + (size_t)kvh * g * hd;
-    A->mix(hd, g, n, att, (size_t)c->n_ctx, vt, o);
+    A->mix[c->kv.type](hd, g, n, att, (size_t)c->n_ctx, vt, o);
     for (int h = 0; h < g; h++)
         for (int d = 0; d < hd; d++)
             o[h * hd + d] *= inv[h];
@@ -338,7 +359,7 @@ attn_task(int ith, int nth, void *arg)
     (void)nth;
     int n_kv = c->m->hp.n_head_kv, w;
     float *att = c->att + (size_t)ith * att_floats(c->m, c->n_ctx);
-    const float **tiles = c->tiles + (size_t)ith * 2 * c->kv.max_blocks;
+    const void **tiles = c->tiles + (size_t)ith * 2 * c->kv.max_blocks;
     while (claim_unit(j, &w)) {
         if (j->store)
             store(j, w / n_kv, w % n_kv);

@@ -8,7 +8,9 @@
  * l holds, for its 16 positions, K transposed (kv_dim rows of 16: the
  * attention's scores read 16 positions per vector) and V per head in rows
  * (16 rows of head_dim); one head's tile of either is contiguous. A block id
- * covers every layer, as vLLM's do.
+ * covers every layer, as vLLM's do. Elements are f32, or f16 (rounded to
+ * nearest even when stored) for half the memory and the bandwidth attention
+ * reads.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -17,9 +19,12 @@
 #include "engine_int.h"
 
 int
-engine__kv_init(struct engine_kv *kv, const struct engine_hparams *hp, int n_ctx, int n_seq)
+engine__kv_init(struct engine_kv *kv, const struct engine_hparams *hp, int n_ctx, int n_seq,
+                enum engine_kv_type type)
 {
     memset(kv, 0, sizeof(*kv));
+    kv->type = type;
+    kv->esize = type == ENGINE_KV_F16 ? sizeof(uint16_t) : sizeof(float);
     kv->n_layer = hp->n_layer;
     kv->head_dim = hp->head_dim;
     kv->kv_dim = hp->n_head_kv * hp->head_dim;
@@ -31,8 +36,8 @@ engine__kv_init(struct engine_kv *kv, const struct engine_hparams *hp, int n_ctx
                                &per_layer) ||
         __builtin_mul_overflow(per_layer, (size_t)kv->n_layer, &total))
         return -ENOMEM;
-    kv->k = engine__try_alloc(total, sizeof(float));
-    kv->v = engine__try_alloc(total, sizeof(float));
+    kv->k = engine__try_alloc(total, kv->esize);
+    kv->v = engine__try_alloc(total, kv->esize);
     kv->table = engine__try_alloc((size_t)kv->n_blocks, sizeof(int32_t));
     kv->len = engine__try_alloc((size_t)n_seq, sizeof(int));
     kv->n_alloc = engine__try_alloc((size_t)n_seq, sizeof(int));
@@ -98,10 +103,10 @@ tile(const struct engine_kv *kv, int layer, int seq, int j, int h)
 
 void
 engine__kv_tiles(const struct engine_kv *kv, int layer, int seq, int h, int n,
-                 const float **kt, const float **vt)
+                 const void **kt, const void **vt)
 {
     for (int j = 0; j < (n + ENGINE_KV_BLOCK - 1) / ENGINE_KV_BLOCK; j++) {
-        size_t off = tile(kv, layer, seq, j, h);
+        size_t off = tile(kv, layer, seq, j, h) * kv->esize;
         kt[j] = kv->k + off;
         vt[j] = kv->v + off;
     }
@@ -113,8 +118,14 @@ engine__kv_store(struct engine_kv *kv, int layer, int seq, int pos, int h, const
 {
     size_t off = tile(kv, layer, seq, pos / ENGINE_KV_BLOCK, h);
     int i = pos % ENGINE_KV_BLOCK, hd = kv->head_dim;
-    float *kt = kv->k + off + i;
+    if (kv->type == ENGINE_KV_F16) {
+        const struct engine_attn_kernels *A = &engine__variant()->attn;
+        A->to_f16(k, (uint16_t *)kv->k + off + i, hd, ENGINE_KV_BLOCK);
+        A->to_f16(v, (uint16_t *)kv->v + off + (size_t)i * hd, hd, 1);
+        return;
+    }
+    float *kt = (float *)kv->k + off + i;
     for (int d = 0; d < hd; d++)
         kt[d * ENGINE_KV_BLOCK] = k[d];
-    memcpy(kv->v + off + (size_t)i * hd, v, (size_t)hd * sizeof(float));
+    memcpy((float *)kv->v + off + (size_t)i * hd, v, (size_t)hd * sizeof(float));
 }

@@ -3,8 +3,9 @@
  *
  * Weights stay in the read-only mapping of the file: a struct engine_weight
  * points into it, except that Q8_0 and Q4_0 matmul weights are copied into
- * the x16 layout (kernels.h) when the CPU's kernels want it. Only the small 1-D tensors (norms, biases, RoPE frequency
- * factors) are converted to owned f32 arrays, whatever their stored type.
+ * the x16 layout (kernels.h) when the CPU's kernels want it. Only the small
+ * 1-D tensors (norms, biases, RoPE frequency factors) are converted to owned
+ * f32 arrays, whatever their stored type.
  * Every tensor's presence, shape and type is checked here, once, so the
  * forward pass never checks again.
  */

@@ -778,11 +778,15 @@ typedef float vf;
 #define V_HMAX(v) (v)
 #define V_ROUND(v) nearbyintf(v)
 #define V_POW2I(v) ldexpf(1.0f, (int)(v))
+#define V_LOADH(p) engine__f16_to_f32(*(p))
+#define S_F16_TO_F32(h) engine__f16_to_f32(h)
+#define S_F32_TO_F16(x) engine__f32_to_f16(x)
 #include "vec_simd.h"
 
 const struct engine_variant engine__variant_scalar = {
     .name = "scalar",
-    .attn = { attn_scores, attn_max, attn_exp, attn_mix },
+    .attn = { { attn_scores_f32, attn_scores_f16 }, attn_max, attn_exp,
+              { attn_mix_f32, attn_mix_f16 }, to_f16 },
     .silu_mul = silu_mul,
     .act = { [ENGINE_ACT_Q8A] = act_q8a, [ENGINE_ACT_Q8K] = act_q8k },
     .type = {

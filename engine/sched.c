@@ -438,7 +438,7 @@ engine_sched_new(struct engine_model *m, const struct engine_sched_params *p,
         if (tokenizer_is_eog(engine_model_tokenizer(m), i))
             S->eog[S->n_eog++] = i;
     S->logits = engine__try_alloc(((size_t)p->n_slots + 1) * (size_t)S->n_vocab, sizeof(float));
-    int rc = S->logits ? engine_ctx_new(m, p->n_ctx, p->n_slots, p->n_threads, &S->ctx)
+    int rc = S->logits ? engine_ctx_new_kv(m, p->n_ctx, p->n_slots, p->n_threads, p->kv, &S->ctx)
                        : -ENOMEM;
     if (rc == 0 && pthread_create(&S->thread, NULL, sched_main, S) != 0)
         rc = -EAGAIN;

@@ -776,11 +776,15 @@ typedef __m256 vf;
 #define V_ROUND(v) _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define V_POW2I(v) _mm256_castsi256_ps(_mm256_slli_epi32( \
         _mm256_add_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(127)), 23))
+#define V_LOADH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define S_F16_TO_F32(h) _cvtsh_ss(h)
+#define S_F32_TO_F16(x) _cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT)
 #include "vec_simd.h"
 
 const struct engine_variant engine__variant_avx2 = {
     .name = "avx2",
-    .attn = { attn_scores, attn_max, attn_exp, attn_mix },
+    .attn = { { attn_scores_f32, attn_scores_f16 }, attn_max, attn_exp,
+              { attn_mix_f32, attn_mix_f16 }, to_f16 },
     .silu_mul = silu_mul,
     .act = { [ENGINE_ACT_Q8A] = act_q8a, [ENGINE_ACT_Q8K] = act_q8k },
     .type = {

@@ -1063,11 +1063,15 @@ typedef __m512 vf;
 #define V_ROUND(v) _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define V_POW2I(v) _mm512_castsi512_ps(_mm512_slli_epi32( \
         _mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(127)), 23))
+#define V_LOADH(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define S_F16_TO_F32(h) _cvtsh_ss(h)
+#define S_F32_TO_F16(x) _cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT)
 #include "vec_simd.h"
 
 const struct engine_variant engine__variant_avx512 = {
     .name = "avx512",
-    .attn = { attn_scores, attn_max, attn_exp, attn_mix },
+    .attn = { { attn_scores_f32, attn_scores_f16 }, attn_max, attn_exp,
+              { attn_mix_f32, attn_mix_f16 }, to_f16 },
     .silu_mul = silu_mul,
     .gemm_pack_x = gemm_pack_x,
     .gemm_pack_w = gemm_pack_w,

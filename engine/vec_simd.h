@@ -11,6 +11,8 @@
  *   V_HSUM(v) V_HMAX(v)      horizontal sum / max to a float
  *   V_ROUND(v)       to the nearest integer (ties to even), as floats
  *   V_POW2I(v)       2^v for integral v in [-126, 127], as floats
+ *   V_LOADH(p)       VW f16 values at p, as floats
+ *   S_F16_TO_F32(h) S_F32_TO_F16(x)   one value either way (round to nearest even)
  *
  * Each output element is summed in one fixed order whatever the batch or
  * the number of positions, so a row's attention never depends on the rows
@@ -19,52 +21,6 @@
 #include <math.h>
 
 enum { KB = ENGINE_KV_BLOCK };
-
-/*
- * s[h * lds + t] = sum over d of q[h * hd + d] * K(t, d), for h < g, t < n:
- * four whole blocks at a time (independent sums), then one, then the last
- * partial block position by position.
- */
-static void
-attn_scores(int hd, int g, int n, const float *q, const float *const *kt, float *s, size_t lds)
-{
-    int full = n / KB;
-    for (int h = 0; h < g; h++) {
-        const float *qh = q + (size_t)h * hd;
-        float *sh = s + (size_t)h * lds;
-        int j = 0;
-        for (; j + 4 <= full; j += 4)
-            for (int v0 = 0; v0 < KB; v0 += VW) {
-                const float *k0 = kt[j] + v0, *k1 = kt[j + 1] + v0;
-                const float *k2 = kt[j + 2] + v0, *k3 = kt[j + 3] + v0;
-                vf a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
-                for (int d = 0; d < hd; d++) {
-                    vf qd = V_SET1(qh[d]);
-                    a0 = V_FMA(qd, V_LOAD(k0 + d * KB), a0);
-                    a1 = V_FMA(qd, V_LOAD(k1 + d * KB), a1);
-                    a2 = V_FMA(qd, V_LOAD(k2 + d * KB), a2);
-                    a3 = V_FMA(qd, V_LOAD(k3 + d * KB), a3);
-                }
-                V_STORE(sh + j * KB + v0, a0);
-                V_STORE(sh + (j + 1) * KB + v0, a1);
-                V_STORE(sh + (j + 2) * KB + v0, a2);
-                V_STORE(sh + (j + 3) * KB + v0, a3);
-            }
-        for (; j < full; j++)
-            for (int v0 = 0; v0 < KB; v0 += VW) {
-                vf a = V_ZERO();
-                for (int d = 0; d < hd; d++)
-                    a = V_FMA(V_SET1(qh[d]), V_LOAD(kt[j] + d * KB + v0), a);
-                V_STORE(sh + j * KB + v0, a);
-            }
-        for (int t = full * KB; t < n; t++) {
-            float a = 0;
-            for (int d = 0; d < hd; d++)
-                a = fmaf(qh[d], kt[t / KB][d * KB + t % KB], a);
-            sh[t] = a;
-        }
-    }
-}
 
 /*
  * e^x, within about an ulp, for x in [-87.3, 88] (clamped there: tiny values
@@ -129,55 +85,32 @@ attn_max(const float *a, int n)
     return x;
 }
 
-/* Row t of the V tiles. */
-static inline const float *
-v_row(const float *const *vt, int t, int hd)
-{
-    return vt[t / KB] + (size_t)(t % KB) * hd;
-}
+#define KV_T float
+#define KV_LOAD(p) V_LOAD(p)
+#define KV_S(x) (x)
+#define KV_NAME(f) f##_f32
+#include "vec_attn.h"
+#undef KV_T
+#undef KV_LOAD
+#undef KV_S
+#undef KV_NAME
 
-/*
- * o[h * hd + d] = sum over t of a[h * lda + t] * V(t, d), for h < g, d < hd:
- * even and odd positions in two sums, added at the end.
- */
+#define KV_T uint16_t
+#define KV_LOAD(p) V_LOADH(p)
+#define KV_S(x) S_F16_TO_F32(x)
+#define KV_NAME(f) f##_f16
+#include "vec_attn.h"
+#undef KV_T
+#undef KV_LOAD
+#undef KV_S
+#undef KV_NAME
+
+/* y[i * stride] = x[i] rounded to f16, for i < n (a K column or a V row of the cache). */
 static void
-attn_mix(int hd, int g, int n, const float *a, size_t lda, const float *const *vt, float *o)
+to_f16(const float *x, uint16_t *y, int n, int stride)
 {
-    for (int h = 0; h < g; h++) {
-        const float *ah = a + (size_t)h * lda;
-        float *oh = o + (size_t)h * hd;
-        int d = 0;
-        for (; d + 2 * VW <= hd; d += 2 * VW) {
-            vf e0 = V_ZERO(), e1 = V_ZERO(), o0 = V_ZERO(), o1 = V_ZERO();
-            int t = 0;
-            for (; t + 2 <= n; t += 2) {
-                const float *v0 = v_row(vt, t, hd) + d, *v1 = v_row(vt, t + 1, hd) + d;
-                vf x0 = V_SET1(ah[t]), x1 = V_SET1(ah[t + 1]);
-                e0 = V_FMA(x0, V_LOAD(v0), e0);
-                e1 = V_FMA(x0, V_LOAD(v0 + VW), e1);
-                o0 = V_FMA(x1, V_LOAD(v1), o0);
-                o1 = V_FMA(x1, V_LOAD(v1 + VW), o1);
-            }
-            if (t < n) {
-                const float *v0 = v_row(vt, t, hd) + d;
-                e0 = V_FMA(V_SET1(ah[t]), V_LOAD(v0), e0);
-                e1 = V_FMA(V_SET1(ah[t]), V_LOAD(v0 + VW), e1);
-            }
-            V_STORE(oh + d, V_ADD(e0, o0));
-            V_STORE(oh + d + VW, V_ADD(e1, o1));
-        }
-        for (; d < hd; d++) {
-            float e = 0, od = 0;
-            int t = 0;
-            for (; t + 2 <= n; t += 2) {
-                e = fmaf(ah[t], v_row(vt, t, hd)[d], e);
-                od = fmaf(ah[t + 1], v_row(vt, t + 1, hd)[d], od);
-            }
-            if (t < n)
-                e = fmaf(ah[t], v_row(vt, t, hd)[d], e);
-            oh[d] = e + od;
-        }
-    }
+    for (int i = 0; i < n; i++)
+        y[(size_t)i * stride] = S_F32_TO_F16(x[i]);
 }
 
 /* g[i] = silu(g[i]) * u[i] = g / (1 + e^-g) * u, for i < n (SwiGLU). */

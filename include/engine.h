@@ -130,6 +130,15 @@ struct engine_ctx;
  */
 int engine_ctx_new(struct engine_model *m, int n_ctx, int n_seq, int n_threads,
                    struct engine_ctx **out);
+/*
+ * The KV cache's element type. AUTO: f16 (half the memory and the bandwidth
+ * attention reads, as llama.cpp's default) for models with quantized
+ * weights, f32 for f32, f16 and bf16 models.
+ */
+enum engine_kv_cache { ENGINE_KV_CACHE_AUTO, ENGINE_KV_CACHE_F32, ENGINE_KV_CACHE_F16 };
+/* engine_ctx_new with the cache type chosen (engine_ctx_new takes AUTO). */
+int engine_ctx_new_kv(struct engine_model *m, int n_ctx, int n_seq, int n_threads,
+                      enum engine_kv_cache kv, struct engine_ctx **out);
 void engine_ctx_free(struct engine_ctx *c); /* accepts NULL */
 int engine_ctx_n_ctx(const struct engine_ctx *c);
 
@@ -216,6 +225,7 @@ struct engine_sched_params {
     int n_threads;      /* math threads */
     int max_queue;      /* waiting requests beyond the slots; more => -EAGAIN */
     int batch_rows;     /* rows per iteration (prefill chunk budget), e.g. 512 */
+    enum engine_kv_cache kv;   /* cache element type */
 };
 
 /* Caller owns *out; release with engine_sched_free(). Returns 0, -EINVAL, -ENOMEM. */

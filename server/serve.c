@@ -174,8 +174,11 @@ open_all(struct server *s)
     }
     if ((rc = open_adapters(s)) < 0)
         return rc;
+    enum engine_kv_cache kv = strcmp(cfg->kv_type, "f16") == 0   ? ENGINE_KV_CACHE_F16
+                              : strcmp(cfg->kv_type, "f32") == 0 ? ENGINE_KV_CACHE_F32
+                                                                 : ENGINE_KV_CACHE_AUTO;
     struct engine_sched_params sp = { s->n_ctx, cfg->parallel, cfg->threads, cfg->queue,
-                                      cfg->batch };
+                                      cfg->batch, kv };
     if ((rc = engine_sched_new(s->model, &sp, &s->sched)) < 0)
         fprintf(stderr, "loraserve: cannot start the scheduler (%d slots of %d positions): "
                 "%s\n", cfg->parallel, s->n_ctx, strerror(-rc));
@@ -327,6 +330,8 @@ check_config(const struct server_config *c, int max_body)
         : max_body < 1 ? "--max-body must be >= 1"
         : c->shutdown_timeout < 0 ? "--shutdown-timeout must be >= 0"
         : c->max_lora_rank < 1 || c->max_lora_rank > 4096 ? "--max-lora-rank must be 1..4096"
+        : strcmp(c->kv_type, "auto") != 0 && strcmp(c->kv_type, "f16") != 0 &&
+          strcmp(c->kv_type, "f32") != 0 ? "--kv-type must be auto, f16 or f32"
         : NULL;
     if (bad != NULL)
         fprintf(stderr, "loraserve serve: %s (see --help)\n", bad);
@@ -367,6 +372,8 @@ server_main(int argc, char **argv)
           "adapters of a larger rank are refused (default 64)" },
         { "--max-adapter-memory", NULL, CLI_BYTES, &c.max_adapter_memory,
           "resident adapter bytes (K/M/G), LRU eviction beyond (default 0: no limit)" },
+        { "--kv-type", NULL, CLI_STR, &c.kv_type,
+          "KV cache: f16, f32, or auto = f16 for quantized models (default auto)" },
         { "--help", "-h", CLI_BOOL, &help, "show this help" },
         { NULL, NULL, 0, NULL, NULL },
     };

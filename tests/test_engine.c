@@ -75,6 +75,8 @@ argmax(const float *v, int n)
  * Greedy decoding of up to n tokens after the prompt; stops after EOS (kept)
  * unless ignore_eos, which bans EOS instead. Returns the count.
  */
+static enum engine_kv_cache greedy_kv; /* the cache greedy() uses */
+
 static int
 greedy(struct engine_model *m, const int32_t *prompt, int n_prompt, int n, bool ignore_eos,
        int32_t *out, float *first_logits)
@@ -83,7 +85,8 @@ greedy(struct engine_model *m, const int32_t *prompt, int n_prompt, int n, bool 
     struct engine_ctx *ctx = NULL;
     float *logits = malloc((size_t)hp->n_vocab * sizeof(float));
     int got = 0;
-    if (engine_ctx_new(m, 256, 1, 2, &ctx) < 0 || eval_prompt(ctx, 0, prompt, n_prompt, logits))
+    if (engine_ctx_new_kv(m, 256, 1, 2, greedy_kv, &ctx) < 0 ||
+        eval_prompt(ctx, 0, prompt, n_prompt, logits))
         goto out;
     if (first_logits != NULL)
         memcpy(first_logits, logits, (size_t)hp->n_vocab * sizeof(float));
@@ -168,9 +171,15 @@ test_golden_f32_logits(void)
     engine_model_free(m);
 }
 
+/*
+ * Of the 5 base prompts, how many give the golden greedy tokens, with the KV
+ * cache in kv (f32: as the f32 reference that made the goldens; f16: AUTO's
+ * choice for quantized models).
+ */
 static int
-count_golden_matches(struct engine_model *m)
+count_golden_matches(struct engine_model *m, enum engine_kv_cache kv)
 {
+    greedy_kv = kv;
     int matches = 0;
     for (size_t c = 0; m != NULL && c < 5; c++) {
         cJSON *j = golden("base", base_cases[c]);
@@ -180,6 +189,7 @@ count_golden_matches(struct engine_model *m)
         matches += same_ids(want, nw, got, ng);
         cJSON_Delete(j);
     }
+    greedy_kv = ENGINE_KV_CACHE_AUTO;
     return matches;
 }
 
@@ -188,9 +198,42 @@ test_golden_q8_0(void)
 {
     struct engine_model *m = open_model("kjv-tiny-q8_0.gguf");
     CHECK(m != NULL);
-    int matches = count_golden_matches(m);
+    int matches = count_golden_matches(m, ENGINE_KV_CACHE_F32);
     printf("  q8_0: %d of 5 base prompts give the golden greedy tokens\n", matches);
     CHECK(matches >= 4);
+    engine_model_free(m);
+}
+
+/*
+ * The f16 cache (the default for quantized models) rounds every K and V to
+ * 11 bits: the first token's logits stay within 0.2 of the f32 cache's (0.1 seen), and
+ * most golden sequences survive (the goldens' top-1 margins go down to 3e-4).
+ */
+static void
+test_golden_q8_0_f16_cache(void)
+{
+    struct engine_model *m = open_model("kjv-tiny-q8_0.gguf");
+    CHECK(m != NULL);
+    if (m == NULL)
+        return;
+    cJSON *j = golden("base", "long-kjv");
+    int32_t prompt[256], got[4];
+    int np = test_json_ids(j, "prompt_ids", prompt, 256);
+    float *l32 = malloc(2048 * 4), *l16 = malloc(2048 * 4);
+    greedy_kv = ENGINE_KV_CACHE_F32;
+    greedy(m, prompt, np, 1, false, got, l32);
+    greedy_kv = ENGINE_KV_CACHE_AUTO; /* f16 for this Q8_0 model */
+    greedy(m, prompt, np, 1, false, got, l16);
+    double d = 0;
+    for (int i = 0; i < 2048; i++)
+        d = fmax(d, fabs(l32[i] - l16[i]));
+    printf("  f16 cache: first-token logits within %.4f of the f32 cache's\n", d);
+    CHECK(d > 0 && d < 0.2);
+    int matches = count_golden_matches(m, ENGINE_KV_CACHE_F16);
+    printf("  q8_0, f16 cache: %d of 5 base prompts give the golden greedy tokens\n", matches);
+    CHECK(matches >= 3);
+    free(l32), free(l16);
+    cJSON_Delete(j);
     engine_model_free(m);
 }
 
@@ -475,7 +518,7 @@ test_cli_quantize_roundtrip(void)
         char err[512] = "";
         struct engine_model *m = NULL;
         CHECK(engine_model_open(outp, &m, err, sizeof(err)) == 0);
-        int matches = count_golden_matches(m);
+        int matches = count_golden_matches(m, ENGINE_KV_CACHE_F32);
         printf("  %s: %d of 5 golden greedy sequences\n", types[t], matches);
         CHECK(matches >= min_match[t]);
         const char *iargs[] = { "info", outp, NULL };
@@ -541,6 +584,7 @@ main(int argc, char **argv)
         { "golden_f32_greedy", test_golden_f32_greedy },
         { "golden_f32_logits", test_golden_f32_logits },
         { "golden_q8_0", test_golden_q8_0 },
+        { "golden_q8_0_f16_cache", test_golden_q8_0_f16_cache },
         { "batch_matches_single", test_batch_matches_single },
         { "kv_blocks_reused", test_kv_blocks_reused },
         { "sampler", test_sampler },

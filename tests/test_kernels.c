@@ -743,41 +743,68 @@ count_far(const float *got, const double *want, const double *mag, int n, double
     return bad;
 }
 
-/* K(t, d) and V(t, d) of tiles of ENGINE_KV_BLOCK positions, as the cache lays them out. */
+/*
+ * Element i of a cache tile of type kv, as a float; K(t, d) and V(t, d) of
+ * tiles of ENGINE_KV_BLOCK positions, as the cache lays them out.
+ */
 static float
-tile_k(const float *const *kt, int t, int d)
+tile_at(const void *tile, size_t i, enum engine_kv_type kv)
 {
-    return kt[t / ENGINE_KV_BLOCK][d * ENGINE_KV_BLOCK + t % ENGINE_KV_BLOCK];
+    return kv == ENGINE_KV_F16 ? engine__f16_to_f32(((const uint16_t *)tile)[i])
+                               : ((const float *)tile)[i];
 }
 
 static float
-tile_v(const float *const *vt, int t, int d, int hd)
+tile_k(const void *const *kt, int t, int d, enum engine_kv_type kv)
 {
-    return vt[t / ENGINE_KV_BLOCK][(t % ENGINE_KV_BLOCK) * hd + d];
+    return tile_at(kt[t / ENGINE_KV_BLOCK], (size_t)d * ENGINE_KV_BLOCK + t % ENGINE_KV_BLOCK,
+                   kv);
+}
+
+static float
+tile_v(const void *const *vt, int t, int d, int hd, enum engine_kv_type kv)
+{
+    return tile_at(vt[t / ENGINE_KV_BLOCK], (size_t)(t % ENGINE_KV_BLOCK) * hd + d, kv);
+}
+
+/* A random tile of hd x ENGINE_KV_BLOCK elements of type kv (stored with the variant's to_f16). */
+static void *
+random_tile(const struct engine_attn_kernels *A, int hd, enum engine_kv_type kv)
+{
+    float *f = normal_vec(hd * ENGINE_KV_BLOCK, 1.0f);
+    if (kv == ENGINE_KV_F32)
+        return f;
+    uint16_t *h = malloc(hd * ENGINE_KV_BLOCK * sizeof(uint16_t));
+    A->to_f16(f, h, hd * ENGINE_KV_BLOCK, 1);
+    for (int i = 0; i < hd * ENGINE_KV_BLOCK; i++)
+        if (h[i] != engine__f32_to_f16(f[i]))
+            h[0] = 0x7e00; /* to_f16 must round as the reference does: poison the tile */
+    free(f);
+    return h;
 }
 
 static int
-check_attn(const struct engine_attn_kernels *A, int hd, int g, int n)
+check_attn(const struct engine_attn_kernels *A, int hd, int g, int n, enum engine_kv_type kv)
 {
     size_t ld = (size_t)n + 5;
     int nb = (n + ENGINE_KV_BLOCK - 1) / ENGINE_KV_BLOCK;
     float *q = normal_vec(g * hd, 1.0f), *s = malloc(g * ld * sizeof(float));
     float *o = malloc(g * hd * sizeof(float));
-    const float *kt[nb], *vt[nb];
+    const void *kt[nb], *vt[nb];
     for (int j = 0; j < nb; j++) { /* tiles out of order in memory, as a block table gives them */
-        kt[nb - 1 - j] = normal_vec(hd * ENGINE_KV_BLOCK, 1.0f);
-        vt[nb - 1 - j] = normal_vec(hd * ENGINE_KV_BLOCK, 1.0f);
+        kt[nb - 1 - j] = random_tile(A, hd, kv);
+        vt[nb - 1 - j] = random_tile(A, hd, kv);
     }
     double *want = malloc((g * ld + g * hd) * sizeof(double));
     double *mag = malloc((g * ld + g * hd) * sizeof(double));
-    A->scores(hd, g, n, q, kt, s, ld);
+    A->scores[kv](hd, g, n, q, kt, s, ld);
     int bad = 0;
     for (int h = 0; h < g; h++) {
         for (int t = 0; t < n; t++) {
             want[t] = mag[t] = 0;
             for (int d = 0; d < hd; d++) {
-                want[t] += (double)q[h * hd + d] * tile_k(kt, t, d);
-                mag[t] += fabs((double)q[h * hd + d] * tile_k(kt, t, d));
+                want[t] += (double)q[h * hd + d] * tile_k(kt, t, d, kv);
+                mag[t] += fabs((double)q[h * hd + d] * tile_k(kt, t, d, kv));
             }
         }
         bad += count_far(s + h * ld, want, mag, n, 1e-6);
@@ -795,11 +822,11 @@ check_attn(const struct engine_attn_kernels *A, int hd, int g, int n)
         bad += count_far(a, want, mag, n, 1e-6);
         bad += !(fabs(got - sum) <= 1e-6 * sum);
     }
-    A->mix(hd, g, n, s, ld, vt, o);
+    A->mix[kv](hd, g, n, s, ld, vt, o);
     for (int i = 0; i < g * hd; i++) {
         want[i] = mag[i] = 0;
         for (int t = 0; t < n; t++) {
-            double p = (double)s[(i / hd) * ld + t] * tile_v(vt, t, i % hd, hd);
+            double p = (double)s[(i / hd) * ld + t] * tile_v(vt, t, i % hd, hd, kv);
             want[i] += p;
             mag[i] += fabs(p);
         }
@@ -841,12 +868,15 @@ test_attention_kernels(void)
             continue;
         for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++)
             for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
-                int bad = check_attn(&engine__variant()->attn, shapes[si][0], shapes[si][1],
-                                     ns[ni]);
-                if (bad)
-                    fprintf(stderr, "%s attention hd %d g %d n %d: %d bad\n", variants[v],
-                            shapes[si][0], shapes[si][1], ns[ni], bad);
-                CHECK_EQ(bad, 0);
+                for (int kv = 0; kv < 2; kv++) {
+                    int bad = check_attn(&engine__variant()->attn, shapes[si][0],
+                                         shapes[si][1], ns[ni], (enum engine_kv_type)kv);
+                    if (bad)
+                        fprintf(stderr, "%s attention (%s) hd %d g %d n %d: %d bad\n",
+                                variants[v], kv ? "f16" : "f32", shapes[si][0], shapes[si][1],
+                                ns[ni], bad);
+                    CHECK_EQ(bad, 0);
+                }
             }
         CHECK_EQ(check_silu(engine__variant()->silu_mul), 0);
     }

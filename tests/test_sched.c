@@ -72,7 +72,7 @@ open_model(void)
 static struct engine_sched *
 open_sched(struct engine_model *m, int slots, int queue)
 {
-    struct engine_sched_params p = { 256, slots, 2, queue, 64 };
+    struct engine_sched_params p = { 256, slots, 2, queue, 64, ENGINE_KV_CACHE_AUTO };
     struct engine_sched *s = NULL;
     CHECK_EQ(engine_sched_new(m, &p, &s), 0);
     return s;

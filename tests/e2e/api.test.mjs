@@ -49,6 +49,15 @@ test('a port in use is an error at start, exit status 1', () => {
   assert.match(r.stderr, /cannot listen on 127\.0\.0\.1 port \d+: Address already in use/);
 });
 
+test('a bad --kv-type (flag or variable) is refused at start, exit status 2', () => {
+  for (const [args, env] of [[['--kv-type', 'f8'], {}], [[], { LORASERVE_KV_TYPE: 'q4' }]]) {
+    const r = spawnSync(BIN, ['serve', '--model', MODEL, ...args],
+      { encoding: 'utf8', timeout: 30000, env: { ...process.env, ...env } });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /--kv-type must be auto, f16 or f32/);
+  }
+});
+
 test('GET /health reports the slots', async () => {
   const h = await (await fetch(`${srv.url}/health`)).json();
   assert.equal(h.status, 'ok');

@@ -1,0 +1,111 @@
+/*
+ * vec_attn.h - the attention kernels over the KV cache's tiles, included by
+ * vec_simd.h once per cache element type, with:
+ *   KV_T          the element type (float, or uint16_t holding f16)
+ *   KV_LOAD(p)    VW elements at p as a vector of floats
+ *   KV_S(x)       one element as a float
+ *   KV_NAME(f)    f with the type's suffix
+ */
+
+/*
+ * s[h * lds + t] = sum over d of q[h * hd + d] * K(t, d), for h < g, t < n:
+ * four whole blocks at a time (independent sums), then one, then the last
+ * partial block position by position.
+ */
+static void
+KV_NAME(attn_scores)(int hd, int g, int n, const float *q, const void *const *ktv, float *s,
+                     size_t lds)
+{
+    const KV_T *const *kt = (const KV_T *const *)ktv;
+    int full = n / KB;
+    for (int h = 0; h < g; h++) {
+        const float *qh = q + (size_t)h * hd;
+        float *sh = s + (size_t)h * lds;
+        int j = 0;
+        for (; j + 4 <= full; j += 4)
+            for (int v0 = 0; v0 < KB; v0 += VW) {
+                const KV_T *k0 = kt[j] + v0, *k1 = kt[j + 1] + v0;
+                const KV_T *k2 = kt[j + 2] + v0, *k3 = kt[j + 3] + v0;
+                vf a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
+                for (int d = 0; d < hd; d++) {
+                    vf qd = V_SET1(qh[d]);
+                    a0 = V_FMA(qd, KV_LOAD(k0 + d * KB), a0);
+                    a1 = V_FMA(qd, KV_LOAD(k1 + d * KB), a1);
+                    a2 = V_FMA(qd, KV_LOAD(k2 + d * KB), a2);
+                    a3 = V_FMA(qd, KV_LOAD(k3 + d * KB), a3);
+                }
+                V_STORE(sh + j * KB + v0, a0);
+                V_STORE(sh + (j + 1) * KB + v0, a1);
+                V_STORE(sh + (j + 2) * KB + v0, a2);
+                V_STORE(sh + (j + 3) * KB + v0, a3);
+            }
+        for (; j < full; j++)
+            for (int v0 = 0; v0 < KB; v0 += VW) {
+                vf a = V_ZERO();
+                for (int d = 0; d < hd; d++)
+                    a = V_FMA(V_SET1(qh[d]), KV_LOAD(kt[j] + d * KB + v0), a);
+                V_STORE(sh + j * KB + v0, a);
+            }
+        for (int t = full * KB; t < n; t++) {
+            float a = 0;
+            for (int d = 0; d < hd; d++)
+                a = fmaf(qh[d], KV_S(kt[t / KB][d * KB + t % KB]), a);
+            sh[t] = a;
+        }
+    }
+}
+
+/* Row t of the V tiles. */
+static inline const KV_T *
+KV_NAME(v_row)(const KV_T *const *vt, int t, int hd)
+{
+    return vt[t / KB] + (size_t)(t % KB) * hd;
+}
+
+/*
+ * o[h * hd + d] = sum over t of a[h * lda + t] * V(t, d), for h < g, d < hd:
+ * even and odd positions in two sums, added at the end.
+ */
+static void
+KV_NAME(attn_mix)(int hd, int g, int n, const float *a, size_t lda, const void *const *vtv,
+                  float *o)
+{
+    const KV_T *const *vt = (const KV_T *const *)vtv;
+    for (int h = 0; h < g; h++) {
+        const float *ah = a + (size_t)h * lda;
+        float *oh = o + (size_t)h * hd;
+        int d = 0;
+        for (; d + 2 * VW <= hd; d += 2 * VW) {
+            vf e0 = V_ZERO(), e1 = V_ZERO(), o0 = V_ZERO(), o1 = V_ZERO();
+            int t = 0;
+            for (; t + 2 <= n; t += 2) {
+                const KV_T *v0 = KV_NAME(v_row)(vt, t, hd) + d;
+                const KV_T *v1 = KV_NAME(v_row)(vt, t + 1, hd) + d;
+                vf x0 = V_SET1(ah[t]), x1 = V_SET1(ah[t + 1]);
+                e0 = V_FMA(x0, KV_LOAD(v0), e0);
+                e1 = V_FMA(x0, KV_LOAD(v0 + VW), e1);
+                o0 = V_FMA(x1, KV_LOAD(v1), o0);
+                o1 = V_FMA(x1, KV_LOAD(v1 + VW), o1);
+            }
+            if (t < n) {
+                const KV_T *v0 = KV_NAME(v_row)(vt, t, hd) + d;
+                e0 = V_FMA(V_SET1(ah[t]), KV_LOAD(v0), e0);
+                e1 = V_FMA(V_SET1(ah[t]), KV_LOAD(v0 + VW), e1);
+            }
+            V_STORE(oh + d, V_ADD(e0, o0));
+            V_STORE(oh + d + VW, V_ADD(e1, o1));
+        }
+        for (; d < hd; d++) {
+            float e = 0, od = 0;
+            int t = 0;
+            for (; t + 2 <= n; t += 2) {
+                e = fmaf(ah[t], KV_S(KV_NAME(v_row)(vt, t, hd)[d]), e);
+                od = fmaf(ah[t + 1], KV_S(KV_NAME(v_row)(vt, t + 1, hd)[d]), od);
+            }
+            if (t < n)
+                e = fmaf(ah[t], KV_S(KV_NAME(v_row)(vt, t, hd)[d]), e);
+            oh[d] = e + od;
+        }
+    }
+}
+
