@@ -101,14 +101,24 @@ tile(const struct engine_kv *kv, int layer, int seq, int j, int h)
            ENGINE_KV_BLOCK;
 }
 
+/*
+ * The tiles are scattered over the pool, where the hardware prefetcher does
+ * not follow: all of them are asked for at once here, so their misses
+ * overlap instead of coming one tile at a time.
+ */
 void
 engine__kv_tiles(const struct engine_kv *kv, int layer, int seq, int h, int n,
                  const void **kt, const void **vt)
 {
+    size_t bytes = (size_t)kv->head_dim * ENGINE_KV_BLOCK * kv->esize;
     for (int j = 0; j < (n + ENGINE_KV_BLOCK - 1) / ENGINE_KV_BLOCK; j++) {
         size_t off = tile(kv, layer, seq, j, h) * kv->esize;
         kt[j] = kv->k + off;
         vt[j] = kv->v + off;
+        for (size_t b = 0; b < bytes; b += 64) {
+            __builtin_prefetch(kv->k + off + b, 0, 3);
+            __builtin_prefetch(kv->v + off + b, 0, 3);
+        }
     }
 }
 

@@ -9,48 +9,41 @@
 
 /*
  * s[h * lds + t] = sum over d of q[h * hd + d] * K(t, d), for h < g, t < n:
- * four whole blocks at a time (independent sums), then one, then the last
- * partial block position by position.
+ * blocks four at a time (independent sums; a group of fewer repeats its
+ * last tile), every lane of a tile computed, the positions past n (a
+ * partial last block) dropped. Each score is the same chain of FMAs over d
+ * wherever its block falls.
  */
 static void
 KV_NAME(attn_scores)(int hd, int g, int n, const float *q, const void *const *ktv, float *s,
                      size_t lds)
 {
     const KV_T *const *kt = (const KV_T *const *)ktv;
-    int full = n / KB;
+    int nblk = (n + KB - 1) / KB;
+    float tmp[4 * KB];
     for (int h = 0; h < g; h++) {
         const float *qh = q + (size_t)h * hd;
         float *sh = s + (size_t)h * lds;
-        int j = 0;
-        for (; j + 4 <= full; j += 4)
+        for (int j = 0; j < nblk; j += 4) {
+            int nb = nblk - j < 4 ? nblk - j : 4;
+            const KV_T *t0 = kt[j], *t1 = kt[j + (nb > 1)];
+            const KV_T *t2 = kt[j + (nb > 2 ? 2 : nb - 1)], *t3 = kt[j + nb - 1];
             for (int v0 = 0; v0 < KB; v0 += VW) {
-                const KV_T *k0 = kt[j] + v0, *k1 = kt[j + 1] + v0;
-                const KV_T *k2 = kt[j + 2] + v0, *k3 = kt[j + 3] + v0;
                 vf a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
                 for (int d = 0; d < hd; d++) {
                     vf qd = V_SET1(qh[d]);
-                    a0 = V_FMA(qd, KV_LOAD(k0 + d * KB), a0);
-                    a1 = V_FMA(qd, KV_LOAD(k1 + d * KB), a1);
-                    a2 = V_FMA(qd, KV_LOAD(k2 + d * KB), a2);
-                    a3 = V_FMA(qd, KV_LOAD(k3 + d * KB), a3);
+                    a0 = V_FMA(qd, KV_LOAD(t0 + d * KB + v0), a0);
+                    a1 = V_FMA(qd, KV_LOAD(t1 + d * KB + v0), a1);
+                    a2 = V_FMA(qd, KV_LOAD(t2 + d * KB + v0), a2);
+                    a3 = V_FMA(qd, KV_LOAD(t3 + d * KB + v0), a3);
                 }
-                V_STORE(sh + j * KB + v0, a0);
-                V_STORE(sh + (j + 1) * KB + v0, a1);
-                V_STORE(sh + (j + 2) * KB + v0, a2);
-                V_STORE(sh + (j + 3) * KB + v0, a3);
+                V_STORE(tmp + v0, a0);
+                V_STORE(tmp + KB + v0, a1);
+                V_STORE(tmp + 2 * KB + v0, a2);
+                V_STORE(tmp + 3 * KB + v0, a3);
             }
-        for (; j < full; j++)
-            for (int v0 = 0; v0 < KB; v0 += VW) {
-                vf a = V_ZERO();
-                for (int d = 0; d < hd; d++)
-                    a = V_FMA(V_SET1(qh[d]), KV_LOAD(kt[j] + d * KB + v0), a);
-                V_STORE(sh + j * KB + v0, a);
-            }
-        for (int t = full * KB; t < n; t++) {
-            float a = 0;
-            for (int d = 0; d < hd; d++)
-                a = fmaf(qh[d], KV_S(kt[t / KB][d * KB + t % KB]), a);
-            sh[t] = a;
+            int cnt = n - j * KB < nb * KB ? n - j * KB : nb * KB;
+            memcpy(sh + j * KB, tmp, (size_t)cnt * sizeof(float));
         }
     }
 }
