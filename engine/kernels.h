@@ -329,6 +329,9 @@ struct engine_variant {
     const char *name;
     struct engine_attn_kernels attn;
     void (*silu_mul)(float *g, const float *u, int64_t n);   /* g = silu(g) * u (vec_simd.h) */
+    /* y[c] += sum_q t[q] * bt[q * ldb + c], c < w (a LoRA B step, vec_simd.h) */
+    void (*rank_update)(int rank, const float *t, const float *bt, size_t ldb, int64_t w,
+                        float *y);
     engine_pack_x_fn gemm_pack_x;
     engine_pack_w_fn gemm_pack_w;
     engine_tile_fn gemm_tile;

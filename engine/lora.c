@@ -20,7 +20,7 @@ struct lora_mat {
     int rank;                   /* 0: this target has no adapter */
     float scale;                /* alpha / rank (or rsLoRA's alpha / sqrt(rank)) */
     float *a;                   /* (rank, k) */
-    float *b;                   /* (n_out, rank) */
+    float *bt;                  /* (rank, n_out): B transposed, so the B step adds rows */
 };
 
 struct engine_lora {
@@ -116,14 +116,17 @@ engine_lora_add(struct engine_lora *l, int layer, enum engine_lora_target t, int
         return -EINVAL;
     }
     mat->a = engine__try_alloc(na, sizeof(float));
-    mat->b = engine__try_alloc(nb, sizeof(float));
-    if (mat->a == NULL || mat->b == NULL) {
-        free(mat->a), free(mat->b);
-        mat->a = mat->b = NULL;
+    mat->bt = engine__try_alloc(nb, sizeof(float));
+    if (mat->a == NULL || mat->bt == NULL) {
+        free(mat->a), free(mat->bt);
+        mat->a = mat->bt = NULL;
         return -ENOMEM;
     }
     memcpy(mat->a, a, na * sizeof(float));
-    memcpy(mat->b, b, nb * sizeof(float));
+    for (int64_t c = 0; c < n_out; c++)
+        for (int q = 0; q < rank; q++)
+            mat->bt[(size_t)q * (size_t)n_out + (size_t)c] =
+                b[(size_t)c * (size_t)rank + (size_t)q];
     mat->rank = rank;
     mat->scale = scale;
     l->bytes += (na + nb) * sizeof(float);
@@ -147,7 +150,7 @@ engine_lora_unref(struct engine_lora *l)
         return;
     for (size_t i = 0; i < (size_t)l->m->hp.n_layer * ENGINE_LORA_N_TARGETS; i++) {
         free(l->mats[i].a);
-        free(l->mats[i].b);
+        free(l->mats[i].bt);
     }
     free(l->mats);
     atomic_fetch_sub_explicit(&live_bytes, l->bytes, memory_order_relaxed);
@@ -313,32 +316,26 @@ lora_a_task(int ith, int nth, void *arg)
 
 /* Columns [c0, c1) of projection i: each group's delta, added to its rows of y. */
 static void
-lora_b_slice(struct lora_job *j, int ith, int i, int64_t c0, int64_t c1)
+lora_b_slice(struct lora_job *j, int i, int64_t c0, int64_t c1)
 {
-    engine_gemv_fn gemv = engine__variant()->type[GGUF_T_F32].gemv;
-    int64_t w = c1 - c0, n_out = j->n_out[i];
+    const struct engine_variant *v = engine__variant();
+    int64_t n_out = j->n_out[i];
     for (int gi = 0; gi < j->p->n; gi++) {
         const struct engine_lora_group *g = &j->p->g[gi];
         const struct lora_mat *mat = group_mat(j, i, gi);
         if (mat->rank == 0)
             continue;
-        float *d = engine__pool_scratch(j->pool, ith, (size_t)g->n * (size_t)w * sizeof(float));
-        size_t rs = (size_t)mat->rank * sizeof(float);
-        gemv(mat->rank, mat->b + (size_t)c0 * mat->rank, rs, w, j->p->t + j->toff[i] + g->toff,
-             rs, g->n, d, w);
-        for (int r = 0; r < g->n; r++) {
-            float *yr = j->y[i] + (size_t)g->row[r] * n_out + c0;
-            const float *dr = d + (size_t)r * w;
-            for (int64_t c = 0; c < w; c++)
-                yr[c] += dr[c];
-        }
+        const float *t = j->p->t + j->toff[i] + g->toff;
+        for (int r = 0; r < g->n; r++)
+            v->rank_update(mat->rank, t + (size_t)r * mat->rank, mat->bt + c0, (size_t)n_out,
+                           c1 - c0, j->y[i] + (size_t)g->row[r] * n_out + c0);
     }
 }
 
 static void
 lora_b_task(int ith, int nth, void *arg)
 {
-    (void)nth;
+    (void)ith, (void)nth;
     struct lora_job *j = arg;
     int u;
     while (claim(j, j->n * j->slices, &u)) {
@@ -346,7 +343,7 @@ lora_b_task(int ith, int nth, void *arg)
         int64_t n_out = j->n_out[i];
         int64_t c0 = n_out * sl / j->slices, c1 = n_out * (sl + 1) / j->slices;
         if (c1 > c0)
-            lora_b_slice(j, ith, i, c0, c1);
+            lora_b_slice(j, i, c0, c1);
     }
 }
 

@@ -126,3 +126,26 @@ silu_mul(float *g, const float *u, int64_t n)
     for (; i < n; i++)
         g[i] = g[i] / (1.0f + s_exp(-g[i])) * u[i];
 }
+
+/*
+ * y[c] += sum over q of t[q] * bt[q * ldb + c], for c < w: a LoRA B step on
+ * B transposed, the rank sum done first (one FMA chain per column) and then
+ * added to y.
+ */
+static void
+rank_update(int rank, const float *t, const float *bt, size_t ldb, int64_t w, float *y)
+{
+    int64_t c = 0;
+    for (; c + VW <= w; c += VW) {
+        vf acc = V_ZERO();
+        for (int q = 0; q < rank; q++)
+            acc = V_FMA(V_SET1(t[q]), V_LOAD(bt + (size_t)q * ldb + c), acc);
+        V_STORE(y + c, V_ADD(V_LOAD(y + c), acc));
+    }
+    for (; c < w; c++) {
+        float acc = 0;
+        for (int q = 0; q < rank; q++)
+            acc = fmaf(t[q], bt[(size_t)q * ldb + c], acc);
+        y[c] += acc;
+    }
+}

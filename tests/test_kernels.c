@@ -858,6 +858,30 @@ check_silu(void (*silu_mul)(float *, const float *, int64_t))
     return bad;
 }
 
+/* The LoRA B step on B transposed, against double, for ranks and widths with tails. */
+static int
+check_rank_update(const struct engine_variant *v, int rank, int64_t w)
+{
+    size_t ldb = (size_t)w + 3;
+    float *t = normal_vec(rank, 1.0f), *bt = normal_vec(rank * (int64_t)ldb, 1.0f);
+    float *y = normal_vec(w, 1.0f);
+    double *want = malloc(w * sizeof(double)), *mag = malloc(w * sizeof(double));
+    for (int64_t c = 0; c < w; c++) {
+        double acc = 0, m = 0;
+        for (int q = 0; q < rank; q++) {
+            acc += (double)t[q] * bt[q * ldb + c];
+            m += fabs((double)t[q] * bt[q * ldb + c]);
+        }
+        want[c] = y[c] + acc;
+        mag[c] = m + fabs(y[c]);
+    }
+    v->rank_update(rank, t, bt, ldb, w, y);
+    float *yf = y;
+    int bad = count_far(yf, want, mag, (int)w, 1e-6);
+    free(t), free(bt), free(y), free(want), free(mag);
+    return bad;
+}
+
 static void
 test_attention_kernels(void)
 {
@@ -879,6 +903,9 @@ test_attention_kernels(void)
                 }
             }
         CHECK_EQ(check_silu(engine__variant()->silu_mul), 0);
+        for (int rank = 1; rank <= 64; rank *= 4)
+            for (int64_t w = 1; w <= 100; w += 33)
+                CHECK_EQ(check_rank_update(engine__variant(), rank, w), 0);
     }
     restore_best_variant();
 }
