@@ -4,6 +4,7 @@
 #ifndef LORASERVE_ENGINE_INT_H
 #define LORASERVE_ENGINE_INT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,7 +39,17 @@ struct engine_model {
     int64_t n_params;
 };
 
-/* ---- KV cache in blocks (kvcache.c) ---- */
+/* ---- KV cache in blocks, and the prefix cache (kvcache.c) ---- */
+
+/* A block's prefix-cache entry (valid while published). */
+struct engine_kv_meta {
+    uint64_t key;                   /* chained hash of the prefix up to this block */
+    uint64_t lora;                  /* adapters hash of the requests that made it */
+    int32_t tok[ENGINE_KV_BLOCK];   /* its tokens (checked on a match) */
+    int32_t next_hash;              /* next block in its hash chain */
+    int32_t prev, next_lru;         /* unreferenced published blocks, oldest first */
+    bool published;
+};
 
 struct engine_kv {
     int n_layer, kv_dim, head_dim;
@@ -49,10 +60,18 @@ struct engine_kv {
     char *k;                        /* (n_layer, n_blocks, kv_dim, ENGINE_KV_BLOCK) */
     char *v;                        /* (n_layer, n_blocks, n_head_kv, ENGINE_KV_BLOCK, head_dim) */
     int32_t *table;                 /* (n_seq, max_blocks): a sequence's blocks in order */
+    uint64_t *seq_keys;             /* (n_seq, max_blocks): its prompt blocks' keys */
     int *len;                       /* (n_seq) positions cached */
     int *n_alloc;                   /* (n_seq) blocks held */
-    int32_t *free;                  /* free block ids, a stack of n_free */
+    int *n_pub;                     /* (n_seq) leading blocks whose keys are known */
+    int32_t *free;                  /* unused block ids, a stack of n_free */
     int n_free;
+    int32_t *ref;                   /* (n_blocks) sequences holding each block */
+    struct engine_kv_meta *meta;    /* (n_blocks) */
+    int32_t *bucket;                /* (n_bucket) first block of each hash chain */
+    int n_bucket;
+    int32_t lru_head, lru_tail;
+    uint64_t hit_blocks, evictions; /* counters */
 };
 
 /* Room for n_seq sequences of n_ctx positions of type. Returns 0 or -ENOMEM. */
@@ -63,12 +82,23 @@ void engine__kv_release(struct engine_kv *kv);
 int engine__kv_reserve(struct engine_kv *kv, int seq, int len);
 /* Forgets positions from p0 on and gives back the blocks no longer needed. */
 void engine__kv_truncate(struct engine_kv *kv, int seq, int p0);
+/*
+ * Prefix cache. attach: for an empty sequence about to take prompt tok[0..n)
+ * with adapters hash lora, shares the published blocks of the longest cached
+ * prefix (leaving at least one position to compute); returns the positions
+ * now cached. publish: makes the sequence's full blocks among its first n
+ * positions (tok, lora as given to attach) available to later sequences.
+ */
+int engine__kv_attach(struct engine_kv *kv, int seq, uint64_t lora, const int32_t *tok, int n);
+void engine__kv_publish(struct engine_kv *kv, int seq, uint64_t lora, const int32_t *tok, int n);
 /* Kv head h's K and V tiles of seq's first n positions (one per block), in order. */
 void engine__kv_tiles(const struct engine_kv *kv, int layer, int seq, int h, int n,
                       const void **kt, const void **vt);
 /* Stores kv head h's k and v (head_dim each) at position pos (reserved) of seq. */
 void engine__kv_store(struct engine_kv *kv, int layer, int seq, int pos, int h, const float *k,
                       const float *v);
+/* The context's cache (for the scheduler's prefix cache). */
+struct engine_kv *engine__ctx_kv(struct engine_ctx *c);
 
 /* ---- LoRA in the forward pass (lora.c) ---- */
 

@@ -129,6 +129,12 @@ engine_ctx_free(struct engine_ctx *c)
     free(c);
 }
 
+struct engine_kv *
+engine__ctx_kv(struct engine_ctx *c)
+{
+    return &c->kv;
+}
+
 int
 engine_ctx_n_ctx(const struct engine_ctx *c)
 {

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <xxhash.h>
 
 #include "engine_int.h"
 
@@ -58,6 +59,7 @@ struct slot {
     int n_past;                       /* positions in the cache */
     int32_t last;                     /* token to evaluate next, once decoding */
     bool decoding;                    /* prompt done */
+    uint64_t lora_hash;               /* the request's adapters, for the prefix cache */
 };
 
 struct engine_sched {
@@ -73,6 +75,7 @@ struct engine_sched {
     int n_waiting;
     bool stop;
     atomic_int n_running;
+    _Atomic uint64_t prefix_hits;     /* prompt positions the prefix cache served */
 
     struct slot *slots;               /* (n_slots) */
     int32_t *tokens, *pos, *seq;      /* (batch_rows + n_slots) */
@@ -288,6 +291,7 @@ sample_slot(struct engine_sched *S, struct slot *s, float *logits)
     }
     req_finish(r, f);
     s->r = NULL;
+    engine_seq_truncate(S->ctx, (int)(s - S->slots), 0); /* blocks back to the pool */
     atomic_fetch_sub(&S->n_running, 1);
 }
 
@@ -298,7 +302,45 @@ free_slot(struct engine_sched *S, int i, enum engine_finish f)
 {
     req_finish(S->slots[i].r, f);
     S->slots[i].r = NULL;
+    engine_seq_truncate(S->ctx, i, 0);
     atomic_fetch_sub(&S->n_running, 1);
+}
+
+/*
+ * What the prefix cache keys a request's K and V by besides its tokens: each
+ * adapter's process-unique id (a replaced adapter is a new object) and scale.
+ */
+static uint64_t
+lora_hash(const struct engine_lora_set *set)
+{
+    if (set->n == 0)
+        return 0;
+    uint64_t v[2 * ENGINE_LORA_MAX_SET];
+    for (int i = 0; i < set->n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &set->scale[i], sizeof(bits));
+        v[2 * i] = engine_lora_id(set->lora[i]);
+        v[2 * i + 1] = bits;
+    }
+    return XXH3_64bits(v, (size_t)set->n * 2 * sizeof(uint64_t)) | 1; /* never 0: the base's */
+}
+
+/* Starts request r in free slot i, on whatever prefix of its prompt the cache holds. */
+static void
+start_slot(struct engine_sched *S, int i, struct engine_req *r)
+{
+    struct slot *s = &S->slots[i];
+    engine_seq_truncate(S->ctx, i, 0);
+    *s = (struct slot){ r, 0, 0, false, lora_hash(&r->lora) };
+    s->n_past = engine__kv_attach(engine__ctx_kv(S->ctx), i, s->lora_hash, r->prompt,
+                                  r->n_prompt);
+    atomic_fetch_add_explicit(&S->prefix_hits, (uint64_t)s->n_past, memory_order_relaxed);
+}
+
+uint64_t
+engine_sched_prefix_hits(struct engine_sched *S)
+{
+    return atomic_load_explicit(&S->prefix_hits, memory_order_relaxed);
 }
 
 /* Moves queued requests into free slots; waits while there is nothing to do. */
@@ -315,8 +357,7 @@ admit(struct engine_sched *S)
             S->head = r->next;
             S->tail = S->head ? S->tail : NULL;
             S->n_waiting--;
-            engine_seq_truncate(S->ctx, i, 0);
-            *s = (struct slot){ r, 0, 0, false };
+            start_slot(S, i, r);
             atomic_fetch_add(&S->n_running, 1);
         }
         if (S->stop || atomic_load(&S->n_running) > 0)
@@ -388,6 +429,12 @@ iterate(struct engine_sched *S)
             if (S->slots[S->row_slot[k]].r != NULL)
                 free_slot(S, S->row_slot[k], ENGINE_FINISH_ERROR);
         return;
+    }
+    struct engine_kv *kv = engine__ctx_kv(S->ctx);
+    for (int i = 0; i < S->p.n_slots; i++) { /* prompt blocks now complete, for later requests */
+        const struct slot *s = &S->slots[i];
+        if (s->r != NULL && !s->decoding)
+            engine__kv_publish(kv, i, s->lora_hash, s->r->prompt, s->n_past);
     }
     for (int k = 0; k < n_logits; k++)
         sample_slot(S, &S->slots[S->row_slot[k]], S->logits + (size_t)k * S->n_vocab);

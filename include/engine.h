@@ -239,6 +239,12 @@ void engine_sched_free(struct engine_sched *s);
 
 /* Requests waiting + running, and slots busy (for /health and metrics). */
 void engine_sched_load(struct engine_sched *s, int *waiting, int *running);
+/*
+ * Prompt positions served from the prefix cache so far: full blocks of 16 a
+ * request shares with an earlier one of the same tokens and the same
+ * adapters (each adapter object, version and scale). Any thread.
+ */
+uint64_t engine_sched_prefix_hits(struct engine_sched *s);
 
 #define ENGINE_MAX_TOP_LOGPROBS 20
 

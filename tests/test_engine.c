@@ -15,6 +15,7 @@
 #include "check.h"
 #include "testutil.h"
 #include "engine.h"
+#include "../engine/engine_int.h" /* the prefix cache, below the scheduler */
 
 static const char *base_cases[] = { "short-genesis", "short-moses", "short-modern", "long-kjv",
                                     "long-mixed" };
@@ -359,6 +360,44 @@ test_kv_blocks_reused(void)
     engine_model_free(m);
 }
 
+/*
+ * Prefix cache under the scheduler: a sequence attached to another's
+ * published blocks gives that one's logits bit for bit; truncated into a
+ * shared block, it writes to its own copy, and the other sequence's cache is
+ * untouched.
+ */
+static void
+test_kv_prefix_shared_blocks(void)
+{
+    struct engine_model *m = open_model("kjv-tiny-q8_0.gguf");
+    CHECK(m != NULL);
+    if (m == NULL)
+        return;
+    cJSON *ja = golden("base", "long-kjv");
+    int32_t pa[256];
+    int na = test_json_ids(ja, "prompt_ids", pa, 256);
+    float *want = malloc(2048 * 4), *got = malloc(2048 * 4);
+    struct engine_ctx *ctx = NULL;
+    CHECK(engine_ctx_new(m, 160, 2, 2, &ctx) == 0);
+    struct engine_kv *kv = engine__ctx_kv(ctx);
+    eval_range(ctx, 0, pa, 0, na, want);
+    engine__kv_publish(kv, 0, 7, pa, na);
+    CHECK_EQ(engine__kv_attach(kv, 1, 8, pa, na), 0);     /* other adapters: nothing */
+    CHECK_EQ(engine__kv_attach(kv, 1, 7, pa, na), 144);   /* 9 blocks shared */
+    eval_range(ctx, 1, pa, 144, na, got);
+    CHECK(memcmp(got, want, 2048 * 4) == 0);
+    engine_seq_truncate(ctx, 1, 100);                     /* into shared block 6: a copy */
+    eval_range(ctx, 1, pa, 100, na, got);
+    CHECK(memcmp(got, want, 2048 * 4) == 0);
+    engine_seq_truncate(ctx, 0, 144);
+    eval_range(ctx, 0, pa, 144, na, got);                 /* sequence 0 untouched */
+    CHECK(memcmp(got, want, 2048 * 4) == 0);
+    engine_ctx_free(ctx);
+    free(want), free(got);
+    cJSON_Delete(ja);
+    engine_model_free(m);
+}
+
 /* ---- Sampler ---------------------------------------------------------- */
 
 static void
@@ -587,6 +626,7 @@ main(int argc, char **argv)
         { "golden_q8_0_f16_cache", test_golden_q8_0_f16_cache },
         { "batch_matches_single", test_batch_matches_single },
         { "kv_blocks_reused", test_kv_blocks_reused },
+        { "kv_prefix_shared_blocks", test_kv_prefix_shared_blocks },
         { "sampler", test_sampler },
         { "sampler_penalties", test_sampler_penalties },
         { "cli_generate_golden_text", test_cli_generate_golden_text },

@@ -309,6 +309,97 @@ test_adapter_requests(void)
     engine_model_free(m);
 }
 
+/* Runs one greedy request alone; its ids must equal the golden's. */
+static void
+run_golden(struct engine_sched *s, const struct golden *g, const struct engine_lora_set *set)
+{
+    struct engine_req_params p = greedy_params(g, 32);
+    p.lora = set;
+    struct engine_req *r = NULL;
+    CHECK_EQ(engine_sched_submit(s, &p, &r), 0);
+    int32_t ids[64];
+    int n = 0;
+    drain(r, ids, &n, NULL);
+    CHECK(n == g->n_gen && memcmp(ids, g->gen, (size_t)n * sizeof(int32_t)) == 0);
+    engine_req_release(r);
+}
+
+/*
+ * The prefix cache: the same 145-token prompt, one request after another,
+ * under the base, adapter A, A at scale 0.5, A loaded again (a new version
+ * with the same weights), and another adapter. Every answer equals its
+ * golden; the cache serves 144 positions exactly when tokens, adapters,
+ * versions and scales all match an earlier request, and never otherwise.
+ */
+static void
+test_prefix_cache_isolation(void)
+{
+    struct engine_model *m = open_model();
+    struct engine_sched *s = m ? open_sched(m, 8, 16) : NULL; /* 128 blocks: nothing evicted */
+    if (s == NULL)
+        return;
+    struct engine_lora *l[3] = { NULL, NULL, NULL };
+    const char *files[3] = { "fortunes", "fortunes", "jargon" };
+    for (int i = 0; i < 3; i++) {
+        char path[512], err[512] = "";
+        struct adapters_info info;
+        snprintf(path, sizeof(path), "%s/models/lora/kjv-tiny-lora-%s.gguf", test_shared_dir(),
+                 files[i]);
+        CHECK_EQ(adapters_load_path(m, path, 64, &l[i], &info, err, sizeof(err)), 0);
+    }
+    struct engine_lora_set a1 = { 1, { l[0] }, { 1.0f } }, a_half = { 1, { l[0] }, { 0.5f } };
+    struct engine_lora_set a2 = { 1, { l[1] }, { 1.0f } }, j1 = { 1, { l[2] }, { 1.0f } };
+    struct {
+        const char *config;
+        const struct engine_lora_set *set;
+        int hits;                  /* positions the cache must serve */
+    } steps[] = {
+        { "base", NULL, 0 }, { "base", NULL, 144 },
+        { "lora-fortunes", &a1, 0 }, { "lora-fortunes", &a1, 144 },
+        { "lora-fortunes-scale0.5", &a_half, 0 },
+        { "lora-fortunes", &a2, 0 },              /* A replaced: a new object */
+        { "lora-jargon", &j1, 0 }, { "base", NULL, 144 }, { "lora-fortunes", &a2, 144 },
+    };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        struct golden g;
+        load_golden(steps[i].config, "long-kjv", &g);
+        uint64_t before = engine_sched_prefix_hits(s);
+        run_golden(s, &g, steps[i].set);
+        uint64_t hits = engine_sched_prefix_hits(s) - before;
+        if (hits != (uint64_t)steps[i].hits)
+            fprintf(stderr, "step %zu (%s): %llu positions from the cache, want %d\n", i,
+                    steps[i].config, (unsigned long long)hits, steps[i].hits);
+        CHECK_EQ(hits, (uint64_t)steps[i].hits);
+    }
+    for (int i = 0; i < 3; i++)
+        engine_lora_unref(l[i]);
+    engine_sched_free(s);
+    engine_model_free(m);
+}
+
+/*
+ * A pool of 16 blocks (one slot): another prompt takes the blocks the first
+ * one's prefix left published, the deepest first, so the first prompt comes
+ * back to its first 4 blocks (64 positions) and computes the rest; both
+ * answers stay golden.
+ */
+static void
+test_prefix_cache_eviction(void)
+{
+    struct engine_model *m = open_model();
+    struct engine_sched *s = m ? open_sched(m, 1, 16) : NULL;
+    if (s == NULL)
+        return;
+    const struct golden *a = &goldens[3], *b = &goldens[4]; /* long-kjv, long-mixed */
+    run_golden(s, a, NULL);
+    run_golden(s, b, NULL);
+    uint64_t before = engine_sched_prefix_hits(s);
+    run_golden(s, a, NULL);
+    CHECK_EQ(engine_sched_prefix_hits(s) - before, (uint64_t)64);
+    engine_sched_free(s);
+    engine_model_free(m);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -320,6 +411,8 @@ main(int argc, char **argv)
         { "logprobs", test_logprobs },
         { "free_with_running", test_free_with_running },
         { "adapter_requests", test_adapter_requests },
+        { "prefix_cache_isolation", test_prefix_cache_isolation },
+        { "prefix_cache_eviction", test_prefix_cache_eviction },
         { NULL, NULL },
     };
     return check_main(tests, argc, argv);
