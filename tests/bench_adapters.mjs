@@ -60,11 +60,13 @@ function median(xs) {
 // Aggregate tok/s of 8 clients on the base and on 8 adapters named by name(k): REPEATS pairs
 // of runs back to back (the order alternating), and the median of each and of the ratios, so
 // that drift on a shared machine hits both sides alike.
+let runs = 0; // every run gets prompts of its own: the prefix cache must not favour a side
+
 async function throughput(url, name) {
   const pairs = [];
   for (let i = 0; i < REPEATS; i++) {
-    const runBase = () => level(url, CLIENTS, 2);
-    const runLora = () => level(url, CLIENTS, 2, (k) => ({ model: name(k) }));
+    const runBase = () => level(url, CLIENTS, 2, undefined, 1000 * ++runs);
+    const runLora = () => level(url, CLIENTS, 2, (k) => ({ model: name(k) }), 1000 * ++runs);
     const base = i % 2 === 0 ? await runBase() : null;
     const lora = await runLora();
     const b = base ?? await runBase();

@@ -80,12 +80,14 @@ export function pct(sorted, p) {
 }
 
 // c clients, each sending `rounds` requests back to back; extra(k) gives client k's fields.
-export async function level(url, c, rounds, extra = () => ({})) {
+// Prompts are numbered from base, so runs with bases far apart share no prompt (and the
+// prefix cache gives them nothing).
+export async function level(url, c, rounds, extra = () => ({}), base = c * 100) {
   const t0 = performance.now();
   const results = [];
   await Promise.all(Array.from({ length: c }, async (_, k) => {
     for (let r = 0; r < rounds; r++)
-      results.push(await one(url, k * rounds + r + c * 100, extra(k)));
+      results.push(await one(url, base + k * rounds + r, extra(k)));
   }));
   const wall = (performance.now() - t0) / 1000;
   const tokens = results.reduce((a, x) => a + x.tokens, 0);

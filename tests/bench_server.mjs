@@ -12,6 +12,38 @@
 import { cpus } from 'node:os';
 import { MAX_TOKENS, start, one, level } from './bench_lib.mjs';
 
+const VOCAB = ('time year people way day man thing woman life child world school state family ' +
+  'student group country problem hand part place case week company system program question ' +
+  'work government number night point home water room mother area money story fact month lot ' +
+  'right study book eye job word business issue side kind head house service friend father ' +
+  'power hour game line end member law car city community name president team minute idea').split(' ');
+
+// Prefix cache: time to first token of a request whose ~512-token prefix an
+// earlier request computed, against the first request's (median of 3 pairs,
+// each with a prefix of its own).
+async function prefixTtft(bin, model) {
+  const srv = await start(bin, model, ['--parallel', '4', '--ctx', '1024',
+    '--threads', String(cpus().length)]);
+  try {
+    await one(srv.url, 0);
+    const ratios = [], firsts = [], seconds = [];
+    for (let p = 0; p < 3; p++) {
+      const words = [];
+      for (let k = 0; k < 470; k++) words.push(VOCAB[(k * 7 + p * 13 + (k >> 3)) % VOCAB.length]);
+      const prefix = `Document ${p}: ${words.join(' ')}.`;
+      const a = await one(srv.url, 0, { prompt: `${prefix} Question one?`, max_tokens: 4 });
+      const b = await one(srv.url, 0, { prompt: `${prefix} Question two?`, max_tokens: 4 });
+      firsts.push(a.ttft);
+      seconds.push(b.ttft);
+      ratios.push(a.ttft / b.ttft);
+    }
+    const med = (v) => [...v].sort((x, y) => x - y)[1];
+    return { first: med(firsts), second: med(seconds), ratio: med(ratios) };
+  } finally {
+    await srv.stop();
+  }
+}
+
 const [bin = 'build/loraserve', model = 'build/bench/synth-110m-q8_0.gguf'] =
   process.argv.slice(2);
 const LEVELS = [1, 8, 32];
@@ -22,7 +54,7 @@ try {
   await one(srv.url, 0);   // warm up: page the weights in
   const rows = [];
   for (const c of LEVELS) {
-    await level(srv.url, c, 1); // warm-up round, not counted
+    await level(srv.url, c, 1, undefined, 100000 + c * 100); // warm-up, other prompts
     rows.push(await level(srv.url, c, c === 1 ? 4 : c === 8 ? 2 : 1));
   }
   console.log(`\nServer: ${MAX_TOKENS} streamed tokens per request, ${cpus().length} threads, ` +
@@ -37,3 +69,7 @@ try {
 } finally {
   await srv.stop();
 }
+const pc = await prefixTtft(bin, model);
+console.log(`prefix cache: time to first token with a ~512-token prefix computed before ` +
+  `${pc.second.toFixed(1)} ms, without ${pc.first.toFixed(1)} ms: ${pc.ratio.toFixed(1)}x ` +
+  `sooner (target >= 5x)`);
