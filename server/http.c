@@ -120,6 +120,8 @@ reply_health(struct server *s, struct MHD_Connection *con)
     cJSON_AddNumberToObject(slots, "idle", s->cfg->parallel - running);
     cJSON_AddNumberToObject(o, "waiting", waiting);
     cJSON_AddNumberToObject(o, "requests", s->n_inflight);
+    cJSON *pc = cJSON_AddObjectToObject(o, "prefix_cache");
+    cJSON_AddNumberToObject(pc, "hit_tokens", (double)engine_sched_prefix_hits(s->sched));
     cJSON_AddItemToObject(o, "adapters", server__adapters_health(s));
     return reply(s, con, s->draining ? 503 : 200, print_free(o), NULL);
 }

@@ -268,6 +268,38 @@ test('POST /v1/adapters loads and replaces (version + 1); DELETE unloads', async
   assert.equal(r.body.error.param, 'name');
 });
 
+// The prefix cache keys K and V by tokens and adapters: the same 145-token prompt
+// under the base, adapter A, A at scale 0.5, and A replaced by other weights
+// (same name) each gives its own golden; only an exact repeat is served from it.
+test('the prefix cache never reuses across adapters, versions or scales', async () => {
+  const prompt = golden('long-kjv').prompt_ids;
+  const hits = async () => (await health(srv.url)).prefix_cache.hit_tokens;
+  const load = async (path) => {
+    const r = await call(srv.url, 'POST', '/v1/adapters', { name: 'swapme', path });
+    assert.equal(r.status, 200, r.text);
+  };
+  await load(ggufPath('fortunes'));
+  const steps = [
+    [{}, 'base', null], [{}, 'base', 144], /* an earlier test may have cached the first */
+    [{ model: 'swapme' }, 'lora-fortunes', 0], [{ model: 'swapme' }, 'lora-fortunes', 144],
+    [{ model: 'swapme', lora_scale: 0.5 }, 'lora-fortunes-scale0.5', 0],
+    ['replace', null, 0],
+    [{ model: 'swapme' }, 'lora-jargon', 0], [{ model: 'swapme' }, 'lora-jargon', 144],
+  ];
+  for (const [fields, config, want] of steps) {
+    if (fields === 'replace') {
+      await load(ggufPath('jargon'));
+      continue;
+    }
+    const before = await hits();
+    const got = await complete(fields, prompt);
+    assert.equal(got.text, golden('long-kjv', config).generated_text, config);
+    if (want !== null)
+      assert.equal(await hits() - before, want, `${config}: positions from the cache`);
+  }
+  assert.equal((await call(srv.url, 'DELETE', '/v1/adapters/swapme')).status, 200);
+});
+
 test('vLLM\'s /v1/load_lora_adapter and /v1/unload_lora_adapter', async () => {
   let r = await post(srv.url, '/v1/load_lora_adapter',
     { lora_name: 'vllm-devil', lora_path: peftPath('devil') });
