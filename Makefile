@@ -57,6 +57,7 @@ bench: all $(BUILD)/tests/bench
 	$(BUILD)/tests/bench $(BUILD)/loraserve
 	node tests/bench_server.mjs $(BUILD)/loraserve $${LORASERVE_BENCH_DIR:-build/bench}/synth-110m-q8_0.gguf
 	node tests/bench_adapters.mjs $(BUILD)/loraserve $${LORASERVE_BENCH_DIR:-build/bench}/synth-110m-q8_0.gguf
+	node tests/bench_summary.mjs $${LORASERVE_BENCH_DIR:-build/bench}
 
 clean:
 	rm -rf build

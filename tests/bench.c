@@ -208,6 +208,12 @@ main(int argc, char **argv)
     printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     const char *types[] = { "f16", "q8_0", "q4_0", "q4_k_m" };
     int status = 0;
+    char jpath[600]; /* the figures again, for bench_summary.mjs */
+    snprintf(jpath, sizeof(jpath), "%s/results-engine.json", dir);
+    FILE *json = fopen(jpath, "w");
+    if (json != NULL)
+        fprintf(json, "{\"date\": \"%s\", \"threads\": %d, \"triad\": %.2f, \"read\": %.2f, "
+                "\"models\": {", date, threads, triad, readbw);
     for (int i = 0; i < 4; i++) {
         char path[600];
         snprintf(path, sizeof(path), "%s/synth-110m-%s.gguf", dir, types[i]);
@@ -220,6 +226,13 @@ main(int argc, char **argv)
         printf("| %s | %.0f | %.0f | %.1f | %.1f | %.2f | %.2f |\n", types[i], s.bytes / 1e6,
                s.pp, s.tg, gbs, gbs / triad, gbs / readbw);
         fflush(stdout);
+        if (json != NULL)
+            fprintf(json, "%s\"%s\": {\"pp\": %.1f, \"tg\": %.2f, \"bytes\": %zu}",
+                    i ? ", " : "", types[i], s.pp, s.tg, s.bytes);
+    }
+    if (json != NULL) {
+        fprintf(json, "}}\n");
+        fclose(json);
     }
     return status;
 }

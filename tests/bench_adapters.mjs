@@ -14,7 +14,7 @@
 //    minus with none, over the adapters' total file size. Target <= 1.1.
 // Usage: node tests/bench_adapters.mjs LORASERVE_BIN MODEL.gguf
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { MAX_TOKENS, start, one, level, pct } from './bench_lib.mjs';
@@ -138,3 +138,6 @@ console.log(`adapter load (POST /v1/adapters, ${mb(mem.file)} MB file): p50 ` +
   `${mem.p50.toFixed(1)} ms, p99 ${mem.p99.toFixed(1)} ms`);
 console.log(`resident memory with ${N_MEMORY} adapters - with none: ${mb(mem.grew)} MB for ` +
   `${mb(mem.bytes)} MB of files: ${(mem.grew / mem.bytes).toFixed(3)} (target <= 1.1)`);
+writeFileSync(join(dirname(model), 'results-adapters.json'), JSON.stringify({
+  qv, all, load: { p50: mem.p50, p99: mem.p99 }, rss: mem.grew / mem.bytes,
+}));

@@ -9,7 +9,9 @@
 // unmeasured round at that concurrency first (it maps the cache pages the
 // level's sequences will use).
 // Usage: node tests/bench_server.mjs LORASERVE_BIN MODEL.gguf
+import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
 import { MAX_TOKENS, start, one, level } from './bench_lib.mjs';
 
 const VOCAB = ('time year people way day man thing woman life child world school state family ' +
@@ -50,9 +52,9 @@ const LEVELS = [1, 8, 32];
 
 const srv = await start(bin, model, ['--parallel', '32', '--queue', '64', '--ctx', '256',
   '--threads', String(cpus().length)]);
+const rows = [];
 try {
   await one(srv.url, 0);   // warm up: page the weights in
-  const rows = [];
   for (const c of LEVELS) {
     await level(srv.url, c, 1, undefined, 100000 + c * 100); // warm-up, other prompts
     rows.push(await level(srv.url, c, c === 1 ? 4 : c === 8 ? 2 : 1));
@@ -70,6 +72,10 @@ try {
   await srv.stop();
 }
 const pc = await prefixTtft(bin, model);
+writeFileSync(join(dirname(model), 'results-server.json'), JSON.stringify({
+  levels: rows.map((r) => ({ clients: r.c, tokPerS: r.tokPerS, p50: r.p50, p99: r.p99 })),
+  prefix: pc,
+}));
 console.log(`prefix cache: time to first token with a ~512-token prefix computed before ` +
   `${pc.second.toFixed(1)} ms, without ${pc.first.toFixed(1)} ms: ${pc.ratio.toFixed(1)}x ` +
   `sooner (target >= 5x)`);
