@@ -93,7 +93,7 @@ int engine__kv_attach(struct engine_kv *kv, int seq, uint64_t lora, const int32_
 void engine__kv_publish(struct engine_kv *kv, int seq, uint64_t lora, const int32_t *tok, int n);
 /* Kv head h's K and V tiles of seq's first n positions (one per block), in order. */
 void engine__kv_tiles(const struct engine_kv *kv, int layer, int seq, int h, int n,
-                      const void **kt, const void **vt);
+                      bool prefetch, const void **kt, const void **vt);
 /* Stores kv head h's k and v (head_dim each) at position pos (reserved) of seq. */
 void engine__kv_store(struct engine_kv *kv, int layer, int seq, int pos, int h, const float *k,
                       const float *v);

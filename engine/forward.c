@@ -319,7 +319,7 @@ attend(struct engine_ctx *c, const struct attn_job *j, int row, int kvh, float *
     for (int i = 0; i < g * hd; i++)
         qs[i] = q[i] * scale;
     const void **vt = kt + c->kv.max_blocks;
-    engine__kv_tiles(&c->kv, j->layer, seq, kvh, n, kt, vt);
+    engine__kv_tiles(&c->kv, j->layer, seq, kvh, n, c->rows_distinct, kt, vt);
     A->scores[c->kv.type](hd, g, n, qs, kt, att, (size_t)c->n_ctx);
     float *inv = qs + (size_t)g * hd;
     for (int h = 0; h < g; h++) {

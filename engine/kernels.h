@@ -110,13 +110,29 @@ void engine__matmul(struct engine_pool *pool, enum gguf_ttype t, const void *w,
  */
 #define ENGINE_X16 16
 
-/* A weight matrix: n_out rows of k elements of type, in the row or the x16 layout. */
+/*
+ * Panels ("p32") of F16 weights for the variant's own GEMM: rows in groups of
+ * ENGINE_GEMM_ROWS (zero rows pad the last), each group k-major, f16
+ * p[k][32], as the GEMM's tile reads them; the matmul then takes every m
+ * through the GEMM with no packing per call, and a row's result does not
+ * depend on its batch.
+ */
+bool engine__p32_wanted(enum gguf_ttype t);
+/* The scalar references of the own GEMM's steps (any variant's fallback on p32 weights). */
+void engine__gemm_pack_x_ref(const float *x, int64_t m, int64_t k, int64_t tb, float *xt);
+void engine__gemm_tile_f16_ref(int64_t k, const uint16_t *ap, const float *xt, int n_tok,
+                               int n_rows, float *y, int64_t ldy);
+size_t engine__p32_size(int64_t n_out, int64_t k);
+void engine__p32_pack(const uint16_t *rows, int64_t n_out, int64_t k, uint16_t *dst);
+
+/* A weight matrix: n_out rows of k elements of type, in the row, x16 or p32 layout. */
 struct engine_weight {
     enum gguf_ttype type;
     int64_t k;
     int64_t n_out;
     const void *data;
     bool x16;
+    bool p32;
 };
 
 /* Whether the active variant has x16 kernels for t (then packing pays). */
@@ -298,6 +314,9 @@ typedef void (*engine_pack_w_fn)(enum gguf_ttype t, const void *rows, size_t str
 /* y[t * ldy + i] = sum_kk ap[kk][i] * xt[kk][t] for t < n_tok, i < n_rows. */
 typedef void (*engine_tile_fn)(int64_t k, const float *ap, const float *xt, int n_tok,
                                int n_rows, float *y, int64_t ldy);
+/* The same on a group of F16 panels (the p32 layout below). */
+typedef void (*engine_tile_f16_fn)(int64_t k, const uint16_t *ap, const float *xt, int n_tok,
+                                   int n_rows, float *y, int64_t ldy);
 
 /*
  * Attention kernels (vec_simd.h, one source for every variant). The cache
@@ -335,6 +354,10 @@ struct engine_variant {
     engine_pack_x_fn gemm_pack_x;
     engine_pack_w_fn gemm_pack_w;
     engine_tile_fn gemm_tile;
+    engine_tile_f16_fn gemm_tile_f16;     /* on p32 F16 panels, or NULL */
+    /* Four whole groups of p32 panels (gs halves apart), n_tok <= 2: as gemm_tile_f16 x 4 */
+    void (*gemm_tile4_f16)(int64_t k, const uint16_t *ap, size_t gs, const float *xt, int n_tok,
+                           float *y, int64_t ldy);
     engine_act_fn act[3];                 /* by enum engine_act; [F32] unused */
     struct {
         enum engine_act act;              /* format the activation is converted to */

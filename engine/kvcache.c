@@ -329,11 +329,12 @@ tile(const struct engine_kv *kv, int layer, int seq, int j, int h)
 
 /*
  * The tiles are scattered over the pool, where the hardware prefetcher does
- * not follow: all of them are asked for at once here, so their misses
- * overlap instead of coming one tile at a time.
+ * not follow: with prefetch, all of them are asked for at once, so their
+ * misses overlap instead of coming one tile at a time (worth it in decode;
+ * in a prompt's rows the tiles are hot from the row before).
  */
 void
-engine__kv_tiles(const struct engine_kv *kv, int layer, int seq, int h, int n,
+engine__kv_tiles(const struct engine_kv *kv, int layer, int seq, int h, int n, bool prefetch,
                  const void **kt, const void **vt)
 {
     size_t bytes = (size_t)kv->head_dim * ENGINE_KV_BLOCK * kv->esize;
@@ -341,7 +342,7 @@ engine__kv_tiles(const struct engine_kv *kv, int layer, int seq, int h, int n,
         size_t off = tile(kv, layer, seq, j, h) * kv->esize;
         kt[j] = kv->k + off;
         vt[j] = kv->v + off;
-        for (size_t b = 0; b < bytes; b += 64) {
+        for (size_t b = 0; prefetch && b < bytes; b += 64) {
             __builtin_prefetch(kv->k + off + b, 0, 3);
             __builtin_prefetch(kv->v + off + b, 0, 3);
         }

@@ -199,6 +199,9 @@ struct mm_job {
     int64_t chunk;                  /* weight rows claimed at a time */
     _Atomic int64_t next;           /* first unclaimed weight row (or unit) */
     float *pool_xt;                 /* own GEMM: the packed activation */
+    bool p32;                       /* w is in F16 panels (kernels.h): no packing */
+    engine_pack_x_fn pack_x;        /* own GEMM: the variant's, or the reference */
+    engine_tile_f16_fn tile_f16;
     int n_parts;                    /* gemv: the weights, their units numbered in turn */
     struct mm_part part[ENGINE_MM_MAX];
     int64_t n_units;
@@ -375,7 +378,7 @@ pack_x_task(int ith, int nth, void *arg)
     int64_t n_tb = (j->m + ENGINE_GEMM_TOK - 1) / ENGINE_GEMM_TOK, tb, end;
     while (claim_run(j, nth, n_tb, &tb, &end))
         for (; tb < end; tb++)
-            j->v->gemm_pack_x(j->x, j->m, j->k, tb, j->pool_xt + tb * j->k * ENGINE_GEMM_TOK);
+            j->pack_x(j->x, j->m, j->k, tb, j->pool_xt + tb * j->k * ENGINE_GEMM_TOK);
 }
 
 /*
@@ -414,8 +417,12 @@ run_unit(struct mm_job *j, int64_t g, int64_t c, const float *ap)
     for (int64_t tb = c * GEMM_CHUNK_TB; tb < n_tb && tb < (c + 1) * GEMM_CHUNK_TB; tb++) {
         int64_t t0 = tb * ENGINE_GEMM_TOK;
         int n_tok = (int)(j->m - t0 < ENGINE_GEMM_TOK ? j->m - t0 : ENGINE_GEMM_TOK);
-        j->v->gemm_tile(j->k, ap, j->pool_xt + tb * j->k * ENGINE_GEMM_TOK, n_tok, n_rows,
-                        j->y + t0 * j->n_out + i0, j->n_out);
+        const float *xt = j->pool_xt + tb * j->k * ENGINE_GEMM_TOK;
+        float *y = j->y + t0 * j->n_out + i0;
+        if (j->p32)
+            j->tile_f16(j->k, (const uint16_t *)j->w + i0 * j->k, xt, n_tok, n_rows, y, j->n_out);
+        else
+            j->v->gemm_tile(j->k, ap, xt, n_tok, n_rows, y, j->n_out);
     }
 }
 
@@ -445,8 +452,13 @@ own_gemm_task(int ith, int nth, void *arg)
     int64_t n_groups = (j->n_out + ENGINE_GEMM_ROWS - 1) / ENGINE_GEMM_ROWS;
     int64_t packed = -1, u, end;
     while (claim_run(j, nth, n_groups * n_chunks, &u, &end)) {
+        if (j->p32 && j->m <= 2 && j->v->gemm_tile4_f16 != NULL) /* one unit per group */
+            for (; u + 4 <= end && (u + 4) * ENGINE_GEMM_ROWS <= j->n_out; u += 4)
+                j->v->gemm_tile4_f16(j->k, (const uint16_t *)j->w + u * ENGINE_GEMM_ROWS * j->k,
+                                     (size_t)ENGINE_GEMM_ROWS * (size_t)j->k, j->pool_xt,
+                                     (int)j->m, j->y + u * ENGINE_GEMM_ROWS, j->n_out);
         for (; u < end; u++) {
-            if (u / n_chunks != packed) {
+            if (u / n_chunks != packed && !j->p32) {
                 pack_group(j, packed = u / n_chunks, rows, ap);
                 if ((packed + 1) * n_chunks < end)
                     prefetch_group(j, packed + 1);
@@ -459,6 +471,9 @@ own_gemm_task(int ith, int nth, void *arg)
 static void
 matmul_own_gemm(struct mm_job *j)
 {
+    /* p32 weights under a variant without its own GEMM (forced for tests): the references */
+    j->pack_x = j->v->gemm_pack_x ? j->v->gemm_pack_x : engine__gemm_pack_x_ref;
+    j->tile_f16 = j->v->gemm_tile_f16 ? j->v->gemm_tile_f16 : engine__gemm_tile_f16_ref;
     /* thread 0's scratch holds xt for everyone; sized once so it does not move */
     j->pool_xt = engine__pool_scratch(j->pool, 0, own_scratch(j->m, j->k));
     atomic_store(&j->next, 0);
@@ -470,7 +485,7 @@ matmul_own_gemm(struct mm_job *j)
 static void
 matmul_gemm(struct mm_job *j)
 {
-    if (j->v->gemm_tile != NULL) {
+    if (j->v->gemm_tile != NULL || j->p32) {
         matmul_own_gemm(j);
         return;
     }
@@ -485,7 +500,7 @@ matmul_gemm(struct mm_job *j)
 static bool
 use_gemv(const struct engine_weight *w, int64_t m)
 {
-    return w->x16 || m < gemm_min_m(w->type);
+    return !w->p32 && (w->x16 || m < gemm_min_m(w->type));
 }
 
 static void
@@ -515,7 +530,7 @@ engine__matmul_n(struct engine_pool *pool, int n, const struct engine_weight *co
             struct mm_job j = {
                 .pool = pool, .v = v, .t = w[i]->type, .w = w[i]->data,
                 .wstride = engine__row_size(w[i]->type, w[i]->k), .n_out = w[i]->n_out,
-                .k = w[i]->k, .m = m, .x = x, .y = y[i],
+                .k = w[i]->k, .m = m, .x = x, .y = y[i], .p32 = w[i]->p32,
             };
             matmul_gemm(&j);
             continue;

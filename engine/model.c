@@ -3,7 +3,8 @@
  *
  * Weights stay in the read-only mapping of the file: a struct engine_weight
  * points into it, except that Q8_0 and Q4_0 matmul weights are copied into
- * the x16 layout (kernels.h) when the CPU's kernels want it. Only the small
+ * the x16 layout and F16 ones into p32 panels (kernels.h) when the CPU's
+ * kernels want it. Only the small
  * 1-D tensors (norms, biases, RoPE frequency factors) are converted to owned
  * f32 arrays, whatever their stored type.
  * Every tensor's presence, shape and type is checked here, once, so the
@@ -349,8 +350,19 @@ release_pages(const void *p, size_t n)
         madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
+/* Bytes of w's copy in the layout the kernels want for its type (x16, p32), or 0. */
+static size_t
+packed_size(const struct engine_weight *w)
+{
+    if (engine__x16_wanted(w->type))
+        return engine__x16_size(w->type, w->n_out, w->k);
+    if (engine__p32_wanted(w->type))
+        return engine__p32_size(w->n_out, w->k);
+    return 0;
+}
+
 /*
- * Copies every matmul weight the kernels want in the x16 layout into one
+ * Copies every matmul weight the kernels want in the x16 or p32 layout into one
  * anonymous block (in 2 MB pages where the system allows: fewer TLB misses
  * while decoding streams the weights). The output of a tied model gets its
  * own copy; the token embedding stays as it is.
@@ -362,8 +374,7 @@ pack_weights(struct engine_model *m)
     int n = matmul_weights(m, ws);
     size_t total = 0;
     for (int i = 0; i < n; i++)
-        if (engine__x16_wanted(ws[i]->type))
-            total += engine__align64(engine__x16_size(ws[i]->type, ws[i]->n_out, ws[i]->k));
+        total += engine__align64(packed_size(ws[i]));
     if (total == 0) {
         free(ws);
         return 0;
@@ -379,14 +390,19 @@ pack_weights(struct engine_model *m)
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         struct engine_weight *w = ws[i];
-        if (!engine__x16_wanted(w->type))
+        size_t size = packed_size(w);
+        if (size == 0)
             continue;
-        engine__x16_pack(w->type, w->data, w->n_out, w->k, (char *)buf + off);
+        if (engine__x16_wanted(w->type))
+            engine__x16_pack(w->type, w->data, w->n_out, w->k, (char *)buf + off);
+        else
+            engine__p32_pack(w->data, w->n_out, w->k, (uint16_t *)((char *)buf + off));
         if (w->data != m->tok_embd.data)
             release_pages(w->data, engine__row_size(w->type, w->k) * (size_t)w->n_out);
         w->data = (char *)buf + off;
-        w->x16 = true;
-        off += engine__align64(engine__x16_size(w->type, w->n_out, w->k));
+        w->x16 = engine__x16_wanted(w->type);
+        w->p32 = !w->x16;
+        off += engine__align64(size);
     }
     mprotect(buf, total, PROT_READ);
     m->x16 = buf;

@@ -1002,18 +1002,28 @@ gemm_pack_w(enum gguf_ttype t, const void *rows, size_t stride, int n, int64_t k
 
 /*
  * 32 weight rows x T tokens: per step kk, two vectors of weights (rows in
- * lanes) times one broadcast activation per token, 2T accumulators.
+ * lanes; f32, or f16 panels converted as they are read) times one broadcast
+ * activation per token, 2T accumulators.
  */
 ALWAYS_INLINE void
-tile_n(int64_t k, const float *ap, const float *xt, int T, float *y, int64_t ldy,
+tile_n(int64_t k, const void *apv, bool half, const float *xt, int T, float *y, int64_t ldy,
        __mmask16 m0, __mmask16 m1)
 {
+    const float *ap = apv;
+    const uint16_t *ah = apv;
     __m512 acc0[ENGINE_GEMM_TOK], acc1[ENGINE_GEMM_TOK];
     UNROLL for (int t = 0; t < T; t++)
         acc0[t] = acc1[t] = _mm512_setzero_ps();
     for (int64_t kk = 0; kk < k; kk++) {
-        __m512 a0 = _mm512_load_ps(ap + kk * ENGINE_GEMM_ROWS);
-        __m512 a1 = _mm512_load_ps(ap + kk * ENGINE_GEMM_ROWS + 16);
+        __m512 a0, a1;
+        if (half) {
+            a0 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(ah + kk * ENGINE_GEMM_ROWS)));
+            a1 = _mm512_cvtph_ps(
+                _mm256_load_si256((const __m256i *)(ah + kk * ENGINE_GEMM_ROWS + 16)));
+        } else {
+            a0 = _mm512_load_ps(ap + kk * ENGINE_GEMM_ROWS);
+            a1 = _mm512_load_ps(ap + kk * ENGINE_GEMM_ROWS + 16);
+        }
         UNROLL for (int t = 0; t < T; t++) {
             __m512 b = _mm512_set1_ps(xt[kk * ENGINE_GEMM_TOK + t]);
             acc0[t] = _mm512_fmadd_ps(a0, b, acc0[t]);
@@ -1026,21 +1036,75 @@ tile_n(int64_t k, const float *ap, const float *xt, int T, float *y, int64_t ldy
     }
 }
 
-static void
-gemm_tile(int64_t k, const float *ap, const float *xt, int n_tok, int n_rows, float *y,
-          int64_t ldy)
+ALWAYS_INLINE void
+tile_any(int64_t k, const void *ap, bool half, const float *xt, int n_tok, int n_rows, float *y,
+         int64_t ldy)
 {
     __mmask16 m0 = (__mmask16)(n_rows >= 16 ? 0xffff : (1u << n_rows) - 1);
     __mmask16 m1 = (__mmask16)(n_rows >= 32   ? 0xffff
                                : n_rows > 16 ? (1u << (n_rows - 16)) - 1
                                              : 0);
     switch (n_tok) {
-#define TILE_CASE(T) case T: tile_n(k, ap, xt, T, y, ldy, m0, m1); break;
+#define TILE_CASE(T) case T: tile_n(k, ap, half, xt, T, y, ldy, m0, m1); break;
     TILE_CASE(12) TILE_CASE(11) TILE_CASE(10) TILE_CASE(9) TILE_CASE(8) TILE_CASE(7)
     TILE_CASE(6) TILE_CASE(5) TILE_CASE(4) TILE_CASE(3) TILE_CASE(2) TILE_CASE(1)
 #undef TILE_CASE
     default: break;
     }
+}
+
+static void
+gemm_tile(int64_t k, const float *ap, const float *xt, int n_tok, int n_rows, float *y,
+          int64_t ldy)
+{
+    tile_any(k, ap, false, xt, n_tok, n_rows, y, ldy);
+}
+
+static void
+gemm_tile_f16(int64_t k, const uint16_t *ap, const float *xt, int n_tok, int n_rows, float *y,
+              int64_t ldy)
+{
+    tile_any(k, ap, true, xt, n_tok, n_rows, y, ldy);
+}
+
+/*
+ * Four whole groups of F16 panels (128 rows, gs halves apart) against T <= 2
+ * tokens: a decode step's tile, whose one chain per output would otherwise
+ * wait on the FMA latency; each output is the same chain over kk as in
+ * gemm_tile_f16, so results do not depend on which tile computed them.
+ */
+ALWAYS_INLINE void
+tile4_f16(int64_t k, const uint16_t *ap, size_t gs, const float *xt, int T, float *y,
+          int64_t ldy)
+{
+    __m512 acc[2][8];
+    UNROLL for (int t = 0; t < T; t++)
+        UNROLL for (int v = 0; v < 8; v++)
+            acc[t][v] = _mm512_setzero_ps();
+    for (int64_t kk = 0; kk < k; kk++) {
+        __m512 a[8];
+        UNROLL for (int v = 0; v < 8; v++)
+            a[v] = _mm512_cvtph_ps(_mm256_load_si256(
+                (const __m256i *)(ap + (v / 2) * gs + kk * ENGINE_GEMM_ROWS + (v % 2) * 16)));
+        UNROLL for (int t = 0; t < T; t++) {
+            __m512 b = _mm512_set1_ps(xt[kk * ENGINE_GEMM_TOK + t]);
+            UNROLL for (int v = 0; v < 8; v++)
+                acc[t][v] = _mm512_fmadd_ps(a[v], b, acc[t][v]);
+        }
+    }
+    UNROLL for (int t = 0; t < T; t++)
+        UNROLL for (int v = 0; v < 8; v++)
+            _mm512_storeu_ps(y + t * ldy + v * 16, acc[t][v]);
+}
+
+static void
+gemm_tile4_f16(int64_t k, const uint16_t *ap, size_t gs, const float *xt, int n_tok, float *y,
+               int64_t ldy)
+{
+    if (n_tok == 1)
+        tile4_f16(k, ap, gs, xt, 1, y, ldy);
+    else
+        tile4_f16(k, ap, gs, xt, 2, y, ldy);
 }
 
 /* ---- Attention ----------------------------------------------------------- */
@@ -1077,6 +1141,8 @@ const struct engine_variant engine__variant_avx512 = {
     .gemm_pack_x = gemm_pack_x,
     .gemm_pack_w = gemm_pack_w,
     .gemm_tile = gemm_tile,
+    .gemm_tile_f16 = gemm_tile_f16,
+    .gemm_tile4_f16 = gemm_tile4_f16,
     .act = { [ENGINE_ACT_Q8A] = act_q8a, [ENGINE_ACT_Q8K] = act_q8k },
     .type = {
         [GGUF_T_F32] = { ENGINE_ACT_F32, gemv_f32, dequant_f32, 8 },

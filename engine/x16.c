@@ -1,6 +1,7 @@
 /*
  * x16.c - the interleaved ("x16") layout of Q8_0 and Q4_0 weights: packing,
- * and the scalar reference kernel the SIMD variants are tested against.
+ * and the scalar reference kernel the SIMD variants are tested against; and
+ * the F16 panel ("p32") layout of the variant's own GEMM.
  *
  * The layout (kernels.h) puts four bytes of each of 16 rows side by side, so
  * one 512-bit vpdpbusd multiplies 16 rows by the same four activation bytes
@@ -8,6 +9,7 @@
  * horizontal adds, and the float work is done once per 16 rows.
  */
 #include <assert.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -134,4 +136,58 @@ engine__gemv_x16_ref(enum gguf_ttype t)
 {
     assert(x16_type(t));
     return t == GGUF_T_Q4_0 ? gemv_q4_0_x16 : gemv_q8_0_x16;
+}
+
+/* ---- p32: F16 panels ---------------------------------------------------- */
+
+bool
+engine__p32_wanted(enum gguf_ttype t)
+{
+    return t == GGUF_T_F16 && engine__variant()->gemm_tile_f16 != NULL;
+}
+
+size_t
+engine__p32_size(int64_t n_out, int64_t k)
+{
+    int64_t groups = (n_out + ENGINE_GEMM_ROWS - 1) / ENGINE_GEMM_ROWS;
+    return (size_t)groups * ENGINE_GEMM_ROWS * (size_t)k * sizeof(uint16_t);
+}
+
+void
+engine__p32_pack(const uint16_t *rows, int64_t n_out, int64_t k, uint16_t *dst)
+{
+    int64_t groups = (n_out + ENGINE_GEMM_ROWS - 1) / ENGINE_GEMM_ROWS;
+    for (int64_t g = 0; g < groups; g++) {
+        uint16_t *p = dst + (size_t)g * ENGINE_GEMM_ROWS * (size_t)k;
+        for (int r = 0; r < ENGINE_GEMM_ROWS; r++) {
+            int64_t row = g * ENGINE_GEMM_ROWS + r;
+            for (int64_t kk = 0; kk < k; kk++)
+                p[kk * ENGINE_GEMM_ROWS + r] = row < n_out ? rows[row * k + kk] : 0;
+        }
+    }
+}
+
+void
+engine__gemm_pack_x_ref(const float *x, int64_t m, int64_t k, int64_t tb, float *xt)
+{
+    for (int64_t kk = 0; kk < k; kk++)
+        for (int t = 0; t < ENGINE_GEMM_TOK; t++) {
+            int64_t row = tb * ENGINE_GEMM_TOK + t;
+            xt[kk * ENGINE_GEMM_TOK + t] = row < m ? x[row * k + kk] : 0.0f;
+        }
+}
+
+/* The AVX-512 tile's arithmetic: per row and token one FMA chain over kk. */
+void
+engine__gemm_tile_f16_ref(int64_t k, const uint16_t *ap, const float *xt, int n_tok,
+                          int n_rows, float *y, int64_t ldy)
+{
+    for (int t = 0; t < n_tok; t++)
+        for (int i = 0; i < n_rows; i++) {
+            float acc = 0.0f;
+            for (int64_t kk = 0; kk < k; kk++)
+                acc = fmaf(engine__f16_to_f32(ap[kk * ENGINE_GEMM_ROWS + i]),
+                           xt[kk * ENGINE_GEMM_TOK + t], acc);
+            y[t * ldy + i] = acc;
+        }
 }

@@ -698,6 +698,74 @@ test_matmul_x16(void)
     engine__pool_free(pool);
 }
 
+/*
+ * F16 panels (p32): within the f16 bound of the double product, the same bits
+ * for a row whatever the batch (m = 1..40, 4-group decode tiles included) and
+ * whatever the variant (the scalar and AVX2 ones fall back to the references).
+ */
+static int
+check_p32(struct engine_pool *pool, int64_t n_out, int64_t k, const float *want1, float *got1)
+{
+    float *w = normal_vec(n_out * k, 0.05f), *x = normal_vec(40 * k, 1.0f);
+    uint16_t *rows = quantize_rows(GGUF_T_F16, w, n_out, k);
+    uint16_t *p = malloc(engine__p32_size(n_out, k));
+    engine__p32_pack(rows, n_out, k, p);
+    struct engine_weight wp = { .type = GGUF_T_F16, .k = k, .n_out = n_out, .data = p,
+                                .p32 = true };
+    float *y = malloc((40 * n_out + 1) * sizeof(float)), *y1 = malloc(n_out * sizeof(float));
+    int bad = 0;
+    engine__matmul_w(pool, &wp, x, 1, y1);
+    for (int64_t i = 0; i < n_out; i++) {
+        double d = 0, mag = 0;
+        for (int64_t kk = 0; kk < k; kk++) {
+            double t = (double)engine__f16_to_f32(rows[i * k + kk]) * x[kk];
+            d += t;
+            mag += fabs(t);
+        }
+        bad += !(fabs(y1[i] - d) <= 1e-5 * mag + 1e-6);
+        if (want1 != NULL)
+            bad += bits(y1[i]) != bits(want1[i]);
+    }
+    if (got1 != NULL)
+        memcpy(got1, y1, n_out * sizeof(float));
+    static const int64_t ms[] = { 2, 3, 13, 40 };
+    for (size_t mi = 0; mi < sizeof(ms) / sizeof(ms[0]); mi++) {
+        y[ms[mi] * n_out] = 12345.0f;
+        engine__matmul_w(pool, &wp, x, ms[mi], y);
+        for (int64_t i = 0; i < n_out; i++)
+            bad += bits(y[i]) != bits(y1[i]);
+        bad += y[ms[mi] * n_out] != 12345.0f;
+    }
+    free(w), free(x), free(rows), free(p), free(y), free(y1);
+    return bad;
+}
+
+static void
+test_matmul_p32(void)
+{
+    struct engine_pool *pool = NULL;
+    CHECK_EQ(engine__pool_new(2, &pool), 0);
+    static const int64_t shapes[][2] = { { 256, 64 }, { 200, 96 }, { 32, 768 }, { 7, 32 } };
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        int64_t n_out = shapes[si][0], k = shapes[si][1];
+        float *best = malloc(n_out * sizeof(float));
+        uint64_t seed = rng_state;
+        int bad = check_p32(pool, n_out, k, NULL, best);
+        for (size_t v = 0; v < sizeof(variants) / sizeof(variants[0]); v++) {
+            if (engine__kernels_force(variants[v]) != 0)
+                continue;
+            rng_state = seed; /* the same weights and inputs: the same bits */
+            bad += check_p32(pool, n_out, k, best, NULL);
+        }
+        restore_best_variant();
+        if (bad)
+            fprintf(stderr, "p32 %lldx%lld: %d bad\n", (long long)n_out, (long long)k, bad);
+        CHECK_EQ(bad, 0);
+        free(best);
+    }
+    engine__pool_free(pool);
+}
+
 /* Several weights in one call give what separate calls give, on either path. */
 static void
 test_matmul_n(void)
@@ -1057,6 +1125,7 @@ main(int argc, char **argv)
         { "matmul_all_variants", test_matmul_all_variants },
         { "matmul_empty", test_matmul_empty },
         { "matmul_x16", test_matmul_x16 },
+        { "matmul_p32", test_matmul_p32 },
         { "matmul_n", test_matmul_n },
         { "attention_kernels", test_attention_kernels },
         { "pool_runs_every_thread", test_pool_runs_every_thread },
