@@ -213,7 +213,8 @@ cmp_group(const void *a, const void *b)
 
 /*
  * Groups the rows of a batch by adapter, once per batch: group g lists the
- * rows that use adapter l and each row's request scale. A row with two adapters is in two groups; their deltas add up.
+ * rows that use adapter l and each row's request scale. A row with two
+ * adapters is in two groups; their deltas add up.
  */
 int
 engine__lora_plan(struct engine_lora_plan *p, const struct engine_lora_set *const *set,
