@@ -57,6 +57,7 @@ struct engine_kv {
     int n_blocks;                   /* in the pool */
     enum engine_kv_type type;
     size_t esize;                   /* bytes per element: 4 or 2 */
+    size_t bytes;                   /* of k, and of v */
     char *k;                        /* (n_layer, n_blocks, kv_dim, ENGINE_KV_BLOCK) */
     char *v;                        /* (n_layer, n_blocks, n_head_kv, ENGINE_KV_BLOCK, head_dim) */
     int32_t *table;                 /* (n_seq, max_blocks): a sequence's blocks in order */

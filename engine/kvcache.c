@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <xxhash.h>
 
 #include "engine_int.h"
@@ -36,12 +37,29 @@
 
 /* ---- Pool ------------------------------------------------------------- */
 
+/*
+ * The K or V array: anonymous memory in 2 MB pages where the system allows.
+ * A step touches a few KB in each of thousands of tiles spread over the
+ * whole pool, one page each with 4 KB pages: more than the TLB holds (8
+ * streams at 32 slots took 8.7 ms a step against 7.3 ms at 8 slots).
+ */
+static char *
+big_alloc(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    madvise(p, bytes, MADV_HUGEPAGE);
+    return p;
+}
+
 static int
 alloc_arrays(struct engine_kv *kv, size_t total)
 {
     size_t nb = (size_t)kv->n_blocks, ns = (size_t)kv->n_seq, nt = ns * kv->max_blocks;
-    kv->k = engine__try_alloc(total, kv->esize);
-    kv->v = engine__try_alloc(total, kv->esize);
+    kv->bytes = total * kv->esize;
+    kv->k = big_alloc(kv->bytes);
+    kv->v = big_alloc(kv->bytes);
     kv->table = engine__try_alloc(nt, sizeof(int32_t));
     kv->seq_keys = engine__try_alloc(nt, sizeof(uint64_t));
     kv->len = engine__try_alloc(ns, sizeof(int));
@@ -97,7 +115,11 @@ engine__kv_init(struct engine_kv *kv, const struct engine_hparams *hp, int n_ctx
 void
 engine__kv_release(struct engine_kv *kv)
 {
-    void *arrays[] = { kv->k, kv->v, kv->table, kv->seq_keys, kv->len, kv->n_alloc,
+    if (kv->k != NULL)
+        munmap(kv->k, kv->bytes);
+    if (kv->v != NULL)
+        munmap(kv->v, kv->bytes);
+    void *arrays[] = { kv->table, kv->seq_keys, kv->len, kv->n_alloc,
                        kv->n_pub, kv->free, kv->ref, kv->meta, kv->bucket };
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
         free(arrays[i]);
