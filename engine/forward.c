@@ -53,14 +53,13 @@ att_floats(const struct engine_model *m, int n_ctx)
     return g * (size_t)n_ctx + g * (size_t)m->hp.head_dim + g;
 }
 
-/* AUTO's choice: f16 for quantized weights, f32 for float ones (see engine.h). */
+/* AUTO's choice: f32 for f32 weights, f16 for the rest (see engine.h). */
 static enum engine_kv_type
 kv_type(const struct engine_model *m, enum engine_kv_cache kv)
 {
     if (kv != ENGINE_KV_CACHE_AUTO)
         return kv == ENGINE_KV_CACHE_F16 ? ENGINE_KV_F16 : ENGINE_KV_F32;
-    enum gguf_ttype t = m->layers[0].wq.type;
-    return t == GGUF_T_F32 || t == GGUF_T_F16 || t == GGUF_T_BF16 ? ENGINE_KV_F32 : ENGINE_KV_F16;
+    return m->layers[0].wq.type == GGUF_T_F32 ? ENGINE_KV_F32 : ENGINE_KV_F16;
 }
 
 int

@@ -132,8 +132,8 @@ int engine_ctx_new(struct engine_model *m, int n_ctx, int n_seq, int n_threads,
                    struct engine_ctx **out);
 /*
  * The KV cache's element type. AUTO: f16 (half the memory and the bandwidth
- * attention reads, as llama.cpp's default) for models with quantized
- * weights, f32 for f32, f16 and bf16 models.
+ * attention reads; llama.cpp's default) unless the model's weights are f32,
+ * whose users asked for full precision.
  */
 enum engine_kv_cache { ENGINE_KV_CACHE_AUTO, ENGINE_KV_CACHE_F32, ENGINE_KV_CACHE_F16 };
 /* engine_ctx_new with the cache type chosen (engine_ctx_new takes AUTO). */

@@ -373,7 +373,7 @@ server_main(int argc, char **argv)
         { "--max-adapter-memory", NULL, CLI_BYTES, &c.max_adapter_memory,
           "resident adapter bytes (K/M/G), LRU eviction beyond (default 0: no limit)" },
         { "--kv-type", NULL, CLI_STR, &c.kv_type,
-          "KV cache: f16, f32, or auto = f16 for quantized models (default auto)" },
+          "KV cache: f16, f32, or auto = f32 for f32 models, else f16 (default auto)" },
         { "--help", "-h", CLI_BOOL, &help, "show this help" },
         { NULL, NULL, 0, NULL, NULL },
     };

@@ -175,7 +175,7 @@ test_golden_f32_logits(void)
 /*
  * Of the 5 base prompts, how many give the golden greedy tokens, with the KV
  * cache in kv (f32: as the f32 reference that made the goldens; f16: AUTO's
- * choice for quantized models).
+ * choice for all but f32 models).
  */
 static int
 count_golden_matches(struct engine_model *m, enum engine_kv_cache kv)
@@ -206,7 +206,7 @@ test_golden_q8_0(void)
 }
 
 /*
- * The f16 cache (the default for quantized models) rounds every K and V to
+ * The f16 cache (the default for all but f32 models) rounds every K and V to
  * 11 bits: the first token's logits stay within 0.2 of the f32 cache's (0.1 seen), and
  * most golden sequences survive (the goldens' top-1 margins go down to 3e-4).
  */
