@@ -378,6 +378,48 @@ test_prefix_cache_isolation(void)
 }
 
 /*
+ * Requests sharing prompts and adapters run at once, three slots for twelve:
+ * later ones attach blocks that running ones published (shared while both
+ * run); every answer is still its golden.
+ */
+static void
+test_prefix_cache_concurrent(void)
+{
+    struct engine_model *m = open_model();
+    struct engine_sched *s = m ? open_sched(m, 3, 32) : NULL;
+    if (s == NULL)
+        return;
+    struct engine_lora *l = NULL;
+    char path[512], err[512] = "";
+    struct adapters_info info;
+    snprintf(path, sizeof(path), "%s/models/lora/kjv-tiny-lora-fortunes.gguf",
+             test_shared_dir());
+    CHECK_EQ(adapters_load_path(m, path, 64, &l, &info, err, sizeof(err)), 0);
+    struct engine_lora_set set = { 1, { l }, { 1.0f } };
+    struct golden g[2];
+    load_golden("base", "long-kjv", &g[0]);
+    load_golden("lora-fortunes", "long-kjv", &g[1]);
+    uint64_t before = engine_sched_prefix_hits(s);
+    struct engine_req *r[12];
+    for (int i = 0; i < 12; i++) {
+        struct engine_req_params p = greedy_params(&g[i % 2], 32);
+        p.lora = i % 2 ? &set : NULL;
+        CHECK_EQ(engine_sched_submit(s, &p, &r[i]), 0);
+    }
+    engine_lora_unref(l);
+    for (int i = 0; i < 12; i++) {
+        int32_t ids[64];
+        int n = 0;
+        drain(r[i], ids, &n, NULL);
+        CHECK(n == g[i % 2].n_gen && memcmp(ids, g[i % 2].gen, (size_t)n * sizeof(int32_t)) == 0);
+        engine_req_release(r[i]);
+    }
+    CHECK(engine_sched_prefix_hits(s) - before >= 144); /* the queued ones found the cache */
+    engine_sched_free(s);
+    engine_model_free(m);
+}
+
+/*
  * A pool of 16 blocks (one slot): another prompt takes the blocks the first
  * one's prefix left published, the deepest first, so the first prompt comes
  * back to its first 4 blocks (64 positions) and computes the rest; both
@@ -413,6 +455,7 @@ main(int argc, char **argv)
         { "adapter_requests", test_adapter_requests },
         { "prefix_cache_isolation", test_prefix_cache_isolation },
         { "prefix_cache_eviction", test_prefix_cache_eviction },
+        { "prefix_cache_concurrent", test_prefix_cache_concurrent },
         { NULL, NULL },
     };
     return check_main(tests, argc, argv);
