@@ -476,8 +476,12 @@ matmul_own_gemm(struct mm_job *j)
     j->tile_f16 = j->v->gemm_tile_f16 ? j->v->gemm_tile_f16 : engine__gemm_tile_f16_ref;
     /* thread 0's scratch holds xt for everyone; sized once so it does not move */
     j->pool_xt = engine__pool_scratch(j->pool, 0, own_scratch(j->m, j->k));
-    atomic_store(&j->next, 0);
-    engine__pool_run_some(j->pool, pack_x_task, j);
+    if (j->m <= ENGINE_GEMM_TOK) { /* one block of tokens (decode): not worth waking anyone */
+        j->pack_x(j->x, j->m, j->k, 0, j->pool_xt);
+    } else {
+        atomic_store(&j->next, 0);
+        engine__pool_run_some(j->pool, pack_x_task, j);
+    }
     atomic_store(&j->next, 0);
     engine__pool_run_some(j->pool, own_gemm_task, j);
 }
