@@ -232,12 +232,38 @@ gemv_task(int ith, int nth, void *arg)
     }
 }
 
-/* Rows per claim: about 8 claims per thread, a multiple of 4 (16 for x16), at least that. */
+/* Rows per claim: about 8 claims per thread, a multiple of q (a layout's group), at least q. */
 static int64_t
-gemv_chunk(int64_t n_out, int nth, bool x16)
+gemv_chunk(int64_t n_out, int nth, int64_t q)
 {
-    int64_t c = (n_out + 8 * nth - 1) / (8 * nth), q = x16 ? ENGINE_X16 : 4;
+    int64_t c = (n_out + 8 * nth - 1) / (8 * nth);
     return (c + q - 1) / q * q;
+}
+
+static size_t xt_bytes(int64_t m, int64_t k);
+
+/*
+ * Rows [0, n) of p32 panels (w at a group start) against m <= ENGINE_GEMM_TOK
+ * packed tokens (a): the GEMM's own tiles, four groups at a time for one or
+ * two tokens, so decode and prefill give the same bits.
+ */
+static void
+gemv_p32(int64_t k, const void *w, size_t wstride, int64_t n, const void *a, size_t astride,
+         int64_t m, float *y, int64_t ldy)
+{
+    (void)wstride, (void)astride;
+    const struct engine_variant *v = engine__variant();
+    engine_tile_f16_fn tile = v->gemm_tile_f16 ? v->gemm_tile_f16 : engine__gemm_tile_f16_ref;
+    const uint16_t *p = w;
+    size_t gs = (size_t)ENGINE_GEMM_ROWS * (size_t)k;
+    int64_t i = 0;
+    for (; m <= 2 && v->gemm_tile4_f16 != NULL && i + 4 * ENGINE_GEMM_ROWS <= n;
+         i += 4 * ENGINE_GEMM_ROWS)
+        v->gemm_tile4_f16(k, p + (size_t)i * k, gs, a, (int)m, y + i, ldy);
+    for (; i < n; i += ENGINE_GEMM_ROWS) {
+        int rows = (int)(n - i < ENGINE_GEMM_ROWS ? n - i : ENGINE_GEMM_ROWS);
+        tile(k, p + (size_t)i * k, a, (int)m, rows, y + i, ldy);
+    }
 }
 
 /* Converts activation rows claimed four at a time (j->n_out is m here). */
@@ -257,6 +283,12 @@ act_task(int ith, int nth, void *arg)
 static void
 convert_act(struct mm_job *j)
 {
+    if (j->p32) { /* one block of packed tokens (m <= ENGINE_GEMM_TOK), as the GEMM's tile takes */
+        j->a = engine__pool_scratch(j->pool, 0, xt_bytes(j->m, j->k));
+        (j->v->gemm_pack_x ? j->v->gemm_pack_x : engine__gemm_pack_x_ref)(j->x, j->m, j->k, 0,
+                                                                         (float *)j->a);
+        return;
+    }
     enum engine_act a = j->v->type[j->t].act;
     if (a == ENGINE_ACT_F32) {
         j->a = j->x;
@@ -283,10 +315,12 @@ add_part(struct mm_job *j, const struct engine_weight *w, float *y)
     p->w = w;
     p->y = y;
     p->wstride = engine__row_size(w->type, w->k);
-    p->gemv = !w->x16                           ? j->v->type[w->type].gemv
+    p->gemv = w->p32                             ? gemv_p32
+              : !w->x16                           ? j->v->type[w->type].gemv
               : j->v->type[w->type].gemv_x16 ? j->v->type[w->type].gemv_x16
                                               : engine__gemv_x16_ref(w->type);
-    p->chunk = gemv_chunk(w->n_out, engine__pool_size(j->pool), w->x16);
+    p->chunk = gemv_chunk(w->n_out, engine__pool_size(j->pool),
+                          w->p32 ? 4 * ENGINE_GEMM_ROWS : w->x16 ? ENGINE_X16 : 4);
     p->units = (w->n_out + p->chunk - 1) / p->chunk;
     j->n_units += p->units;
 }
@@ -504,7 +538,9 @@ matmul_gemm(struct mm_job *j)
 static bool
 use_gemv(const struct engine_weight *w, int64_t m)
 {
-    return !w->p32 && (w->x16 || m < gemm_min_m(w->type));
+    if (w->p32)
+        return m <= ENGINE_GEMM_TOK;
+    return w->x16 || m < gemm_min_m(w->type);
 }
 
 static void
@@ -540,14 +576,16 @@ engine__matmul_n(struct engine_pool *pool, int n, const struct engine_weight *co
             continue;
         }
         /* one gemv job for weights of one activation format; a weight of another runs alone */
-        if (g.n_parts > 0 && v->type[w[i]->type].act != v->type[g.t].act) {
+        if (g.n_parts > 0 &&
+            (v->type[w[i]->type].act != v->type[g.t].act || w[i]->p32 != g.p32)) {
             struct mm_job j = { .pool = pool, .v = v, .t = w[i]->type, .k = g.k, .m = m,
-                                .x = x };
+                                .x = x, .p32 = w[i]->p32 };
             add_part(&j, w[i], y[i]);
             matmul_gemv(&j);
             continue;
         }
         g.t = w[i]->type;
+        g.p32 = w[i]->p32;
         add_part(&g, w[i], y[i]);
     }
     if (g.n_parts > 0)
