@@ -612,7 +612,7 @@ act_q8a(const float *x, void *dst, int64_t k)
         float amax = amax_ps(x, ENGINE_QK);
         __m256i v[4];
         quant32(x, _mm256_set1_ps(amax > 0 ? 127.0f / amax : 0), qs + b * ENGINE_QK, v);
-        d[b] = engine__f16_to_f32(engine__f32_to_f16(amax / 127.0f));
+        d[b] = _cvtsh_ss(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT)); /* f16, as ggml */
         __m256i s = _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3]));
         c[b] = -8 * hsum_epi32(s);
     }

@@ -790,7 +790,7 @@ act_q8a(const float *x, void *dst, int64_t k)
     for (int64_t b = 0; b < k / ENGINE_QK; b++, x += ENGINE_QK) {
         float amax = amax_ps(x, ENGINE_QK);
         __m512 id = _mm512_set1_ps(amax > 0 ? 127.0f / amax : 0);
-        d[b] = engine__f16_to_f32(engine__f32_to_f16(amax / 127.0f));
+        d[b] = _cvtsh_ss(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT)); /* f16, as ggml */
         __m512i s = _mm512_add_epi32(quant16(x, id, qs + b * ENGINE_QK),
                                      quant16(x + 16, id, qs + b * ENGINE_QK + 16));
         c[b] = -8 * _mm512_reduce_add_epi32(s);
