@@ -29,7 +29,7 @@ struct engine_ctx {
     int *seq_next;      /* (n_seq) scratch for check_batch */
     bool rows_distinct; /* this batch has at most one row per sequence */
     float *att;         /* (n_threads, att_floats): scores and the scaled queries */
-    const void **tiles; /* (n_threads, 2 * kv.max_blocks): K then V tiles of a head */
+    const void **tiles; /* (n_threads, 2, 2 * kv.max_blocks): K then V tiles, two units */
     /* Activations for up to cap rows, regrown as needed. */
     int cap;
     float *x, *xb, *q, *k, *v, *ao, *hb, *hb2, *xl;
@@ -88,7 +88,7 @@ engine_ctx_new_kv(struct engine_model *m, int n_ctx, int n_seq, int n_threads,
     rc = -ENOMEM;
     c->seq_next = engine__try_alloc((size_t)n_seq, sizeof(int));
     c->att = engine__try_alloc((size_t)n_threads * att_floats(m, n_ctx), sizeof(float));
-    c->tiles = engine__try_alloc((size_t)n_threads * 2 * c->kv.max_blocks, sizeof(*c->tiles));
+    c->tiles = engine__try_alloc((size_t)n_threads * 4 * c->kv.max_blocks, sizeof(*c->tiles));
     if (!c->seq_next || !c->att || !c->tiles)
         goto out;
     if ((rc = engine__pool_new(n_threads, &c->pool)) < 0)
@@ -305,6 +305,16 @@ claim_unit(struct attn_job *j, int *w)
  * K vector read once for the group), then V rows weighted and summed, and
  * the softmax's division done once per output.
  */
+/* Unit w's K and V tiles into kt (K, then V from kt + max_blocks); asks for them in decode. */
+static void
+unit_tiles(struct engine_ctx *c, const struct attn_job *j, int w, const void **kt)
+{
+    int n_kv = c->m->hp.n_head_kv, row = w / n_kv;
+    engine__kv_tiles(&c->kv, j->layer, j->b->seq[row], w % n_kv, j->b->pos[row] + 1,
+                     c->rows_distinct, kt, kt + c->kv.max_blocks);
+}
+
+/* kt: the unit's tiles from unit_tiles. */
 static void
 attend(struct engine_ctx *c, const struct attn_job *j, int row, int kvh, float *att,
        const void **kt)
@@ -312,13 +322,12 @@ attend(struct engine_ctx *c, const struct attn_job *j, int row, int kvh, float *
     const struct engine_hparams *hp = &c->m->hp;
     const struct engine_attn_kernels *A = &engine__variant()->attn;
     int hd = hp->head_dim, g = hp->n_head / hp->n_head_kv;
-    int seq = j->b->seq[row], n = j->b->pos[row] + 1;
+    int n = j->b->pos[row] + 1;
     float *qs = att + (size_t)g * c->n_ctx, scale = 1.0f / sqrtf((float)hd);
     const float *q = c->q + (size_t)row * hp->n_head * hd + (size_t)kvh * g * hd;
     for (int i = 0; i < g * hd; i++)
         qs[i] = q[i] * scale;
     const void **vt = kt + c->kv.max_blocks;
-    engine__kv_tiles(&c->kv, j->layer, seq, kvh, n, c->rows_distinct, kt, vt);
     A->scores[c->kv.type](hd, g, n, qs, kt, att, (size_t)c->n_ctx);
     float *inv = qs + (size_t)g * hd;
     for (int h = 0; h < g; h++) {
@@ -362,13 +371,23 @@ attn_task(int ith, int nth, void *arg)
     struct attn_job *j = arg;
     struct engine_ctx *c = j->c;
     (void)nth;
-    int n_kv = c->m->hp.n_head_kv, w;
+    int n_kv = c->m->hp.n_head_kv, w, next;
     float *att = c->att + (size_t)ith * att_floats(c->m, c->n_ctx);
-    const void **tiles = c->tiles + (size_t)ith * 2 * c->kv.max_blocks;
-    while (claim_unit(j, &w)) {
+    const void **set[2] = { c->tiles + (size_t)ith * 4 * c->kv.max_blocks,
+                            c->tiles + (size_t)ith * 4 * c->kv.max_blocks + 2 * c->kv.max_blocks };
+    bool have = claim_unit(j, &w);
+    if (have)
+        unit_tiles(c, j, w, set[0]);
+    /* the next unit's tiles are asked for while this one computes */
+    for (int cur = 0; have; cur ^= 1) {
+        bool more = claim_unit(j, &next);
+        if (more)
+            unit_tiles(c, j, next, set[cur ^ 1]);
         if (j->store)
             store(j, w / n_kv, w % n_kv);
-        attend(c, j, w / n_kv, w % n_kv, att, tiles);
+        attend(c, j, w / n_kv, w % n_kv, att, set[cur]);
+        w = next;
+        have = more;
     }
 }
 
