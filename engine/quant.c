@@ -779,6 +779,7 @@ typedef float vf;
 #define V_ROUND(v) nearbyintf(v)
 #define V_POW2I(v) ldexpf(1.0f, (int)(v))
 #define V_LOADH(p) engine__f16_to_f32(*(p))
+#define V_STOREH(p, v) (*(p) = engine__f32_to_f16(v))
 #define S_F16_TO_F32(h) engine__f16_to_f32(h)
 #define S_F32_TO_F16(x) engine__f32_to_f16(x)
 #include "vec_simd.h"

@@ -777,6 +777,8 @@ typedef __m256 vf;
 #define V_POW2I(v) _mm256_castsi256_ps(_mm256_slli_epi32( \
         _mm256_add_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(127)), 23))
 #define V_LOADH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define V_STOREH(p, v) \
+    _mm_storeu_si128((__m128i *)(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT))
 #define S_F16_TO_F32(h) _cvtsh_ss(h)
 #define S_F32_TO_F16(x) _cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT)
 #include "vec_simd.h"

@@ -1134,6 +1134,8 @@ typedef __m512 vf;
 #define V_POW2I(v) _mm512_castsi512_ps(_mm512_slli_epi32( \
         _mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(127)), 23))
 #define V_LOADH(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define V_STOREH(p, v) \
+    _mm256_storeu_si256((__m256i *)(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT))
 #define S_F16_TO_F32(h) _cvtsh_ss(h)
 #define S_F32_TO_F16(x) _cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT)
 #include "vec_simd.h"

@@ -11,7 +11,7 @@
  *   V_HSUM(v) V_HMAX(v)      horizontal sum / max to a float
  *   V_ROUND(v)       to the nearest integer (ties to even), as floats
  *   V_POW2I(v)       2^v for integral v in [-126, 127], as floats
- *   V_LOADH(p)       VW f16 values at p, as floats
+ *   V_LOADH(p)       VW f16 values at p, as floats; V_STOREH(p, v) the other way
  *   S_F16_TO_F32(h) S_F32_TO_F16(x)   one value either way (round to nearest even)
  *
  * Each output element is summed in one fixed order whatever the batch or
@@ -105,11 +105,21 @@ attn_max(const float *a, int n)
 #undef KV_S
 #undef KV_NAME
 
-/* y[i * stride] = x[i] rounded to f16, for i < n (a K column or a V row of the cache). */
+/*
+ * y[i * stride] = x[i] rounded to f16, for i < n (a K column or a V row of
+ * the cache): VW at a time through the vector conversion, then stored.
+ */
 static void
 to_f16(const float *x, uint16_t *y, int n, int stride)
 {
-    for (int i = 0; i < n; i++)
+    int i = 0;
+    for (; i + VW <= n; i += VW) {
+        uint16_t h[VW];
+        V_STOREH(h, V_LOAD(x + i));
+        for (int l = 0; l < VW; l++)
+            y[(size_t)(i + l) * stride] = h[l];
+    }
+    for (; i < n; i++)
         y[(size_t)i * stride] = S_F32_TO_F16(x[i]);
 }
 
