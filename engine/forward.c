@@ -181,12 +181,7 @@ reserve_rows(struct engine_ctx *c, int n)
 static void
 rmsnorm(float *out, const float *x, const float *w, int n, float eps)
 {
-    float ss = 0.0f;
-    for (int i = 0; i < n; i++)
-        ss += x[i] * x[i];
-    float scale = 1.0f / sqrtf(ss / (float)n + eps);
-    for (int i = 0; i < n; i++)
-        out[i] = x[i] * scale * w[i];
+    engine__variant()->rmsnorm(out, x, w, n, eps);
 }
 
 static void

@@ -348,6 +348,7 @@ struct engine_variant {
     const char *name;
     struct engine_attn_kernels attn;
     void (*silu_mul)(float *g, const float *u, int64_t n);   /* g = silu(g) * u (vec_simd.h) */
+    void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);
     /* y[c] += sum_q t[q] * bt[q * ldb + c], c < w (a LoRA B step, vec_simd.h) */
     void (*rank_update)(int rank, const float *t, const float *bt, size_t ldb, int64_t w,
                         float *y);

@@ -789,6 +789,7 @@ const struct engine_variant engine__variant_scalar = {
     .attn = { { attn_scores_f32, attn_scores_f16 }, attn_max, attn_exp,
               { attn_mix_f32, attn_mix_f16 }, to_f16 },
     .silu_mul = silu_mul,
+    .rmsnorm = rmsnorm,
     .rank_update = rank_update,
     .act = { [ENGINE_ACT_Q8A] = act_q8a, [ENGINE_ACT_Q8K] = act_q8k },
     .type = {

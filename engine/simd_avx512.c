@@ -1145,6 +1145,7 @@ const struct engine_variant engine__variant_avx512 = {
     .attn = { { attn_scores_f32, attn_scores_f16 }, attn_max, attn_exp,
               { attn_mix_f32, attn_mix_f16 }, to_f16 },
     .silu_mul = silu_mul,
+    .rmsnorm = rmsnorm,
     .rank_update = rank_update,
     .gemm_pack_x = gemm_pack_x,
     .gemm_pack_w = gemm_pack_w,

@@ -159,3 +159,24 @@ rank_update(int rank, const float *t, const float *bt, size_t ldb, int64_t w, fl
         y[c] += acc;
     }
 }
+
+/* out = x / sqrt(mean(x^2) + eps) * w (RMSNorm), the squares summed in VW lanes. */
+static void
+rmsnorm(float *out, const float *x, const float *w, int n, float eps)
+{
+    vf acc = V_ZERO();
+    int i = 0;
+    for (; i + VW <= n; i += VW) {
+        vf v = V_LOAD(x + i);
+        acc = V_FMA(v, v, acc);
+    }
+    float ss = V_HSUM(acc);
+    for (; i < n; i++)
+        ss += x[i] * x[i];
+    float scale = 1.0f / sqrtf(ss / (float)n + eps);
+    vf sc = V_SET1(scale);
+    for (i = 0; i + VW <= n; i += VW)
+        V_STORE(out + i, V_MUL(V_MUL(V_LOAD(x + i), sc), V_LOAD(w + i)));
+    for (; i < n; i++)
+        out[i] = x[i] * scale * w[i];
+}

@@ -950,6 +950,23 @@ check_rank_update(const struct engine_variant *v, int rank, int64_t w)
     return bad;
 }
 
+/* RMSNorm against double, lengths with and without a tail. */
+static int
+check_rmsnorm(const struct engine_variant *v, int n)
+{
+    float *x = normal_vec(n, 3.0f), *w = normal_vec(n, 1.0f), *out = malloc(n * sizeof(float));
+    double ss = 0;
+    for (int i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
+    double scale = 1.0 / sqrt(ss / n + 1e-5);
+    v->rmsnorm(out, x, w, n, 1e-5f);
+    int bad = 0;
+    for (int i = 0; i < n; i++)
+        bad += !(fabs(out[i] - x[i] * scale * w[i]) <= 1e-6 * fabs(x[i] * scale * w[i]) + 1e-30);
+    free(x), free(w), free(out);
+    return bad;
+}
+
 static void
 test_attention_kernels(void)
 {
@@ -971,6 +988,8 @@ test_attention_kernels(void)
                 }
             }
         CHECK_EQ(check_silu(engine__variant()->silu_mul), 0);
+        for (int n = 1; n <= 800; n += 133)
+            CHECK_EQ(check_rmsnorm(engine__variant(), n), 0);
         for (int rank = 1; rank <= 64; rank *= 4)
             for (int64_t w = 1; w <= 100; w += 33)
                 CHECK_EQ(check_rank_update(engine__variant(), rank, w), 0);
