@@ -378,8 +378,14 @@ attn_task(int ith, int nth, void *arg)
         bool more = claim_unit(j, &next);
         if (more)
             unit_tiles(c, j, next, set[cur ^ 1]);
-        if (j->store)
-            store(j, w / n_kv, w % n_kv);
+        if (j->store) { /* this row's q heads of this kv head, and its k, rotated here */
+            const struct engine_hparams *hp = &c->m->hp;
+            int r = w / n_kv, h = w % n_kv, g = hp->n_head / n_kv, hd = hp->head_dim;
+            const float *rot = c->rot + (size_t)r * hp->n_rot;
+            rope(c->m, c->q + ((size_t)r * hp->n_head + (size_t)h * g) * hd, g, rot);
+            rope(c->m, c->k + ((size_t)r * n_kv + h) * hd, 1, rot);
+            store(j, r, h);
+        }
         attend(c, j, w / n_kv, w % n_kv, att, set[cur]);
         w = next;
         have = more;
@@ -405,13 +411,13 @@ attention_block(struct engine_ctx *c, const struct engine_batch *b, int il)
     add_bias(c->k, ly->bk, n, kd);
     add_bias(c->v, ly->bv, n, kd);
 
-    /* Rotate q and k by position, then cache k and v. */
-    for (int r = 0; r < n; r++) {
+    /* Rotate q and k by position, then cache k and v (in decode, each attention unit does both). */
+    struct attn_job job = { c, b, il, c->rows_distinct, 0 };
+    for (int r = 0; r < n && !job.store; r++) {
         const float *rot = c->rot + (size_t)r * hp->n_rot;
         rope(c->m, c->q + (size_t)r * qd, hp->n_head, rot);
         rope(c->m, c->k + (size_t)r * kd, hp->n_head_kv, rot);
     }
-    struct attn_job job = { c, b, il, c->rows_distinct, 0 };
     if (!job.store)
         engine__pool_run_some(c->pool, store_task, &job);
 
