@@ -362,8 +362,10 @@ lay_out(struct lora_job *j)
     for (int gi = 0; gi < p->n; gi++) {
         struct engine_lora_group *g = &p->g[gi];
         int rank = 0;
-        for (int i = 0; i < j->n; i++)
-            rank = group_mat(j, i, gi)->rank > rank ? group_mat(j, i, gi)->rank : rank;
+        for (int i = 0; i < j->n; i++) {
+            int r = group_mat(j, i, gi)->rank;
+            rank = r > rank ? r : rank;
+        }
         g->xoff = nx;
         nx += g->n > 1 ? (size_t)g->n * (size_t)j->k : 0;
         g->toff = per;

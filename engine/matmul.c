@@ -242,6 +242,19 @@ gemv_chunk(int64_t n_out, int nth, int64_t q)
 
 static size_t xt_bytes(int64_t m, int64_t k);
 
+/* The variant's own-GEMM steps, or their scalar references (p32 weights under any variant). */
+static engine_pack_x_fn
+pack_x_of(const struct engine_variant *v)
+{
+    return v->gemm_pack_x ? v->gemm_pack_x : engine__gemm_pack_x_ref;
+}
+
+static engine_tile_f16_fn
+tile_f16_of(const struct engine_variant *v)
+{
+    return v->gemm_tile_f16 ? v->gemm_tile_f16 : engine__gemm_tile_f16_ref;
+}
+
 /*
  * Rows [0, n) of p32 panels (w at a group start) against m <= ENGINE_GEMM_TOK
  * packed tokens (a): the GEMM's own tiles, four groups at a time for one or
@@ -253,7 +266,7 @@ gemv_p32(int64_t k, const void *w, size_t wstride, int64_t n, const void *a, siz
 {
     (void)wstride, (void)astride;
     const struct engine_variant *v = engine__variant();
-    engine_tile_f16_fn tile = v->gemm_tile_f16 ? v->gemm_tile_f16 : engine__gemm_tile_f16_ref;
+    engine_tile_f16_fn tile = tile_f16_of(v);
     const uint16_t *p = w;
     size_t gs = (size_t)ENGINE_GEMM_ROWS * (size_t)k;
     int64_t i = 0;
@@ -285,8 +298,7 @@ convert_act(struct mm_job *j)
 {
     if (j->p32) { /* one block of packed tokens (m <= ENGINE_GEMM_TOK), as the GEMM's tile takes */
         j->a = engine__pool_scratch(j->pool, 0, xt_bytes(j->m, j->k));
-        (j->v->gemm_pack_x ? j->v->gemm_pack_x : engine__gemm_pack_x_ref)(j->x, j->m, j->k, 0,
-                                                                         (float *)j->a);
+        pack_x_of(j->v)(j->x, j->m, j->k, 0, (float *)j->a);
         return;
     }
     enum engine_act a = j->v->type[j->t].act;
@@ -486,11 +498,6 @@ own_gemm_task(int ith, int nth, void *arg)
     int64_t n_groups = (j->n_out + ENGINE_GEMM_ROWS - 1) / ENGINE_GEMM_ROWS;
     int64_t packed = -1, u, end;
     while (claim_run(j, nth, n_groups * n_chunks, &u, &end)) {
-        if (j->p32 && j->m <= 2 && j->v->gemm_tile4_f16 != NULL) /* one unit per group */
-            for (; u + 4 <= end && (u + 4) * ENGINE_GEMM_ROWS <= j->n_out; u += 4)
-                j->v->gemm_tile4_f16(j->k, (const uint16_t *)j->w + u * ENGINE_GEMM_ROWS * j->k,
-                                     (size_t)ENGINE_GEMM_ROWS * (size_t)j->k, j->pool_xt,
-                                     (int)j->m, j->y + u * ENGINE_GEMM_ROWS, j->n_out);
         for (; u < end; u++) {
             if (u / n_chunks != packed && !j->p32) {
                 pack_group(j, packed = u / n_chunks, rows, ap);
@@ -505,9 +512,8 @@ own_gemm_task(int ith, int nth, void *arg)
 static void
 matmul_own_gemm(struct mm_job *j)
 {
-    /* p32 weights under a variant without its own GEMM (forced for tests): the references */
-    j->pack_x = j->v->gemm_pack_x ? j->v->gemm_pack_x : engine__gemm_pack_x_ref;
-    j->tile_f16 = j->v->gemm_tile_f16 ? j->v->gemm_tile_f16 : engine__gemm_tile_f16_ref;
+    j->pack_x = pack_x_of(j->v);
+    j->tile_f16 = tile_f16_of(j->v);
     /* thread 0's scratch holds xt for everyone; sized once so it does not move */
     j->pool_xt = engine__pool_scratch(j->pool, 0, own_scratch(j->m, j->k));
     if (j->m <= ENGINE_GEMM_TOK) { /* one block of tokens (decode): not worth waking anyone */

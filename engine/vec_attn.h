@@ -56,6 +56,37 @@ KV_NAME(v_row)(const KV_T *const *vt, int t, int hd)
 }
 
 /*
+ * Columns [d, d + nv * VW) of one head's weighted V sum, nv <= 4: even and
+ * odd positions in two sums per vector, added at the end.
+ */
+static inline __attribute__((always_inline)) void
+KV_NAME(mix_cols)(const float *ah, int n, const KV_T *const *vt, int hd, int d, int nv,
+                  float *oh)
+{
+    vf e[4], od[4];
+    for (int v = 0; v < nv; v++)
+        e[v] = od[v] = V_ZERO();
+    int t = 0;
+    for (; t + 2 <= n; t += 2) {
+        const KV_T *v0 = KV_NAME(v_row)(vt, t, hd) + d;
+        const KV_T *v1 = KV_NAME(v_row)(vt, t + 1, hd) + d;
+        vf x0 = V_SET1(ah[t]), x1 = V_SET1(ah[t + 1]);
+        for (int v = 0; v < nv; v++) {
+            e[v] = V_FMA(x0, KV_LOAD(v0 + v * VW), e[v]);
+            od[v] = V_FMA(x1, KV_LOAD(v1 + v * VW), od[v]);
+        }
+    }
+    if (t < n) {
+        const KV_T *v0 = KV_NAME(v_row)(vt, t, hd) + d;
+        vf x0 = V_SET1(ah[t]);
+        for (int v = 0; v < nv; v++)
+            e[v] = V_FMA(x0, KV_LOAD(v0 + v * VW), e[v]);
+    }
+    for (int v = 0; v < nv; v++)
+        V_STORE(oh + d + v * VW, V_ADD(e[v], od[v]));
+}
+
+/*
  * o[h * hd + d] = sum over t of a[h * lda + t] * V(t, d), for h < g, d < hd:
  * even and odd positions in two sums, added at the end.
  */
@@ -68,56 +99,10 @@ KV_NAME(attn_mix)(int hd, int g, int n, const float *a, size_t lda, const void *
         const float *ah = a + (size_t)h * lda;
         float *oh = o + (size_t)h * hd;
         int d = 0;
-        for (; d + 4 * VW <= hd; d += 4 * VW) { /* the same sums, four vectors per pass */
-            vf e0 = V_ZERO(), e1 = V_ZERO(), e2 = V_ZERO(), e3 = V_ZERO();
-            vf o0 = V_ZERO(), o1 = V_ZERO(), o2 = V_ZERO(), o3 = V_ZERO();
-            int t = 0;
-            for (; t + 2 <= n; t += 2) {
-                const KV_T *v0 = KV_NAME(v_row)(vt, t, hd) + d;
-                const KV_T *v1 = KV_NAME(v_row)(vt, t + 1, hd) + d;
-                vf x0 = V_SET1(ah[t]), x1 = V_SET1(ah[t + 1]);
-                e0 = V_FMA(x0, KV_LOAD(v0), e0);
-                e1 = V_FMA(x0, KV_LOAD(v0 + VW), e1);
-                e2 = V_FMA(x0, KV_LOAD(v0 + 2 * VW), e2);
-                e3 = V_FMA(x0, KV_LOAD(v0 + 3 * VW), e3);
-                o0 = V_FMA(x1, KV_LOAD(v1), o0);
-                o1 = V_FMA(x1, KV_LOAD(v1 + VW), o1);
-                o2 = V_FMA(x1, KV_LOAD(v1 + 2 * VW), o2);
-                o3 = V_FMA(x1, KV_LOAD(v1 + 3 * VW), o3);
-            }
-            if (t < n) {
-                const KV_T *v0 = KV_NAME(v_row)(vt, t, hd) + d;
-                vf x0 = V_SET1(ah[t]);
-                e0 = V_FMA(x0, KV_LOAD(v0), e0);
-                e1 = V_FMA(x0, KV_LOAD(v0 + VW), e1);
-                e2 = V_FMA(x0, KV_LOAD(v0 + 2 * VW), e2);
-                e3 = V_FMA(x0, KV_LOAD(v0 + 3 * VW), e3);
-            }
-            V_STORE(oh + d, V_ADD(e0, o0));
-            V_STORE(oh + d + VW, V_ADD(e1, o1));
-            V_STORE(oh + d + 2 * VW, V_ADD(e2, o2));
-            V_STORE(oh + d + 3 * VW, V_ADD(e3, o3));
-        }
-        for (; d + 2 * VW <= hd; d += 2 * VW) {
-            vf e0 = V_ZERO(), e1 = V_ZERO(), o0 = V_ZERO(), o1 = V_ZERO();
-            int t = 0;
-            for (; t + 2 <= n; t += 2) {
-                const KV_T *v0 = KV_NAME(v_row)(vt, t, hd) + d;
-                const KV_T *v1 = KV_NAME(v_row)(vt, t + 1, hd) + d;
-                vf x0 = V_SET1(ah[t]), x1 = V_SET1(ah[t + 1]);
-                e0 = V_FMA(x0, KV_LOAD(v0), e0);
-                e1 = V_FMA(x0, KV_LOAD(v0 + VW), e1);
-                o0 = V_FMA(x1, KV_LOAD(v1), o0);
-                o1 = V_FMA(x1, KV_LOAD(v1 + VW), o1);
-            }
-            if (t < n) {
-                const KV_T *v0 = KV_NAME(v_row)(vt, t, hd) + d;
-                e0 = V_FMA(V_SET1(ah[t]), KV_LOAD(v0), e0);
-                e1 = V_FMA(V_SET1(ah[t]), KV_LOAD(v0 + VW), e1);
-            }
-            V_STORE(oh + d, V_ADD(e0, o0));
-            V_STORE(oh + d + VW, V_ADD(e1, o1));
-        }
+        for (; d + 4 * VW <= hd; d += 4 * VW) /* the widest pass: fewest chains to wait on */
+            KV_NAME(mix_cols)(ah, n, vt, hd, d, 4, oh);
+        for (; d + VW <= hd; d += VW)
+            KV_NAME(mix_cols)(ah, n, vt, hd, d, 1, oh);
         for (; d < hd; d++) {
             float e = 0, od = 0;
             int t = 0;
