@@ -72,7 +72,6 @@ struct engine_kv {
     int32_t *bucket;                /* (n_bucket) first block of each hash chain */
     int n_bucket;
     int32_t lru_head, lru_tail;
-    uint64_t hit_blocks, evictions; /* counters */
 };
 
 /* Room for n_seq sequences of n_ctx positions of type. Returns 0 or -ENOMEM. */

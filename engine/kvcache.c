@@ -202,7 +202,6 @@ acquire(struct engine_kv *kv)
         b = kv->lru_head;
         lru_unlink(kv, b);
         unpublish(kv, b);
-        kv->evictions++;
     } else {
         return NONE;
     }
@@ -309,7 +308,6 @@ engine__kv_attach(struct engine_kv *kv, int seq, uint64_t lora, const int32_t *t
     }
     kv->n_alloc[seq] = kv->n_pub[seq] = j;
     kv->len[seq] = j * ENGINE_KV_BLOCK;
-    kv->hit_blocks += (uint64_t)j;
     return j * ENGINE_KV_BLOCK;
 }
 
