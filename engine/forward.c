@@ -275,22 +275,38 @@ project(struct engine_ctx *c, int il, enum engine_lora_target t0, int n, const f
 /* ---- Attention -------------------------------------------------------- */
 
 /*
- * Units of (row, kv head), claimed one at a time, so a worker that lost its
- * core is not waited for.
+ * Units of (row, kv head), claimed a few at a time, so a worker that lost
+ * its core is not waited for.
  */
 struct attn_job {
     struct engine_ctx *c;
     const struct engine_batch *b;
     int layer;
     bool store;                     /* each unit stores its own row's k and v first */
+    int chunk;                      /* units claimed at a time */
     _Atomic int next;
 };
 
+/* A thread's claimed run of consecutive units [w, end). */
+struct attn_run {
+    int w, end;
+};
+
+/*
+ * The next unit: consecutive units are a row's kv heads in order, whose q,
+ * k, v and cache tiles lie side by side, so a thread takes them a run at a
+ * time (the hardware prefetcher follows; small enough runs still balance).
+ */
 static bool
-claim_unit(struct attn_job *j, int *w)
+claim_unit(struct attn_job *j, struct attn_run *run, int *w)
 {
-    *w = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-    return *w < j->b->n * j->c->m->hp.n_head_kv;
+    int n = j->b->n * j->c->m->hp.n_head_kv;
+    if (run->w >= run->end) {
+        run->w = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
+        run->end = run->w + j->chunk < n ? run->w + j->chunk : n;
+    }
+    *w = run->w++;
+    return *w < n;
 }
 
 /*
@@ -350,8 +366,9 @@ store_task(int ith, int nth, void *arg)
 {
     (void)ith, (void)nth;
     struct attn_job *j = arg;
+    struct attn_run run = { 0, 0 };
     int n_kv = j->c->m->hp.n_head_kv, w;
-    while (claim_unit(j, &w))
+    while (claim_unit(j, &run, &w))
         store(j, w / n_kv, w % n_kv);
 }
 
@@ -370,12 +387,13 @@ attn_task(int ith, int nth, void *arg)
     float *att = c->att + (size_t)ith * att_floats(c->m, c->n_ctx);
     const void **set[2] = { c->tiles + (size_t)ith * 4 * c->kv.max_blocks,
                             c->tiles + (size_t)ith * 4 * c->kv.max_blocks + 2 * c->kv.max_blocks };
-    bool have = claim_unit(j, &w);
+    struct attn_run run = { 0, 0 };
+    bool have = claim_unit(j, &run, &w);
     if (have)
         unit_tiles(c, j, w, set[0]);
     /* the next unit's tiles are asked for while this one computes */
     for (int cur = 0; have; cur ^= 1) {
-        bool more = claim_unit(j, &next);
+        bool more = claim_unit(j, &run, &next);
         if (more)
             unit_tiles(c, j, next, set[cur ^ 1]);
         if (j->store) { /* this row's q heads of this kv head, and its k, rotated here */
@@ -412,7 +430,9 @@ attention_block(struct engine_ctx *c, const struct engine_batch *b, int il)
     add_bias(c->v, ly->bv, n, kd);
 
     /* Rotate q and k by position, then cache k and v (in decode, each attention unit does both). */
-    struct attn_job job = { c, b, il, c->rows_distinct, 0 };
+    int chunk = n * hp->n_head_kv / (4 * engine__pool_size(c->pool)); /* at most a row */
+    chunk = chunk < 1 ? 1 : chunk > hp->n_head_kv ? hp->n_head_kv : chunk;
+    struct attn_job job = { c, b, il, c->rows_distinct, chunk, 0 };
     for (int r = 0; r < n && !job.store; r++) {
         const float *rot = c->rot + (size_t)r * hp->n_rot;
         rope(c->m, c->q + (size_t)r * qd, hp->n_head, rot);
