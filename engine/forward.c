@@ -28,7 +28,7 @@ struct engine_ctx {
     struct engine_kv kv;
     int *seq_next;      /* (n_seq) scratch for check_batch */
     bool rows_distinct; /* this batch has at most one row per sequence */
-    float *att;         /* (n_threads, att_floats): scores and the scaled queries */
+    float *att;         /* (n_threads, att_floats): scores and softmax divisors */
     const void **tiles; /* (n_threads, 2, 2 * kv.max_blocks): K then V tiles, two units */
     /* Activations for up to cap rows, regrown as needed. */
     int cap;
@@ -45,12 +45,12 @@ kv_dim(const struct engine_model *m)
     return (size_t)m->hp.n_head_kv * (size_t)m->hp.head_dim;
 }
 
-/* Per thread, g = n_head / n_head_kv: g rows of n_ctx scores, g scaled query heads, g sums. */
+/* Per thread, g = n_head / n_head_kv: g rows of n_ctx scores, g softmax divisors. */
 static size_t
 att_floats(const struct engine_model *m, int n_ctx)
 {
     size_t g = (size_t)(m->hp.n_head / m->hp.n_head_kv);
-    return g * (size_t)n_ctx + g * (size_t)m->hp.head_dim + g;
+    return g * (size_t)n_ctx + g;
 }
 
 /* AUTO's choice: f32 for f32 weights, f16 for the rest (see engine.h). */
@@ -334,22 +334,15 @@ attend(struct engine_ctx *c, const struct attn_job *j, int row, int kvh, float *
     const struct engine_attn_kernels *A = &engine__variant()->attn;
     int hd = hp->head_dim, g = hp->n_head / hp->n_head_kv;
     int n = j->b->pos[row] + 1;
-    float *qs = att + (size_t)g * c->n_ctx, scale = 1.0f / sqrtf((float)hd);
     const float *q = c->q + (size_t)row * hp->n_head * hd + (size_t)kvh * g * hd;
-    for (int i = 0; i < g * hd; i++)
-        qs[i] = q[i] * scale;
-    const void **vt = kt + c->kv.max_blocks;
-    A->scores[c->kv.type](hd, g, n, qs, kt, att, (size_t)c->n_ctx);
-    float *inv = qs + (size_t)g * hd;
+    A->scores[c->kv.type](hd, g, n, q, 1.0f / sqrtf((float)hd), kt, att, (size_t)c->n_ctx);
+    float *inv = att + (size_t)g * c->n_ctx;
     for (int h = 0; h < g; h++) {
         float *a = att + (size_t)h * c->n_ctx;
         inv[h] = 1.0f / A->exp(a, n, A->max(a, n));
     }
     float *o = c->ao + (size_t)row * hp->n_head * hd + (size_t)kvh * g * hd;
-    A->mix[c->kv.type](hd, g, n, att, (size_t)c->n_ctx, vt, o);
-    for (int h = 0; h < g; h++)
-        for (int d = 0; d < hd; d++)
-            o[h * hd + d] *= inv[h];
+    A->mix[c->kv.type](hd, g, n, att, (size_t)c->n_ctx, kt + c->kv.max_blocks, inv, o);
 }
 
 /* Caches row r's k and v for kv head h. */

@@ -324,21 +324,21 @@ typedef void (*engine_tile_f16_fn)(int64_t k, const uint16_t *ap, const float *x
  * are indexed by enum engine_kv_type): position t is in tile
  * t / KB at t % KB; a K tile is hd rows of KB (transposed), a V tile KB rows
  * of hd.
- *   scores: s[h * lds + t] = sum_d q[h * hd + d] * K(t, d), h < g, t < n
+ *   scores: s[h * lds + t] = sum_d (q[h * hd + d] * scale) * K(t, d), h < g, t < n
  *   max:    the largest of a[0..n)
  *   exp:    a[t] = e^(a[t] - max), t < n; returns the sum
- *   mix:    o[h * hd + d] = sum_t a[h * lda + t] * V(t, d), h < g, d < hd
+ *   mix:    o[h * hd + d] = (sum_t a[h * lda + t] * V(t, d)) * inv[h], h < g, d < hd
  */
 #define ENGINE_KV_BLOCK 16
 /* The cache's element: f32, or f16 (half the memory and bandwidth). */
 enum engine_kv_type { ENGINE_KV_F32, ENGINE_KV_F16 };
 struct engine_attn_kernels {
-    void (*scores[2])(int hd, int g, int n, const float *q, const void *const *kt, float *s,
-                      size_t lds);                        /* [enum engine_kv_type] */
+    void (*scores[2])(int hd, int g, int n, const float *q, float scale, const void *const *kt,
+                      float *s, size_t lds);              /* [enum engine_kv_type] */
     float (*max)(const float *a, int n);
     float (*exp)(float *a, int n, float max);
     void (*mix[2])(int hd, int g, int n, const float *a, size_t lda, const void *const *vt,
-                   float *o);
+                   const float *inv, float *o);
     /* y[i * stride] = x[i] as f16 (nearest even), i < n: a K column or V row into the cache. */
     void (*to_f16)(const float *x, uint16_t *y, int n, int stride);
 };

@@ -7,16 +7,41 @@
  *   KV_NAME(f)    f with the type's suffix
  */
 
+#ifndef VA_UNROLL /* loops over a constant count unrolled, so the sums stay in registers */
+#define VA_UNROLL _Pragma("GCC unroll 4")
+#endif
+
 /*
- * s[h * lds + t] = sum over d of q[h * hd + d] * K(t, d), for h < g, t < n:
- * blocks four at a time (independent sums; a group of fewer repeats its
- * last tile), every lane of a tile computed, the positions past n (a
- * partial last block) dropped. Each score is the same chain of FMAs over d
- * wherever its block falls.
+ * nb <= 4 K tiles against one query head (its d-th element times scale,
+ * rounded, is what multiplies K(t, d)): every lane of each tile, into tmp.
+ * Each score is the same chain of FMAs over d whatever nb is.
+ */
+static inline __attribute__((always_inline)) void
+KV_NAME(score_tiles)(int hd, const float *qh, float scale, const KV_T *const *t, int nb,
+                     float *tmp)
+{
+    for (int v0 = 0; v0 < KB; v0 += VW) {
+        vf a[4];
+        VA_UNROLL for (int i = 0; i < nb; i++)
+            a[i] = V_ZERO();
+        for (int d = 0; d < hd; d++) {
+            vf qd = V_SET1(qh[d] * scale);
+            VA_UNROLL for (int i = 0; i < nb; i++)
+                a[i] = V_FMA(qd, KV_LOAD(t[i] + d * KB + v0), a[i]);
+        }
+        VA_UNROLL for (int i = 0; i < nb; i++)
+            V_STORE(tmp + i * KB + v0, a[i]);
+    }
+}
+
+/*
+ * s[h * lds + t] = sum over d of (q[h * hd + d] * scale) * K(t, d), for h < g,
+ * t < n: blocks four at a time (independent sums), every lane of a tile
+ * computed, the positions past n (a partial last block) dropped.
  */
 static void
-KV_NAME(attn_scores)(int hd, int g, int n, const float *q, const void *const *ktv, float *s,
-                     size_t lds)
+KV_NAME(attn_scores)(int hd, int g, int n, const float *q, float scale, const void *const *ktv,
+                     float *s, size_t lds)
 {
     const KV_T *const *kt = (const KV_T *const *)ktv;
     int nblk = (n + KB - 1) / KB;
@@ -26,21 +51,11 @@ KV_NAME(attn_scores)(int hd, int g, int n, const float *q, const void *const *kt
         float *sh = s + (size_t)h * lds;
         for (int j = 0; j < nblk; j += 4) {
             int nb = nblk - j < 4 ? nblk - j : 4;
-            const KV_T *t0 = kt[j], *t1 = kt[j + (nb > 1)];
-            const KV_T *t2 = kt[j + (nb > 2 ? 2 : nb - 1)], *t3 = kt[j + nb - 1];
-            for (int v0 = 0; v0 < KB; v0 += VW) {
-                vf a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
-                for (int d = 0; d < hd; d++) {
-                    vf qd = V_SET1(qh[d]);
-                    a0 = V_FMA(qd, KV_LOAD(t0 + d * KB + v0), a0);
-                    a1 = V_FMA(qd, KV_LOAD(t1 + d * KB + v0), a1);
-                    a2 = V_FMA(qd, KV_LOAD(t2 + d * KB + v0), a2);
-                    a3 = V_FMA(qd, KV_LOAD(t3 + d * KB + v0), a3);
-                }
-                V_STORE(tmp + v0, a0);
-                V_STORE(tmp + KB + v0, a1);
-                V_STORE(tmp + 2 * KB + v0, a2);
-                V_STORE(tmp + 3 * KB + v0, a3);
+            switch (nb) { /* a constant count each, so the sums stay in registers */
+            case 4: KV_NAME(score_tiles)(hd, qh, scale, kt + j, 4, tmp); break;
+            case 3: KV_NAME(score_tiles)(hd, qh, scale, kt + j, 3, tmp); break;
+            case 2: KV_NAME(score_tiles)(hd, qh, scale, kt + j, 2, tmp); break;
+            default: KV_NAME(score_tiles)(hd, qh, scale, kt + j, 1, tmp); break;
             }
             int cnt = n - j * KB < nb * KB ? n - j * KB : nb * KB;
             memcpy(sh + j * KB, tmp, (size_t)cnt * sizeof(float));
@@ -56,22 +71,22 @@ KV_NAME(v_row)(const KV_T *const *vt, int t, int hd)
 }
 
 /*
- * Columns [d, d + nv * VW) of one head's weighted V sum, nv <= 4: even and
- * odd positions in two sums per vector, added at the end.
+ * Columns [d, d + nv * VW) of one head's weighted V sum times inv, nv <= 4:
+ * even and odd positions in two sums per vector, added, then multiplied.
  */
 static inline __attribute__((always_inline)) void
 KV_NAME(mix_cols)(const float *ah, int n, const KV_T *const *vt, int hd, int d, int nv,
-                  float *oh)
+                  float inv, float *oh)
 {
     vf e[4], od[4];
-    for (int v = 0; v < nv; v++)
+    VA_UNROLL for (int v = 0; v < nv; v++)
         e[v] = od[v] = V_ZERO();
     int t = 0;
     for (; t + 2 <= n; t += 2) {
         const KV_T *v0 = KV_NAME(v_row)(vt, t, hd) + d;
         const KV_T *v1 = KV_NAME(v_row)(vt, t + 1, hd) + d;
         vf x0 = V_SET1(ah[t]), x1 = V_SET1(ah[t + 1]);
-        for (int v = 0; v < nv; v++) {
+        VA_UNROLL for (int v = 0; v < nv; v++) {
             e[v] = V_FMA(x0, KV_LOAD(v0 + v * VW), e[v]);
             od[v] = V_FMA(x1, KV_LOAD(v1 + v * VW), od[v]);
         }
@@ -79,20 +94,20 @@ KV_NAME(mix_cols)(const float *ah, int n, const KV_T *const *vt, int hd, int d, 
     if (t < n) {
         const KV_T *v0 = KV_NAME(v_row)(vt, t, hd) + d;
         vf x0 = V_SET1(ah[t]);
-        for (int v = 0; v < nv; v++)
+        VA_UNROLL for (int v = 0; v < nv; v++)
             e[v] = V_FMA(x0, KV_LOAD(v0 + v * VW), e[v]);
     }
-    for (int v = 0; v < nv; v++)
-        V_STORE(oh + d + v * VW, V_ADD(e[v], od[v]));
+    VA_UNROLL for (int v = 0; v < nv; v++)
+        V_STORE(oh + d + v * VW, V_MUL(V_ADD(e[v], od[v]), V_SET1(inv)));
 }
 
 /*
- * o[h * hd + d] = sum over t of a[h * lda + t] * V(t, d), for h < g, d < hd:
- * even and odd positions in two sums, added at the end.
+ * o[h * hd + d] = (sum over t of a[h * lda + t] * V(t, d)) * inv[h], for h < g,
+ * d < hd: even and odd positions in two sums, added, then multiplied.
  */
 static void
 KV_NAME(attn_mix)(int hd, int g, int n, const float *a, size_t lda, const void *const *vtv,
-                  float *o)
+                  const float *inv, float *o)
 {
     const KV_T *const *vt = (const KV_T *const *)vtv;
     for (int h = 0; h < g; h++) {
@@ -100,9 +115,9 @@ KV_NAME(attn_mix)(int hd, int g, int n, const float *a, size_t lda, const void *
         float *oh = o + (size_t)h * hd;
         int d = 0;
         for (; d + 4 * VW <= hd; d += 4 * VW) /* the widest pass: fewest chains to wait on */
-            KV_NAME(mix_cols)(ah, n, vt, hd, d, 4, oh);
+            KV_NAME(mix_cols)(ah, n, vt, hd, d, 4, inv[h], oh);
         for (; d + VW <= hd; d += VW)
-            KV_NAME(mix_cols)(ah, n, vt, hd, d, 1, oh);
+            KV_NAME(mix_cols)(ah, n, vt, hd, d, 1, inv[h], oh);
         for (; d < hd; d++) {
             float e = 0, od = 0;
             int t = 0;
@@ -112,7 +127,7 @@ KV_NAME(attn_mix)(int hd, int g, int n, const float *a, size_t lda, const void *
             }
             if (t < n)
                 e = fmaf(ah[t], KV_S(KV_NAME(v_row)(vt, t, hd)[d]), e);
-            oh[d] = e + od;
+            oh[d] = (e + od) * inv[h];
         }
     }
 }

@@ -865,14 +865,16 @@ check_attn(const struct engine_attn_kernels *A, int hd, int g, int n, enum engin
     }
     double *want = malloc((g * ld + g * hd) * sizeof(double));
     double *mag = malloc((g * ld + g * hd) * sizeof(double));
-    A->scores[kv](hd, g, n, q, kt, s, ld);
+    float scale = 1.0f / sqrtf((float)hd), inv[g];
+    A->scores[kv](hd, g, n, q, scale, kt, s, ld);
     int bad = 0;
     for (int h = 0; h < g; h++) {
         for (int t = 0; t < n; t++) {
             want[t] = mag[t] = 0;
-            for (int d = 0; d < hd; d++) {
-                want[t] += (double)q[h * hd + d] * tile_k(kt, t, d, kv);
-                mag[t] += fabs((double)q[h * hd + d] * tile_k(kt, t, d, kv));
+            for (int d = 0; d < hd; d++) { /* the scaled query as a float, as the kernel has it */
+                double p = (double)(q[h * hd + d] * scale) * tile_k(kt, t, d, kv);
+                want[t] += p;
+                mag[t] += fabs(p);
             }
         }
         bad += count_far(s + h * ld, want, mag, n, 1e-6);
@@ -889,12 +891,13 @@ check_attn(const struct engine_attn_kernels *A, int hd, int g, int n, enum engin
         float got = A->exp(a, n, mx);
         bad += count_far(a, want, mag, n, 1e-6);
         bad += !(fabs(got - sum) <= 1e-6 * sum);
+        inv[h] = 1.0f / got;
     }
-    A->mix[kv](hd, g, n, s, ld, vt, o);
+    A->mix[kv](hd, g, n, s, ld, vt, inv, o);
     for (int i = 0; i < g * hd; i++) {
         want[i] = mag[i] = 0;
         for (int t = 0; t < n; t++) {
-            double p = (double)s[(i / hd) * ld + t] * tile_v(vt, t, i % hd, hd, kv);
+            double p = (double)s[(i / hd) * ld + t] * tile_v(vt, t, i % hd, hd, kv) * inv[i / hd];
             want[i] += p;
             mag[i] += fabs(p);
         }
@@ -971,7 +974,7 @@ static void
 test_attention_kernels(void)
 {
     static const int shapes[][2] = { { 64, 1 }, { 64, 4 }, { 80, 2 }, { 128, 1 }, { 3, 3 } };
-    static const int ns[] = { 1, 2, 15, 16, 17, 63, 64, 65, 80, 200 };
+    static const int ns[] = { 1, 2, 15, 16, 17, 40, 63, 64, 65, 80, 100, 200 };
     for (size_t v = 0; v < sizeof(variants) / sizeof(variants[0]); v++) {
         if (engine__kernels_force(variants[v]) != 0)
             continue;
