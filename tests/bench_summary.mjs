@@ -35,7 +35,7 @@ for (const t of ['f16', 'q8_0']) {
   row(`prefill pp128 ${t}`, m.pp.toFixed(0), 'tok/s', m.pp / LLAMA[t].pp, 1, 'of llama.cpp');
 }
 const at = (c) => server.levels.find((l) => l.clients === c).tokPerS;
-row('server, 8 clients / 1 client', at(8).toFixed(1), 'tok/s', at(8) / at(1), 3,
+row('server, 8 clients / 1 client', at(8).toFixed(1), 'tok/s', server.ratio8 ?? at(8) / at(1), 3,
   'of one client');
 row('8 clients on 8 adapters', adapters.qv.lora.toFixed(1), 'tok/s',
   adapters.qv.lora / LLAMA.serverAdapters8, 2.5, 'of llama-server');
