@@ -345,6 +345,17 @@ attend(struct engine_ctx *c, const struct attn_job *j, int row, int kvh, float *
     A->mix[c->kv.type](hd, g, n, att, (size_t)c->n_ctx, kt + c->kv.max_blocks, inv, o);
 }
 
+/* Rotates row r's q heads of kv head h, and its k head h, by the row's position. */
+static void
+rope_unit(struct engine_ctx *c, int r, int h)
+{
+    const struct engine_hparams *hp = &c->m->hp;
+    int n_kv = hp->n_head_kv, g = hp->n_head / n_kv, hd = hp->head_dim;
+    const float *rot = c->rot + (size_t)r * hp->n_rot;
+    rope(c->m, c->q + ((size_t)r * hp->n_head + (size_t)h * g) * hd, g, rot);
+    rope(c->m, c->k + ((size_t)r * n_kv + h) * hd, 1, rot);
+}
+
 /* Caches row r's k and v for kv head h. */
 static void
 store(struct attn_job *j, int r, int h)
@@ -361,8 +372,10 @@ store_task(int ith, int nth, void *arg)
     struct attn_job *j = arg;
     struct attn_run run = { 0, 0 };
     int n_kv = j->c->m->hp.n_head_kv, w;
-    while (claim_unit(j, &run, &w))
+    while (claim_unit(j, &run, &w)) {
+        rope_unit(j->c, w / n_kv, w % n_kv);
         store(j, w / n_kv, w % n_kv);
+    }
 }
 
 /*
@@ -390,12 +403,8 @@ attn_task(int ith, int nth, void *arg)
         if (more)
             unit_tiles(c, j, next, set[cur ^ 1]);
         if (j->store) { /* this row's q heads of this kv head, and its k, rotated here */
-            const struct engine_hparams *hp = &c->m->hp;
-            int r = w / n_kv, h = w % n_kv, g = hp->n_head / n_kv, hd = hp->head_dim;
-            const float *rot = c->rot + (size_t)r * hp->n_rot;
-            rope(c->m, c->q + ((size_t)r * hp->n_head + (size_t)h * g) * hd, g, rot);
-            rope(c->m, c->k + ((size_t)r * n_kv + h) * hd, 1, rot);
-            store(j, r, h);
+            rope_unit(c, w / n_kv, w % n_kv);
+            store(j, w / n_kv, w % n_kv);
         }
         attend(c, j, w / n_kv, w % n_kv, att, set[cur]);
         w = next;
@@ -422,15 +431,13 @@ attention_block(struct engine_ctx *c, const struct engine_batch *b, int il)
     add_bias(c->k, ly->bk, n, kd);
     add_bias(c->v, ly->bv, n, kd);
 
-    /* Rotate q and k by position, then cache k and v (in decode, each attention unit does both). */
+    /*
+     * Rotate q and k by position and cache k and v: per (row, kv head), in a
+     * pass of their own, or in decode by each attention unit first.
+     */
     int chunk = n * hp->n_head_kv / (4 * engine__pool_size(c->pool)); /* at most a row */
     chunk = chunk < 1 ? 1 : chunk > hp->n_head_kv ? hp->n_head_kv : chunk;
     struct attn_job job = { c, b, il, c->rows_distinct, chunk, 0 };
-    for (int r = 0; r < n && !job.store; r++) {
-        const float *rot = c->rot + (size_t)r * hp->n_rot;
-        rope(c->m, c->q + (size_t)r * qd, hp->n_head, rot);
-        rope(c->m, c->k + (size_t)r * kd, hp->n_head_kv, rot);
-    }
     if (!job.store)
         engine__pool_run_some(c->pool, store_task, &job);
 
