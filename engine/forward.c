@@ -184,11 +184,57 @@ rmsnorm(float *out, const float *x, const float *w, int n, float eps)
     engine__variant()->rmsnorm(out, x, w, n, eps);
 }
 
+/*
+ * The row-wise steps between matmuls, one row at a time: x += xb (add), then
+ * xb = norm(x) (norm != NULL); or hb = silu(hb) * hb2 (silu). Past
+ * ROWS_ON_POOL rows (a prompt), rows are claimed four at a time on the pool;
+ * fewer are not worth waking anyone for.
+ */
+#define ROWS_ON_POOL 16
+
+struct rows_job {
+    struct engine_ctx *c;
+    int n;
+    bool add, silu;
+    const float *norm;
+    _Atomic int next;
+};
+
 static void
-rmsnorm_rows(float *out, const float *x, const float *w, int rows, int n, float eps)
+rows_do(const struct rows_job *j, int r0, int r1)
 {
-    for (int r = 0; r < rows; r++)
-        rmsnorm(out + (size_t)r * n, x + (size_t)r * n, w, n, eps);
+    const struct engine_hparams *hp = &j->c->m->hp;
+    struct engine_ctx *c = j->c;
+    size_t e = (size_t)hp->n_embd, f = (size_t)hp->n_ff;
+    for (int r = r0; r < r1; r++) {
+        float *x = c->x + r * e, *xb = c->xb + r * e;
+        if (j->silu)
+            engine__variant()->silu_mul(c->hb + r * f, c->hb2 + r * f, (int64_t)f);
+        for (size_t i = 0; j->add && i < e; i++)
+            x[i] += xb[i];
+        if (j->norm != NULL)
+            rmsnorm(xb, x, j->norm, (int)e, hp->rms_eps);
+    }
+}
+
+static void
+rows_task(int ith, int nth, void *arg)
+{
+    (void)ith, (void)nth;
+    struct rows_job *j = arg;
+    int r0;
+    while ((r0 = atomic_fetch_add_explicit(&j->next, 4, memory_order_relaxed)) < j->n)
+        rows_do(j, r0, r0 + 4 < j->n ? r0 + 4 : j->n);
+}
+
+static void
+rows(struct engine_ctx *c, int n, bool add, const float *norm, bool silu)
+{
+    struct rows_job j = { c, n, add, silu, norm, 0 };
+    if (n <= ROWS_ON_POOL)
+        rows_do(&j, 0, n);
+    else
+        engine__pool_run_some(c->pool, rows_task, &j);
 }
 
 /*
@@ -419,10 +465,10 @@ attention_block(struct engine_ctx *c, const struct engine_batch *b, int il)
 {
     const struct engine_hparams *hp = &c->m->hp;
     const struct engine_layer *ly = &c->m->layers[il];
-    int n = b->n, e = hp->n_embd, qd = hp->n_head * hp->head_dim, kd = (int)kv_dim(c->m);
+    int n = b->n, qd = hp->n_head * hp->head_dim, kd = (int)kv_dim(c->m);
 
-    /* xb = norm(x); q, k, v = xb . W^T (+ adapters, + bias) */
-    rmsnorm_rows(c->xb, c->x, ly->attn_norm, n, e, hp->rms_eps);
+    /* x += the last layer's FFN output; xb = norm(x); q, k, v = xb . W^T (+ adapters, + bias) */
+    rows(c, n, il > 0, ly->attn_norm, false);
     float *qkv[3] = { c->q, c->k, c->v };
     int rc = project(c, il, ENGINE_LORA_Q, 3, c->xb, n, qkv);
     if (rc < 0)
@@ -441,34 +487,28 @@ attention_block(struct engine_ctx *c, const struct engine_batch *b, int il)
     if (!job.store)
         engine__pool_run_some(c->pool, store_task, &job);
 
-    /* Causal attention per (row, head), then x += ao . Wo^T */
+    /* Causal attention per (row, head), then xb = ao . Wo^T (added to x by the FFN block) */
     atomic_store(&job.next, 0);
     engine__pool_run_some(c->pool, attn_task, &job);
-    if ((rc = project(c, il, ENGINE_LORA_O, 1, c->ao, n, &c->xb)) < 0)
-        return rc;
-    for (size_t i = 0; i < (size_t)n * e; i++)
-        c->x[i] += c->xb[i];
-    return 0;
+    return project(c, il, ENGINE_LORA_O, 1, c->ao, n, &c->xb);
 }
 
 static int
 ffn_block(struct engine_ctx *c, int n, int il)
 {
-    const struct engine_hparams *hp = &c->m->hp;
     const struct engine_layer *ly = &c->m->layers[il];
-    int e = hp->n_embd, rc = 0;
 
-    /* x += Wdown . (silu(Wgate . norm(x)) * (Wup . norm(x))) */
-    rmsnorm_rows(c->xb, c->x, ly->ffn_norm, n, e, hp->rms_eps);
+    /*
+     * x += the attention's output; xb = Wdown . (silu(Wgate . norm(x)) * (Wup . norm(x))),
+     * added to x by the next layer (or before the logits)
+     */
+    rows(c, n, true, ly->ffn_norm, false);
     float *gate_up[2] = { c->hb, c->hb2 };
-    if ((rc = project(c, il, ENGINE_LORA_GATE, 2, c->xb, n, gate_up)) < 0)
+    int rc = project(c, il, ENGINE_LORA_GATE, 2, c->xb, n, gate_up);
+    if (rc < 0)
         return rc;
-    engine__variant()->silu_mul(c->hb, c->hb2, (int64_t)n * hp->n_ff);
-    if ((rc = project(c, il, ENGINE_LORA_DOWN, 1, c->hb, n, &c->xb)) < 0)
-        return rc;
-    for (size_t i = 0; i < (size_t)n * e; i++)
-        c->x[i] += c->xb[i];
-    return 0;
+    rows(c, n, false, NULL, true);
+    return project(c, il, ENGINE_LORA_DOWN, 1, c->hb, n, &c->xb);
 }
 
 /* ---- Decode ----------------------------------------------------------- */
@@ -545,6 +585,7 @@ engine_decode(struct engine_ctx *c, const struct engine_batch *b, float *out)
     for (int il = 0; il < c->m->hp.n_layer; il++)
         if ((rc = attention_block(c, b, il)) < 0 || (rc = ffn_block(c, b->n, il)) < 0)
             return rc;
+    rows(c, b->n, true, NULL, false);
     output_logits(c, b, out);
     for (int r = 0; r < b->n; r++)
         c->kv.len[b->seq[r]] = b->pos[r] + 1;
