@@ -8,20 +8,26 @@
  */
 
 #ifndef VA_UNROLL /* loops over a constant count unrolled, so the sums stay in registers */
-#define VA_UNROLL _Pragma("GCC unroll 4")
+#define VA_UNROLL _Pragma("GCC unroll 8")
+/*
+ * K tiles scored at once: each score is a chain of hd dependent FMAs, so
+ * the group's chains run side by side; as many as the registers hold (a
+ * tile is KB / VW vectors).
+ */
+#define VA_GROUP (ENGINE_KV_BLOCK / VW <= 1 ? 8 : 4)
 #endif
 
 /*
- * nb <= 4 K tiles against one query head (its d-th element times scale,
- * rounded, is what multiplies K(t, d)): every lane of each tile, into tmp.
- * Each score is the same chain of FMAs over d whatever nb is.
+ * nb <= VA_GROUP K tiles against one query head (its d-th element times
+ * scale, rounded, is what multiplies K(t, d)): every lane of each tile, into
+ * tmp. Each score is the same chain of FMAs over d whatever nb is.
  */
 static inline __attribute__((always_inline)) void
 KV_NAME(score_tiles)(int hd, const float *qh, float scale, const KV_T *const *t, int nb,
                      float *tmp)
 {
     for (int v0 = 0; v0 < KB; v0 += VW) {
-        vf a[4];
+        vf a[VA_GROUP];
         VA_UNROLL for (int i = 0; i < nb; i++)
             a[i] = V_ZERO();
         for (int d = 0; d < hd; d++) {
@@ -34,9 +40,28 @@ KV_NAME(score_tiles)(int hd, const float *qh, float scale, const KV_T *const *t,
     }
 }
 
+/* score_tiles with nb a constant in each call, so its loops unroll. */
+static void
+KV_NAME(score_group)(int hd, const float *qh, float scale, const KV_T *const *t, int nb,
+                     float *tmp)
+{
+    switch (nb) {
+#if VA_GROUP > 4
+    case 8: KV_NAME(score_tiles)(hd, qh, scale, t, 8, tmp); break;
+    case 7: KV_NAME(score_tiles)(hd, qh, scale, t, 7, tmp); break;
+    case 6: KV_NAME(score_tiles)(hd, qh, scale, t, 6, tmp); break;
+    case 5: KV_NAME(score_tiles)(hd, qh, scale, t, 5, tmp); break;
+#endif
+    case 4: KV_NAME(score_tiles)(hd, qh, scale, t, 4, tmp); break;
+    case 3: KV_NAME(score_tiles)(hd, qh, scale, t, 3, tmp); break;
+    case 2: KV_NAME(score_tiles)(hd, qh, scale, t, 2, tmp); break;
+    default: KV_NAME(score_tiles)(hd, qh, scale, t, 1, tmp); break;
+    }
+}
+
 /*
  * s[h * lds + t] = sum over d of (q[h * hd + d] * scale) * K(t, d), for h < g,
- * t < n: blocks four at a time (independent sums), every lane of a tile
+ * t < n: VA_GROUP blocks at a time (independent sums), every lane of a tile
  * computed, the positions past n (a partial last block) dropped.
  */
 static void
@@ -45,18 +70,13 @@ KV_NAME(attn_scores)(int hd, int g, int n, const float *q, float scale, const vo
 {
     const KV_T *const *kt = (const KV_T *const *)ktv;
     int nblk = (n + KB - 1) / KB;
-    float tmp[4 * KB];
+    float tmp[VA_GROUP * KB];
     for (int h = 0; h < g; h++) {
         const float *qh = q + (size_t)h * hd;
         float *sh = s + (size_t)h * lds;
-        for (int j = 0; j < nblk; j += 4) {
-            int nb = nblk - j < 4 ? nblk - j : 4;
-            switch (nb) { /* a constant count each, so the sums stay in registers */
-            case 4: KV_NAME(score_tiles)(hd, qh, scale, kt + j, 4, tmp); break;
-            case 3: KV_NAME(score_tiles)(hd, qh, scale, kt + j, 3, tmp); break;
-            case 2: KV_NAME(score_tiles)(hd, qh, scale, kt + j, 2, tmp); break;
-            default: KV_NAME(score_tiles)(hd, qh, scale, kt + j, 1, tmp); break;
-            }
+        for (int j = 0; j < nblk; j += VA_GROUP) {
+            int nb = nblk - j < VA_GROUP ? nblk - j : VA_GROUP;
+            KV_NAME(score_group)(hd, qh, scale, kt + j, nb, tmp);
             int cnt = n - j * KB < nb * KB ? n - j * KB : nb * KB;
             memcpy(sh + j * KB, tmp, (size_t)cnt * sizeof(float));
         }
