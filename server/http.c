@@ -23,7 +23,7 @@
 enum route {
     ROUTE_NONE, ROUTE_HEALTH, ROUTE_MODELS, ROUTE_MODEL, ROUTE_COMPLETIONS, ROUTE_CHAT,
     ROUTE_ADAPTERS, ROUTE_ADAPTER, ROUTE_ADAPTER_LOAD, ROUTE_ADAPTER_DELETE, ROUTE_VLLM_LOAD,
-    ROUTE_VLLM_UNLOAD
+    ROUTE_VLLM_UNLOAD, ROUTE_EMBEDDINGS
 };
 
 static const struct {
@@ -42,6 +42,7 @@ static const struct {
     { "DELETE", "/v1/adapters/*", ROUTE_ADAPTER_DELETE },
     { "POST", "/v1/load_lora_adapter", ROUTE_VLLM_LOAD },
     { "POST", "/v1/unload_lora_adapter", ROUTE_VLLM_UNLOAD },
+    { "POST", "/v1/embeddings", ROUTE_EMBEDDINGS },
 };
 
 /* One request, from its headers to its completion. */
@@ -51,7 +52,7 @@ struct conn {
     struct oai_err err;         /* err.err != 0: answer this once the body is in */
     struct sbuf body;
     struct job *job;
-    struct op *op;              /* an adapter change on the pool */
+    struct op *op;              /* an adapter change or embeddings on the pool */
 };
 
 /* ---- Replies ---------------------------------------------------------- */
@@ -162,6 +163,16 @@ reply_adapter(struct server *s, struct MHD_Connection *con, const char *url, str
 
 /* ---- Adapter changes -------------------------------------------------- */
 
+/* The answer of the pool work c->op, once it is done. */
+static enum MHD_Result
+reply_op(struct server *s, struct MHD_Connection *con, struct conn *c)
+{
+    int status = 500;
+    const char *ctype = "application/json";
+    char *body = server__op_reply(c->op, &status, &ctype);
+    return reply_as(s, con, status, body, ctype, (struct hdr){ NULL, NULL });
+}
+
 static enum MHD_Result
 change(struct server *s, struct MHD_Connection *con, const char *url, struct conn *c)
 {
@@ -177,10 +188,18 @@ change(struct server *s, struct MHD_Connection *con, const char *url, struct con
         server__buf_release(&c->body);
         return rc < 0 ? reply_error(s, con, c) : MHD_YES;
     }
-    int status = 500;
-    const char *ctype = "application/json";
-    char *body = server__op_reply(c->op, &status, &ctype);
-    return reply_as(s, con, status, body, ctype, (struct hdr){ NULL, NULL });
+    return reply_op(s, con, c);
+}
+
+static enum MHD_Result
+embeddings(struct server *s, struct MHD_Connection *con, struct conn *c)
+{
+    if (c->op != NULL)
+        return reply_op(s, con, c);
+    int rc = server__embeddings_start(s, con, c->body.p ? c->body.p : "", c->body.len, &c->op,
+                                      &c->err);
+    server__buf_release(&c->body);
+    return rc < 0 ? reply_error(s, con, c) : MHD_YES;
 }
 
 /* ---- Generate requests ------------------------------------------------ */
@@ -356,6 +375,8 @@ on_request(void *cls, struct MHD_Connection *con, const char *url, const char *m
     case ROUTE_VLLM_LOAD:
     case ROUTE_VLLM_UNLOAD:
         return change(s, con, url, c);
+    case ROUTE_EMBEDDINGS:
+        return embeddings(s, con, c);
     default:
         return MHD_NO;
     }

@@ -9,7 +9,9 @@
  * answer, and the after-work callback resumes the connection, which sends it.
  * If the request is over by then (client gone, shutdown), the after-work
  * callback frees the op instead: an op has one owner at a time, the
- * connection while no work runs, the work while it does.
+ * connection while no work runs, the work while it does. Other slow answers
+ * (embeddings) run the same way through server__op_call with a work
+ * function of their own.
  */
 #include <errno.h>
 #include <malloc.h>
@@ -32,6 +34,9 @@ struct op {
     int status;                     /* the answer */
     const char *ctype;
     char *body;
+    server_op_fn fn;                /* server__op_call's work, or NULL: an adapter change */
+    void *arg;
+    void (*arg_free)(void *arg);
 };
 
 /* ---- JSON of adapters ------------------------------------------------- */
@@ -252,6 +257,18 @@ answer_error(struct op *o, const struct oai_err *e)
     answer(o, server__status_from_err(e->err), "application/json", server__error_json(e));
 }
 
+void
+server__op_answer(struct op *o, int status, const char *ctype, char *body)
+{
+    answer(o, status, ctype, body);
+}
+
+void
+server__op_answer_error(struct op *o, const struct oai_err *e)
+{
+    answer_error(o, e);
+}
+
 static void
 answer_json(struct op *o, cJSON *j)
 {
@@ -308,6 +325,10 @@ static void
 op_work(uv_work_t *w)
 {
     struct op *o = w->data;
+    if (o->fn != NULL) {
+        o->fn(o, o->arg);
+        return;
+    }
     struct adapters *reg = o->s->reg;
     char msg[512] = "";
     if (o->kind == OP_LOAD || o->kind == OP_VLLM_LOAD) {
@@ -339,6 +360,8 @@ op_work(uv_work_t *w)
 static void
 op_free(struct op *o)
 {
+    if (o->arg_free != NULL)
+        o->arg_free(o->arg);
     free(o->path);
     free(o->body);
     free(o);
@@ -448,8 +471,8 @@ bool_field(const cJSON *root, const char *key, bool *out, struct oai_err *e)
     return 0;
 }
 
-static int
-parse_body(const char *body, size_t len, cJSON **out, struct oai_err *e)
+int
+server__parse_object(const char *body, size_t len, cJSON **out, struct oai_err *e)
 {
     *out = NULL;
     if (!server__utf8_valid(body, len))
@@ -525,6 +548,8 @@ parse_unload(const cJSON *root, const char *url_name, struct op *o, struct oai_e
     return 0;
 }
 
+static int queue(struct server *s, struct op *o, struct op **out, struct oai_err *e);
+
 int
 server__op_start(struct server *s, struct MHD_Connection *con, enum op_kind kind,
                  const char *url_name, const char *body, size_t len, struct op **out,
@@ -536,18 +561,37 @@ server__op_start(struct server *s, struct MHD_Connection *con, enum op_kind kind
     o->con = con;
     o->kind = kind;
     cJSON *root = NULL;
-    int rc = kind == OP_UNLOAD ? 0 : parse_body(body, len, &root, e);
+    int rc = kind == OP_UNLOAD ? 0 : server__parse_object(body, len, &root, e);
     if (rc == 0 && (kind == OP_LOAD || kind == OP_VLLM_LOAD))
         rc = parse_load(s, root, o, e);
     else if (rc == 0)
         rc = parse_unload(root, url_name, o, e);
     cJSON_Delete(root);
+    return rc < 0 ? (op_free(o), rc) : queue(s, o, out, e);
+}
+
+int
+server__op_call(struct server *s, struct MHD_Connection *con, server_op_fn fn, void *arg,
+                void (*arg_free)(void *arg), struct op **out, struct oai_err *e)
+{
+    *out = NULL;
+    struct op *o = server__xcalloc(1, sizeof(*o));
+    o->s = s;
+    o->con = con;
+    o->fn = fn;
+    o->arg = arg;
+    o->arg_free = arg_free;
+    return queue(s, o, out, e);
+}
+
+/* Queues o's work and suspends its connection: 0 with *out, or an error (o freed). */
+static int
+queue(struct server *s, struct op *o, struct op **out, struct oai_err *e)
+{
     o->work.data = o;
-    if (rc == 0 && uv_queue_work(&s->loop, &o->work, op_work, op_done) < 0)
-        rc = server__fail(e, -ENOMEM, NULL, NULL, "cannot queue the change");
-    if (rc < 0) {
+    if (uv_queue_work(&s->loop, &o->work, op_work, op_done) < 0) {
         op_free(o);
-        return rc;
+        return server__fail(e, -ENOMEM, NULL, NULL, "cannot queue the work");
     }
     o->running = true;
     o->listed = true;
@@ -555,7 +599,7 @@ server__op_start(struct server *s, struct MHD_Connection *con, enum op_kind kind
     if (s->ops != NULL)
         s->ops->prev = o;
     s->ops = o;
-    MHD_suspend_connection(con);
+    MHD_suspend_connection(o->con);
     *out = o;
     return 0;
 }

@@ -174,6 +174,10 @@ open_all(struct server *s)
     }
     if ((rc = open_adapters(s)) < 0)
         return rc;
+    if ((rc = retrieval_hash_new(cfg->embedding_dim, &s->embedder)) < 0) {
+        fprintf(stderr, "loraserve: cannot make the hash embedder: %s\n", strerror(-rc));
+        return rc;
+    }
     enum engine_kv_cache kv = strcmp(cfg->kv_type, "f16") == 0   ? ENGINE_KV_CACHE_F16
                               : strcmp(cfg->kv_type, "f32") == 0 ? ENGINE_KV_CACHE_F32
                                                                  : ENGINE_KV_CACHE_AUTO;
@@ -209,6 +213,7 @@ server_run(const struct server_config *cfg)
     if (loop)
         server__http_close(&s);     /* runs the pool's last after-work callbacks */
     adapters_close(s.reg);
+    retrieval_embedder_free(s.embedder);
     engine_model_free(s.model);
     if (rc == 0)
         fprintf(stderr, "loraserve: stopped\n");
@@ -332,6 +337,8 @@ check_config(const struct server_config *c, int max_body)
         : c->max_lora_rank < 1 || c->max_lora_rank > 4096 ? "--max-lora-rank must be 1..4096"
         : strcmp(c->kv_type, "auto") != 0 && strcmp(c->kv_type, "f16") != 0 &&
           strcmp(c->kv_type, "f32") != 0 ? "--kv-type must be auto, f16 or f32"
+        : c->embedding_dim < 1 || c->embedding_dim > RETRIEVAL_DIM_MAX
+            ? "--embedding-dim must be 1..8192"
         : NULL;
     if (bad != NULL)
         fprintf(stderr, "loraserve serve: %s (see --help)\n", bad);
@@ -374,6 +381,8 @@ server_main(int argc, char **argv)
           "resident adapter bytes (K/M/G), LRU eviction beyond (default 0: no limit)" },
         { "--kv-type", NULL, CLI_STR, &c.kv_type,
           "KV cache: f16, f32, or auto = f32 for f32 models, else f16 (default auto)" },
+        { "--embedding-dim", NULL, CLI_INT, &c.embedding_dim,
+          "dimension of the hash embedder's vectors (default 384)" },
         { "--help", "-h", CLI_BOOL, &help, "show this help" },
         { NULL, NULL, 0, NULL, NULL },
     };

@@ -21,6 +21,7 @@
 #include "adapters.h"
 #include "chat.h"
 #include "engine.h"
+#include "retrieval.h"
 #include "server.h"
 
 #define SERVER_VERSION "0.1.0"
@@ -251,6 +252,7 @@ struct server {
     const struct tokenizer *tok;
     struct engine_sched *sched;
     struct adapters *reg;           /* named LoRA adapters */
+    struct retrieval_embedder *embedder;    /* "hash", for /v1/embeddings */
     enum chat_family chat;
     int n_ctx;
     char model_id[256];
@@ -353,6 +355,25 @@ enum op_kind { OP_LOAD, OP_UNLOAD, OP_VLLM_LOAD, OP_VLLM_UNLOAD };
 int server__op_start(struct server *s, struct MHD_Connection *con, enum op_kind kind,
                      const char *url_name, const char *body, size_t len, struct op **out,
                      struct oai_err *e);
+/*
+ * Any other slow answer runs the same way: fn(o, arg) on the pool sets the
+ * answer with server__op_answer (body malloc'd, taken) or
+ * server__op_answer_error; arg_free(arg) runs when the op is freed. 0 with
+ * *out and the connection suspended, or an error in e (arg_free has run).
+ */
+typedef void (*server_op_fn)(struct op *o, void *arg);
+int server__op_call(struct server *s, struct MHD_Connection *con, server_op_fn fn, void *arg,
+                    void (*arg_free)(void *arg), struct op **out, struct oai_err *e);
+void server__op_answer(struct op *o, int status, const char *ctype, char *body);
+void server__op_answer_error(struct op *o, const struct oai_err *e);
+/*
+ * POST /v1/embeddings (embeddings.c): checks the body and embeds on the pool
+ * as server__op_call does; or an error in e.
+ */
+int server__embeddings_start(struct server *s, struct MHD_Connection *con, const char *body,
+                             size_t len, struct op **out, struct oai_err *e);
+/* A request body that must be a JSON object: 0 with *out (caller deletes), or 400 in e. */
+int server__parse_object(const char *body, size_t len, cJSON **out, struct oai_err *e);
 /* A done change's answer: its status and content type, and the body (caller frees). */
 char *server__op_reply(struct op *o, int *status, const char **ctype);
 /* The request is over: frees o now, or when its work ends. */
