@@ -1,7 +1,9 @@
 /*
  * test_retrieval.c - the hash embedder: unit vectors, determinism, Unicode
  * normalisation, bad input, dimensions, and that a question ranks the verse
- * holding its key words first.
+ * holding its key words first; vector stores: their lifecycle, chunking,
+ * the three search modes, filters, thresholds, deleting, and everything
+ * read back after a reopen.
  */
 #include <errno.h>
 #include <math.h>
@@ -9,9 +11,14 @@
 #include <string.h>
 
 #include "check.h"
+#include "engine.h"
 #include "retrieval.h"
+#include "testutil.h"
+#include "tokenizer.h"
 
 static struct retrieval_embedder *hash;
+static struct engine_model *model;          /* its tokenizer chunks */
+static char tmpdir[64];
 
 static float *
 embed(const char *text, int *n_tokens)
@@ -153,11 +160,207 @@ test_ranking(void)
         free(v[i]);
 }
 
+
+/* ---- Vector stores ------------------------------------------------------ */
+
+static const char *const DOCS[][3] = {  /* id, text, metadata */
+    { "gen1", "In the beginning God created the heaven and the earth. And the earth was "
+              "without form, and void; and darkness was upon the face of the deep.",
+      "{\"book\": \"Genesis\", \"chapter\": 1, \"law\": true}" },
+    { "ps23", "The LORD is my shepherd; I shall not want. He maketh me to lie down in green "
+              "pastures: he leadeth me beside the still waters.",
+      "{\"book\": \"Psalms\", \"chapter\": 23}" },
+    { "john11", "Jesus wept. Then said the Jews, Behold how he loved him!",
+      "{\"book\": \"John\", \"chapter\": 11}" },
+    { "ex20", "Thou shalt not kill. Thou shalt not commit adultery. Thou shalt not steal.",
+      "{\"book\": \"Exodus\", \"chapter\": 20, \"law\": true}" },
+    { "prov15", "A soft answer turneth away wrath: but grievous words stir up anger.",
+      "{\"book\": \"Proverbs\", \"chapter\": 15}" },
+};
+enum { N_DOCS = sizeof(DOCS) / sizeof(DOCS[0]) };
+
+static struct retrieval_stores *
+open_stores(const char *file)
+{
+    char path[256], err[256];
+    struct retrieval_stores *st = NULL;
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, file);
+    int rc = retrieval_stores_open(path, engine_model_tokenizer(model), hash, &st, err,
+                                   sizeof(err));
+    if (rc < 0)
+        fprintf(stderr, "%s\n", err);
+    CHECK_EQ(rc, 0);
+    return st;
+}
+
+/* A store holding DOCS; its id into id. */
+static struct retrieval_stores *
+filled(const char *file, char *id)
+{
+    struct retrieval_stores *st = open_stores(file);
+    struct retrieval_store_info info;
+    char err[256];
+    CHECK_EQ(retrieval_store_create(st, "bible", "{\"lang\": \"en\"}", 0, 0, &info, err,
+                                    sizeof(err)), 0);
+    strcpy(id, info.id);
+    CHECK_EQ(info.chunk_tokens, 800);
+    CHECK_EQ(info.chunk_overlap, 400);
+    retrieval_store_info_release(&info);
+    struct retrieval_doc d[N_DOCS];
+    struct retrieval_doc_added added[N_DOCS];
+    for (int i = 0; i < N_DOCS; i++)
+        d[i] = (struct retrieval_doc){ DOCS[i][0], DOCS[i][1], strlen(DOCS[i][1]), DOCS[i][2] };
+    CHECK_EQ(retrieval_store_add(st, id, d, N_DOCS, added, err, sizeof(err)), 0);
+    for (int i = 0; i < N_DOCS; i++) {
+        CHECK_STR(added[i].id, DOCS[i][0]);
+        CHECK_EQ(added[i].n_chunks, 1);
+    }
+    return st;
+}
+
+/* The top document for text in mode (with filter), or "" if none. */
+static const char *
+top(struct retrieval_stores *st, const char *id, const char *text, enum retrieval_mode mode,
+    const char *filter, float threshold, int *n_hits)
+{
+    static char best[RETRIEVAL_ID_MAX];
+    struct retrieval_query q = { text, NULL, 0, 3, mode, threshold, filter };
+    struct retrieval_hit *h = NULL;
+    int n = 0;
+    char err[256];
+    CHECK_EQ(retrieval_search(st, id, &q, &h, &n, err, sizeof(err)), 0);
+    snprintf(best, sizeof(best), "%s", n > 0 ? h[0].document : "");
+    for (int i = 1; i < n; i++)
+        CHECK(h[i].score <= h[i - 1].score);
+    if (n_hits != NULL)
+        *n_hits = n;
+    retrieval_hits_free(h, n);
+    return best;
+}
+
+static void
+test_store_search(void)
+{
+    char id[RETRIEVAL_ID_MAX];
+    struct retrieval_stores *st = filled("search.db", id);
+    static const enum retrieval_mode modes[] = { RETRIEVAL_VECTOR, RETRIEVAL_KEYWORD,
+                                                 RETRIEVAL_HYBRID };
+    for (int m = 0; m < 3; m++) {
+        CHECK_STR(top(st, id, "who is my shepherd", modes[m], NULL, 0, NULL), "ps23");
+        CHECK_STR(top(st, id, "darkness upon the deep", modes[m], NULL, 0, NULL), "gen1");
+        CHECK_STR(top(st, id, "turn away wrath", modes[m], NULL, 0, NULL), "prov15");
+    }
+    /* filters on the documents' metadata */
+    CHECK_STR(top(st, id, "shalt not", RETRIEVAL_HYBRID,
+                  "{\"type\": \"eq\", \"key\": \"book\", \"value\": \"Genesis\"}", 0,
+                  NULL), "gen1");
+    int n = 0;
+    top(st, id, "the earth", RETRIEVAL_VECTOR,
+        "{\"type\": \"and\", \"filters\": [{\"type\": \"eq\", \"key\": \"law\","
+        " \"value\": true}, {\"type\": \"gte\", \"key\": \"chapter\", \"value\": 20}]}",
+        0, &n);
+    CHECK_EQ(n, 1);                          /* Exodus 20 only */
+    top(st, id, "the earth", RETRIEVAL_VECTOR,
+        "{\"type\": \"in\", \"key\": \"book\", \"value\": [\"John\", \"Psalms\"]}", 0,
+        &n);
+    CHECK_EQ(n, 2);
+    /* a threshold above every cosine leaves nothing */
+    top(st, id, "who is my shepherd", RETRIEVAL_VECTOR, NULL, 0.99f, &n);
+    CHECK_EQ(n, 0);
+    /* deleting a document takes it out of every mode */
+    CHECK_EQ(retrieval_doc_delete(st, id, "ps23"), 0);
+    CHECK_EQ(retrieval_doc_delete(st, id, "ps23"), -ENOENT);
+    for (int m = 0; m < 3; m++)
+        CHECK(strcmp(top(st, id, "who is my shepherd", modes[m], NULL, 0, NULL), "ps23") != 0);
+    retrieval_stores_close(st);
+}
+
+static void
+test_store_reopen(void)
+{
+    char id[RETRIEVAL_ID_MAX];
+    struct retrieval_stores *st = filled("reopen.db", id);
+    CHECK_EQ(retrieval_doc_delete(st, id, "john11"), 0);
+    retrieval_stores_close(st);
+    st = open_stores("reopen.db");
+    struct retrieval_store_info info;
+    CHECK_EQ(retrieval_store_get(st, id, &info), 0);
+    CHECK_STR(info.name, "bible");
+    CHECK_STR(info.metadata, "{\"lang\": \"en\"}");
+    CHECK_EQ(info.n_documents, N_DOCS - 1);
+    CHECK_EQ(info.n_chunks, N_DOCS - 1);
+    CHECK(info.usage_bytes > (N_DOCS - 1) * RETRIEVAL_HASH_DIM * 4);
+    retrieval_store_info_release(&info);
+    struct retrieval_doc_info *docs = NULL;
+    int n = 0;
+    CHECK_EQ(retrieval_docs_list(st, id, &docs, &n), 0);
+    CHECK_EQ(n, N_DOCS - 1);
+    for (int i = 0; i < n; i++)
+        free(docs[i].metadata);
+    free(docs);
+    CHECK(strcmp(top(st, id, "Jesus wept", RETRIEVAL_HYBRID, NULL, 0, NULL), "john11") != 0);
+    CHECK_STR(top(st, id, "thou shalt not steal", RETRIEVAL_HYBRID, NULL, 0, NULL), "ex20");
+    CHECK_EQ(retrieval_store_delete(st, id), 0);
+    CHECK_EQ(retrieval_store_get(st, id, &info), -ENOENT);
+    CHECK_EQ(retrieval_store_delete(st, id), -ENOENT);
+    retrieval_stores_close(st);
+    st = open_stores("reopen.db");
+    struct retrieval_store_info *all = NULL;
+    CHECK_EQ(retrieval_store_list(st, &all, &n), 0);
+    CHECK_EQ(n, 0);
+    free(all);
+    retrieval_stores_close(st);
+}
+
+/* A long document in windows of 40 tokens overlapping by 10. */
+static void
+test_chunking(void)
+{
+    struct retrieval_stores *st = open_stores("chunks.db");
+    struct retrieval_store_info info;
+    char err[256], text[4096] = "";
+    CHECK_EQ(retrieval_store_create(st, NULL, NULL, 40, 10, &info, err, sizeof(err)), 0);
+    for (int i = 0; i < 20; i++)
+        strcat(text, "And the LORD spake unto Moses, saying, Speak unto the children. ");
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    CHECK_EQ(tokenizer_encode(engine_model_tokenizer(model), text, strlen(text), false, false,
+                              &ids, &n_ids), 0);
+    free(ids);
+    struct retrieval_doc d = { NULL, text, strlen(text), NULL };
+    struct retrieval_doc_added added;
+    CHECK_EQ(retrieval_store_add(st, info.id, &d, 1, &added, err, sizeof(err)), 0);
+    CHECK_EQ(added.n_chunks, (int)((n_ids - 40 + 29) / 30 + 1));
+    CHECK(strncmp(added.id, "doc_", 4) == 0 && strlen(added.id) == 28);
+    /* bad input */
+    struct retrieval_doc empty = { NULL, "   ", 3, NULL }, badid = { "a b", "x", 1, NULL };
+    CHECK_EQ(retrieval_store_add(st, info.id, &empty, 1, &added, err, sizeof(err)), -EINVAL);
+    CHECK_EQ(retrieval_store_add(st, info.id, &badid, 1, &added, err, sizeof(err)), -EINVAL);
+    CHECK_EQ(retrieval_store_add(st, "vs_nope", &d, 1, &added, err, sizeof(err)), -ENOENT);
+    CHECK_EQ(retrieval_store_create(st, NULL, NULL, 10, 10, &info, err, sizeof(err)), -EINVAL);
+    struct retrieval_query q = { "Moses", NULL, 0, 0, RETRIEVAL_HYBRID, 0, NULL };
+    struct retrieval_hit *h = NULL;
+    int n = 0;
+    CHECK_EQ(retrieval_search(st, info.id, &q, &h, &n, err, sizeof(err)), -EINVAL);
+    q.k = 5;
+    q.filter = "{\"type\": \"like\"}";
+    CHECK_EQ(retrieval_search(st, info.id, &q, &h, &n, err, sizeof(err)), -EINVAL);
+    float v[3] = { 1, 0, 0 };
+    struct retrieval_query qv = { NULL, v, 3, 5, RETRIEVAL_VECTOR, 0, NULL };
+    CHECK_EQ(retrieval_search(st, info.id, &qv, &h, &n, err, sizeof(err)), -EINVAL);
+    retrieval_store_info_release(&info);
+    retrieval_stores_close(st);
+}
+
 int
 main(int argc, char **argv)
 {
-    if (retrieval_hash_new(RETRIEVAL_HASH_DIM, &hash) < 0) {
-        fprintf(stderr, "cannot make the hash embedder\n0 passed, 1 failed\n");
+    char path[512], err[512];
+    snprintf(path, sizeof(path), "%s/models/kjv-tiny-f32.gguf", test_shared_dir());
+    if (retrieval_hash_new(RETRIEVAL_HASH_DIM, &hash) < 0 ||
+        engine_model_open(path, &model, err, sizeof(err)) < 0 ||
+        test_tmpdir_make(tmpdir, "rtv") < 0) {
+        fprintf(stderr, "%s\n0 passed, 1 failed\n", err);
         return 1;
     }
     static const struct check_test tests[] = {
@@ -167,9 +370,14 @@ main(int argc, char **argv)
         { "dimensions", test_dimensions },
         { "word_forms", test_word_forms },
         { "ranking", test_ranking },
+        { "store_search", test_store_search },
+        { "store_reopen", test_store_reopen },
+        { "chunking", test_chunking },
         { NULL, NULL },
     };
     int rc = check_main(tests, argc, argv);
+    test_tmpdir_remove(tmpdir);
+    engine_model_free(model);
     retrieval_embedder_free(hash);
     return rc;
 }

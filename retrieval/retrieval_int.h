@@ -1,0 +1,77 @@
+/*
+ * retrieval_int.h - what the files of retrieval/ share: the stores object,
+ * each store's in-memory vectors, chunking and filters.
+ */
+#ifndef LORASERVE_RETRIEVAL_INT_H
+#define LORASERVE_RETRIEVAL_INT_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "retrieval.h"
+
+/* One store's vectors in memory: row r is chunk ids[r] of document docs[r]. */
+struct vs_index {
+    char id[RETRIEVAL_ID_MAX];
+    int dim;
+    long long n, cap;
+    float *vecs;                            /* (cap, dim) */
+    long long *ids;                         /* (cap) chunk ids */
+    char (*docs)[RETRIEVAL_ID_MAX];         /* (cap) document ids */
+};
+
+struct retrieval_stores {
+    pthread_mutex_t lock;                   /* the connection and the indexes */
+    sqlite3 *db;
+    const struct tokenizer *tok;
+    const struct retrieval_embedder *e;
+    struct vs_index *idx;                   /* (n_idx) one per store */
+    int n_idx;
+};
+
+/* Store id's numbers (its strings already released), or -ENOENT with err. */
+int retrieval__store_shape(struct retrieval_stores *st, const char *id,
+                           struct retrieval_store_info *info, char *err, size_t errlen);
+/* The index of store id, or NULL (lock held). */
+struct vs_index *retrieval__index(struct retrieval_stores *st, const char *id);
+/* Appends a row (lock held): 0 or -ENOMEM. */
+int retrieval__index_add(struct vs_index *x, long long chunk, const char *doc, const float *v);
+/* Drops the rows of document doc (lock held). */
+void retrieval__index_drop_doc(struct vs_index *x, const char *doc);
+
+/* One chunk of a document: its text (malloc'd) and its embedding. */
+struct vs_chunk {
+    char *text;
+    size_t len;
+    float *vec;
+};
+/*
+ * Cuts text[0..len) into windows of size tokens overlapping by overlap, as
+ * tok tokenizes it, and embeds each with e: 0 with *out (n, free with
+ * retrieval__chunks_free), -EINVAL (no tokens: an empty document), -EILSEQ,
+ * -ENOMEM.
+ */
+int retrieval__chunk(const struct tokenizer *tok, const struct retrieval_embedder *e,
+                     const char *text, size_t len, int size, int overlap, struct vs_chunk **out,
+                     int *n);
+void retrieval__chunks_free(struct vs_chunk *c, int n);
+
+/*
+ * OpenAI's filter object (comparison: type eq ne gt gte lt lte in nin, key,
+ * value; compound: type and or, filters), parsed from JSON text.
+ */
+struct vs_filter;
+/* 0 with *out (NULL for no filter), or -EINVAL with err saying why. */
+int retrieval__filter_parse(const char *json, struct vs_filter **out, char *err, size_t errlen);
+/* Whether a document's metadata (a JSON object's text) passes f (NULL passes all). */
+bool retrieval__filter_match(const struct vs_filter *f, const char *metadata);
+void retrieval__filter_free(struct vs_filter *f);
+
+/* out = prefix and 24 random hex digits (out holds RETRIEVAL_ID_MAX). */
+void retrieval__make_id(const char *prefix, char *out);
+/* A SQL statement run to its end with text binds: 0 or -EIO (lock held). */
+int retrieval__exec(sqlite3 *db, const char *sql, int n, const char *const *binds);
+
+#endif
