@@ -23,7 +23,7 @@
 enum route {
     ROUTE_NONE, ROUTE_HEALTH, ROUTE_MODELS, ROUTE_MODEL, ROUTE_COMPLETIONS, ROUTE_CHAT,
     ROUTE_ADAPTERS, ROUTE_ADAPTER, ROUTE_ADAPTER_LOAD, ROUTE_ADAPTER_DELETE, ROUTE_VLLM_LOAD,
-    ROUTE_VLLM_UNLOAD, ROUTE_EMBEDDINGS
+    ROUTE_VLLM_UNLOAD, ROUTE_EMBEDDINGS, ROUTE_VECTOR_STORES
 };
 
 static const struct {
@@ -43,6 +43,11 @@ static const struct {
     { "POST", "/v1/load_lora_adapter", ROUTE_VLLM_LOAD },
     { "POST", "/v1/unload_lora_adapter", ROUTE_VLLM_UNLOAD },
     { "POST", "/v1/embeddings", ROUTE_EMBEDDINGS },
+    { "GET", "/v1/vector_stores", ROUTE_VECTOR_STORES },
+    { "POST", "/v1/vector_stores", ROUTE_VECTOR_STORES },
+    { "GET", "/v1/vector_stores/*", ROUTE_VECTOR_STORES },
+    { "POST", "/v1/vector_stores/*", ROUTE_VECTOR_STORES },
+    { "DELETE", "/v1/vector_stores/*", ROUTE_VECTOR_STORES },
 };
 
 /* One request, from its headers to its completion. */
@@ -189,6 +194,22 @@ change(struct server *s, struct MHD_Connection *con, const char *url, struct con
         return rc < 0 ? reply_error(s, con, c) : MHD_YES;
     }
     return reply_op(s, con, c);
+}
+
+static enum MHD_Result
+vector_stores(struct server *s, struct MHD_Connection *con, const char *method, const char *url,
+              struct conn *c)
+{
+    if (c->op != NULL)
+        return reply_op(s, con, c);
+    int rc = server__vector_stores_start(s, con, method, url, c->body.p ? c->body.p : "",
+                                         c->body.len, &c->op, &c->err);
+    server__buf_release(&c->body);
+    if (rc == -EOPNOTSUPP) /* a method this kind of path does not take */
+        snprintf(c->allow, sizeof(c->allow), "%s", strstr(url, "/documents/") ? "DELETE"
+                 : strstr(url, "/documents") ? "GET, POST" : strstr(url, "/search") ? "POST"
+                 : "GET, DELETE");
+    return rc < 0 ? reply_error(s, con, c) : MHD_YES;
 }
 
 static enum MHD_Result
@@ -377,6 +398,8 @@ on_request(void *cls, struct MHD_Connection *con, const char *url, const char *m
         return change(s, con, url, c);
     case ROUTE_EMBEDDINGS:
         return embeddings(s, con, c);
+    case ROUTE_VECTOR_STORES:
+        return vector_stores(s, con, method, url, c);
     default:
         return MHD_NO;
     }

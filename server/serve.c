@@ -178,6 +178,12 @@ open_all(struct server *s)
         fprintf(stderr, "loraserve: cannot make the hash embedder: %s\n", strerror(-rc));
         return rc;
     }
+    char db[4096];
+    snprintf(db, sizeof(db), "%s/loraserve.db", cfg->data_dir);
+    if ((rc = retrieval_stores_open(db, s->tok, s->embedder, &s->stores, err, sizeof(err))) < 0) {
+        fprintf(stderr, "loraserve: %s\n", err);
+        return rc;
+    }
     enum engine_kv_cache kv = strcmp(cfg->kv_type, "f16") == 0   ? ENGINE_KV_CACHE_F16
                               : strcmp(cfg->kv_type, "f32") == 0 ? ENGINE_KV_CACHE_F32
                                                                  : ENGINE_KV_CACHE_AUTO;
@@ -213,6 +219,7 @@ server_run(const struct server_config *cfg)
     if (loop)
         server__http_close(&s);     /* runs the pool's last after-work callbacks */
     adapters_close(s.reg);
+    retrieval_stores_close(s.stores);
     retrieval_embedder_free(s.embedder);
     engine_model_free(s.model);
     if (rc == 0)

@@ -253,6 +253,7 @@ struct server {
     struct engine_sched *sched;
     struct adapters *reg;           /* named LoRA adapters */
     struct retrieval_embedder *embedder;    /* "hash", for /v1/embeddings */
+    struct retrieval_stores *stores;        /* /v1/vector_stores */
     enum chat_family chat;
     int n_ctx;
     char model_id[256];
@@ -372,6 +373,14 @@ void server__op_answer_error(struct op *o, const struct oai_err *e);
  */
 int server__embeddings_start(struct server *s, struct MHD_Connection *con, const char *body,
                              size_t len, struct op **out, struct oai_err *e);
+/*
+ * /v1/vector_stores and everything under it (vector_stores.c): checks the
+ * method, path and body, and runs the store call on the pool as
+ * server__op_call does; or an error in e (404, 405, 400).
+ */
+int server__vector_stores_start(struct server *s, struct MHD_Connection *con, const char *method,
+                                const char *url, const char *body, size_t len, struct op **out,
+                                struct oai_err *e);
 /* A request body that must be a JSON object: 0 with *out (caller deletes), or 400 in e. */
 int server__parse_object(const char *body, size_t len, cJSON **out, struct oai_err *e);
 /* A done change's answer: its status and content type, and the body (caller frees). */

@@ -4,7 +4,8 @@
 // (`build/loraserve serve ...`) sets the server for the curl blocks after it.
 // Each such server is started as printed (on a free port instead of 8080,
 // with a temporary data directory), and each curl line runs through bash with
-// only the port changed. A line without -i must answer 2xx with JSON (a
+// only the port changed; a line NAME=$(...) runs once, and later lines of its
+// block see $NAME. A line without -i must answer 2xx with JSON (a
 // stream ending in [DONE]; vLLM's text for its adapter endpoints); a line
 // with -i shows an HTTP response, OpenAI's error object when it is 4xx/5xx.
 import { test } from 'node:test';
@@ -13,7 +14,8 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { startServer } from './server.mjs';
 
-// [{ serve: argv after `serve`, curls: [line] }] in README order.
+// [{ serve: argv after `serve`, curls: [line] }] in README order; an assignment
+// line NAME=$(...) is kept as a curl entry starting with NAME=.
 function sections() {
   const blocks = [...readFileSync('README.md', 'utf8').matchAll(/```sh\n([\s\S]*?)```/g)]
     .map((m) => m[1].split('\n').filter((l) => l.trim() !== ''));
@@ -25,16 +27,19 @@ function sections() {
       cur = { serve: serve[1].trim().split(/\s+/), curls: [] };
       out.push(cur);
     }
-    for (const l of lines.filter((x) => x.startsWith('curl ')))
+    for (const l of lines.filter((x) => x.startsWith('curl ') || /^[A-Z_]+=\$\(curl /.test(x)))
       cur.curls.push(l);
   }
   return out.filter((s) => s.curls.length > 0);
 }
 
-// Runs one printed curl line against port; returns { status, headers, body }.
-function run(line, port) {
+// Runs one printed curl line against port (env: the block's assignments so far);
+// returns { status, headers, body }.
+function run(line, port, env) {
   const cmd = `${line.replaceAll('127.0.0.1:8080', `127.0.0.1:${port}`)} -sS -w '\\n%{http_code}'`;
-  const out = execFileSync('bash', ['-c', cmd], { encoding: 'utf8', timeout: 60000 });
+  const out = execFileSync('bash', ['-c', cmd], {
+    encoding: 'utf8', timeout: 60000, env: { ...process.env, ...env },
+  });
   const at = out.lastIndexOf('\n');
   let body = out.slice(0, at), headers = '';
   if (/ -i /.test(line)) {
@@ -66,9 +71,17 @@ test('README: the server commands and curl lines work as printed', async (t) => 
     const srv = await startServer(s.serve.filter((_, i) => i !== at && i !== at + 1),
       { model });
     try {
+      const env = {};
       for (const line of s.curls) {
+        const set = /^([A-Z_]+)=\$\((.*)\)$/.exec(line);
+        if (set) {
+          env[set[1]] = execFileSync('bash', ['-c', set[2].replaceAll('127.0.0.1:8080',
+            `127.0.0.1:${srv.port}`)], { encoding: 'utf8', env: { ...process.env, ...env } }).trim();
+          assert.ok(env[set[1]] !== '', line);
+          continue;
+        }
         await t.test(line.slice(0, 90), () => {
-          const r = run(line, srv.port);
+          const r = run(line, srv.port, env);
           if (!/ -i /.test(line))
             assert.ok(r.status >= 200 && r.status < 300, `${r.status}: ${r.body}`);
           else
