@@ -324,7 +324,7 @@ vs_work(struct op *o, void *arg)
 static int
 route(const char *method, const char *rest, struct vs_req *r, struct oai_err *e)
 {
-    char part[3][RETRIEVAL_ID_MAX + 1] = { "", "", "" };
+    char part[3][RETRIEVAL_ID_MAX] = { "", "", "" };
     int n = 0;
     for (const char *p = rest; *p == '/' && n < 3; n++) {
         size_t len = strcspn(p + 1, "/");
