@@ -15,7 +15,7 @@
 /* One store's vectors in memory: row r is chunk ids[r] of document docs[r]. */
 struct vs_index {
     char id[RETRIEVAL_ID_MAX];
-    int dim;
+    int dim, chunk_tokens, chunk_overlap;
     long long n, cap;
     float *vecs;                            /* (cap, dim) */
     long long *ids;                         /* (cap) chunk ids */
@@ -31,7 +31,7 @@ struct retrieval_stores {
     int n_idx;
 };
 
-/* Store id's numbers (its strings already released), or -ENOENT with err. */
+/* Store id's dimension and chunking (from memory), or -ENOENT with err. */
 int retrieval__store_shape(struct retrieval_stores *st, const char *id,
                            struct retrieval_store_info *info, char *err, size_t errlen);
 /* The index of store id, or NULL (lock held). */

@@ -70,7 +70,56 @@ doc_passes(struct retrieval_stores *st, const char *store, const char *doc,
 
 /* ---- Vector and keyword candidates ------------------------------------ */
 
-/* The best max rows passing f for vector q: 0 with *out / *n (lock held). */
+/* Whether a ranks below b: a lower score, or the same and a later row. */
+static bool
+worse(const struct cand *a, const struct cand *b)
+{
+    return a->score < b->score || (a->score == b->score && a->chunk > b->chunk);
+}
+
+static void
+sift_down(struct cand *h, int n, int i)
+{
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && worse(&h[l], &h[m]))
+            m = l;
+        if (r < n && worse(&h[r], &h[m]))
+            m = r;
+        if (m == i)
+            return;
+        struct cand t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+/* The best m rows of score[0..n) into h (rows in .chunk), best first: how many. */
+static int
+best_rows(const float *score, long long n, int m, struct cand *h)
+{
+    int k = 0;
+    for (long long r = 0; r < n; r++) {
+        struct cand c = { r, score[r] };
+        if (k < m) {
+            h[k++] = c;
+            if (k == m)
+                for (int i = m / 2 - 1; i >= 0; i--)
+                    sift_down(h, m, i);
+        } else if (worse(&h[0], &c)) {
+            h[0] = c;
+            sift_down(h, m, 0);
+        }
+    }
+    qsort(h, (size_t)k, sizeof(*h), by_score);
+    return k;
+}
+
+/*
+ * The best max rows passing f for vector q: 0 with *out / *n (lock held). The
+ * best rows are taken by a heap, more of them while the filter leaves too few.
+ */
 static int
 vector_cands(struct retrieval_stores *st, const struct vs_index *x, const float *q, int max,
              const struct vs_filter *f, struct seen *memo, struct cand **out, int *n)
@@ -88,13 +137,16 @@ vector_cands(struct retrieval_stores *st, const struct vs_index *x, const float 
     }
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)x->n, x->dim, 1.0f, x->vecs, x->dim, q, 1,
                 0.0f, score, 1);
-    for (long long r = 0; r < x->n; r++)
-        c[r] = (struct cand){ r, score[r] };   /* chunk holds the row until sorted */
-    qsort(c, (size_t)x->n, sizeof(*c), by_score);
     int k = 0;
-    for (long long i = 0; i < x->n && k < max; i++)
-        if (doc_passes(st, x->id, x->docs[c[i].chunk], f, memo))
-            c[k++] = (struct cand){ x->ids[c[i].chunk], c[i].score };
+    for (long long m = max; k < max; m *= 4) {
+        int got = best_rows(score, x->n, (int)(m < x->n ? m : x->n), c);
+        k = 0;
+        for (int i = 0; i < got && k < max; i++)
+            if (doc_passes(st, x->id, x->docs[c[i].chunk], f, memo))
+                c[k++] = (struct cand){ x->ids[c[i].chunk], c[i].score };
+        if (m >= x->n)
+            break;
+    }
     free(score);
     *out = c;
     *n = k;

@@ -121,13 +121,15 @@ index_release(struct vs_index *x)
 }
 
 static int
-index_new(struct retrieval_stores *st, const char *id, int dim)
+index_new(struct retrieval_stores *st, const char *id, int dim, int chunk_tokens,
+          int chunk_overlap)
 {
     struct vs_index *p = realloc(st->idx, (size_t)(st->n_idx + 1) * sizeof(*p));
     if (p == NULL)
         return -ENOMEM;
     st->idx = p;
-    p[st->n_idx] = (struct vs_index){ .dim = dim };
+    p[st->n_idx] = (struct vs_index){ .dim = dim, .chunk_tokens = chunk_tokens,
+                                      .chunk_overlap = chunk_overlap };
     snprintf(p[st->n_idx].id, RETRIEVAL_ID_MAX, "%s", id);
     st->n_idx++;
     return 0;
@@ -138,14 +140,15 @@ static int
 load_indexes(struct retrieval_stores *st)
 {
     sqlite3_stmt *s = NULL, *c = NULL;
-    int rc = sqlite3_prepare_v2(st->db, "SELECT id, dim FROM vector_stores ORDER BY created_at",
-                                -1, &s, NULL) == SQLITE_OK &&
+    int rc = sqlite3_prepare_v2(st->db, "SELECT id, dim, chunk_tokens, chunk_overlap FROM"
+                                " vector_stores ORDER BY created_at", -1, &s, NULL) == SQLITE_OK &&
              sqlite3_prepare_v2(st->db, "SELECT id, document, embedding FROM vs_chunks"
                                 " WHERE store = ? ORDER BY id", -1, &c, NULL) == SQLITE_OK
                  ? 0 : -EIO;
     while (rc == 0 && sqlite3_step(s) == SQLITE_ROW) {
         const char *id = (const char *)sqlite3_column_text(s, 0);
-        if ((rc = index_new(st, id, sqlite3_column_int(s, 1))) < 0)
+        if ((rc = index_new(st, id, sqlite3_column_int(s, 1), sqlite3_column_int(s, 2),
+                            sqlite3_column_int(s, 3))) < 0)
             break;
         struct vs_index *x = &st->idx[st->n_idx - 1];
         sqlite3_bind_text(c, 1, id, -1, SQLITE_TRANSIENT);
@@ -312,12 +315,19 @@ int
 retrieval__store_shape(struct retrieval_stores *st, const char *id,
                        struct retrieval_store_info *info, char *err, size_t errlen)
 {
-    int rc = retrieval_store_get(st, id, info);
-    if (rc < 0)
+    memset(info, 0, sizeof(*info));
+    pthread_mutex_lock(&st->lock);
+    const struct vs_index *x = retrieval__index(st, id);
+    if (x != NULL) {
+        snprintf(info->id, sizeof(info->id), "%s", id);
+        info->dim = x->dim;
+        info->chunk_tokens = x->chunk_tokens;
+        info->chunk_overlap = x->chunk_overlap;
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (x == NULL)
         snprintf(err, errlen, "no vector store '%s'", id);
-    else
-        retrieval_store_info_release(info);
-    return rc;
+    return x == NULL ? -ENOENT : 0;
 }
 
 int
@@ -338,7 +348,8 @@ retrieval_store_create(struct retrieval_stores *st, const char *name, const char
     const char *binds[] = { id, name, metadata ? metadata : "{}" };
     pthread_mutex_lock(&st->lock);
     int rc = retrieval__exec(st->db, sql, 3, binds);
-    if (rc == 0 && (rc = index_new(st, id, retrieval_embedder_dim(st->e))) < 0)
+    if (rc == 0 && (rc = index_new(st, id, retrieval_embedder_dim(st->e), chunk_tokens,
+                                   chunk_overlap)) < 0)
         retrieval__exec(st->db, "DELETE FROM vector_stores WHERE id = ?", 1, binds);
     if (rc < 0)
         snprintf(err, errlen, "vector stores: %s", sqlite3_errmsg(st->db));
