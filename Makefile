@@ -53,10 +53,11 @@ deps:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive xargs -a deploy/debian-packages apt-get install -y -qq --no-install-recommends
 
-bench: all $(BUILD)/tests/bench
+bench: all $(BUILD)/tests/bench $(BUILD)/tests/bench_retrieval
 	$(BUILD)/tests/bench $(BUILD)/loraserve
 	node tests/bench_server.mjs $(BUILD)/loraserve $${LORASERVE_BENCH_DIR:-build/bench}/synth-110m-q8_0.gguf
 	node tests/bench_adapters.mjs $(BUILD)/loraserve $${LORASERVE_BENCH_DIR:-build/bench}/synth-110m-q8_0.gguf
+	$(BUILD)/tests/bench_retrieval $${LORASERVE_BENCH_DIR:-build/bench}/synth-110m-q8_0.gguf $${LORASERVE_BENCH_DIR:-build/bench}
 	node tests/bench_summary.mjs $${LORASERVE_BENCH_DIR:-build/bench}
 
 clean:

@@ -18,6 +18,8 @@ struct vs_index {
     int dim, chunk_tokens, chunk_overlap;
     long long n, cap;
     float *vecs;                            /* (cap, dim) */
+    int8_t *q8;                             /* (cap, dim) the rows as int8 (scan.c) */
+    float *s8;                              /* (cap) their scales */
     long long *ids;                         /* (cap) chunk ids */
     char (*docs)[RETRIEVAL_ID_MAX];         /* (cap) document ids */
 };
@@ -40,6 +42,12 @@ struct vs_index *retrieval__index(struct retrieval_stores *st, const char *id);
 int retrieval__index_add(struct vs_index *x, long long chunk, const char *doc, const float *v);
 /* Drops the rows of document doc (lock held). */
 void retrieval__index_drop_doc(struct vs_index *x, const char *doc);
+
+/* v as int8 q[0..dim) with *scale: v ~ *scale * q. */
+void retrieval__q8_row(const float *v, int dim, int8_t *q, float *scale);
+/* out[r] = sum_d rows[r * dim + d] * q[d] for r < n (AVX2 when the CPU has it). */
+void retrieval__q8_scan(const int8_t *rows, long long n, int dim, const int16_t *q,
+                        int32_t *out);
 
 /* One chunk of a document: its text (malloc'd) and its embedding. */
 struct vs_chunk {

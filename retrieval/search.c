@@ -116,9 +116,45 @@ best_rows(const float *score, long long n, int m, struct cand *h)
     return k;
 }
 
+/* score[r] ~ row r . q for every row, from the int8 rows (scan.c). */
+static int
+approx_scores(const struct vs_index *x, const float *q, float *score)
+{
+    int8_t *q8 = malloc((size_t)x->dim);
+    int16_t *q16 = malloc((size_t)x->dim * sizeof(*q16));
+    int32_t *dot = malloc((size_t)x->n * sizeof(*dot));
+    int rc = q8 && q16 && dot ? 0 : -ENOMEM;
+    if (rc == 0) {
+        float qs;
+        retrieval__q8_row(q, x->dim, q8, &qs);
+        for (int d = 0; d < x->dim; d++)
+            q16[d] = q8[d];
+        retrieval__q8_scan(x->q8, x->n, x->dim, q16, dot);
+        for (long long r = 0; r < x->n; r++)
+            score[r] = (float)dot[r] * x->s8[r] * qs;
+    }
+    free(q8);
+    free(q16);
+    free(dot);
+    return rc;
+}
+
+/* The m best rows by the int8 scores, scored again on the float rows, best first. */
+static int
+rescored(const struct vs_index *x, const float *q, const float *score, long long m,
+         struct cand *c)
+{
+    int got = best_rows(score, x->n, (int)(m < x->n ? m : x->n), c);
+    for (int i = 0; i < got; i++)
+        c[i].score = cblas_sdot(x->dim, x->vecs + c[i].chunk * x->dim, 1, q, 1);
+    qsort(c, (size_t)got, sizeof(*c), by_score);
+    return got;
+}
+
 /*
  * The best max rows passing f for vector q: 0 with *out / *n (lock held). The
- * best rows are taken by a heap, more of them while the filter leaves too few.
+ * int8 scan ranks every row; its best 4 max + 64 are scored again exactly;
+ * more of them while the filter leaves too few.
  */
 static int
 vector_cands(struct retrieval_stores *st, const struct vs_index *x, const float *q, int max,
@@ -130,16 +166,10 @@ vector_cands(struct retrieval_stores *st, const struct vs_index *x, const float 
         return 0;
     float *score = malloc((size_t)x->n * sizeof(float));
     struct cand *c = malloc((size_t)x->n * sizeof(*c));
-    if (score == NULL || c == NULL) {
-        free(score);
-        free(c);
-        return -ENOMEM;
-    }
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)x->n, x->dim, 1.0f, x->vecs, x->dim, q, 1,
-                0.0f, score, 1);
+    int rc = score && c ? approx_scores(x, q, score) : -ENOMEM;
     int k = 0;
-    for (long long m = max; k < max; m *= 4) {
-        int got = best_rows(score, x->n, (int)(m < x->n ? m : x->n), c);
+    for (long long m = 4 * (long long)max + 64; rc == 0 && k < max; m *= 4) {
+        int got = rescored(x, q, score, m, c);
         k = 0;
         for (int i = 0; i < got && k < max; i++)
             if (doc_passes(st, x->id, x->docs[c[i].chunk], f, memo))
@@ -148,6 +178,10 @@ vector_cands(struct retrieval_stores *st, const struct vs_index *x, const float 
             break;
     }
     free(score);
+    if (rc < 0) {
+        free(c);
+        return rc;
+    }
     *out = c;
     *n = k;
     return 0;

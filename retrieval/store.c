@@ -84,11 +84,18 @@ retrieval__index_add(struct vs_index *x, long long chunk, const char *doc, const
         char (*docs)[RETRIEVAL_ID_MAX] = realloc(x->docs, (size_t)cap * sizeof(*docs));
         if (docs != NULL)
             x->docs = docs;
-        if (vecs == NULL || ids == NULL || docs == NULL)
+        int8_t *q8 = realloc(x->q8, (size_t)cap * (size_t)x->dim);
+        if (q8 != NULL)
+            x->q8 = q8;
+        float *s8 = realloc(x->s8, (size_t)cap * sizeof(float));
+        if (s8 != NULL)
+            x->s8 = s8;
+        if (vecs == NULL || ids == NULL || docs == NULL || q8 == NULL || s8 == NULL)
             return -ENOMEM;
         x->cap = cap;
     }
     memcpy(x->vecs + x->n * x->dim, v, (size_t)x->dim * sizeof(float));
+    retrieval__q8_row(v, x->dim, x->q8 + x->n * x->dim, &x->s8[x->n]);
     x->ids[x->n] = chunk;
     snprintf(x->docs[x->n], RETRIEVAL_ID_MAX, "%s", doc);
     x->n++;
@@ -104,6 +111,8 @@ retrieval__index_drop_doc(struct vs_index *x, const char *doc)
             continue;
         if (w != r) {
             memcpy(x->vecs + w * x->dim, x->vecs + r * x->dim, (size_t)x->dim * sizeof(float));
+            memcpy(x->q8 + w * x->dim, x->q8 + r * x->dim, (size_t)x->dim);
+            x->s8[w] = x->s8[r];
             x->ids[w] = x->ids[r];
             memcpy(x->docs[w], x->docs[r], RETRIEVAL_ID_MAX);
         }
@@ -116,6 +125,8 @@ static void
 index_release(struct vs_index *x)
 {
     free(x->vecs);
+    free(x->q8);
+    free(x->s8);
     free(x->ids);
     free(x->docs);
 }

@@ -1,6 +1,6 @@
 // bench_summary.mjs - the last step of "make bench": one table of every figure
-// the performance issue sets a target for, each with its ratio, from the
-// results-*.json files the engine, server and adapters benchmarks wrote in this
+// the issues set a target for, each with its ratio, from the results-*.json
+// files the engine, server, adapters and retrieval benchmarks wrote in this
 // run. llama.cpp's figures are those of ../shared/bench/peers.md (measured on
 // this kind of machine: 2-vCPU Zen 5; where it gives a range, the upper end).
 // Usage: node tests/bench_summary.mjs BENCH_DIR
@@ -12,6 +12,7 @@ const load = (name) => JSON.parse(readFileSync(join(dir, `results-${name}.json`)
 const engine = load('engine');
 const server = load('server');
 const adapters = load('adapters');
+const retrieval = load('retrieval');
 const LLAMA = { // peers.md: llama-bench -p 128 -n 64 -t 2, and llama-server with 8 adapters
   f16: { pp: 1533, tg: 193 }, q8_0: { pp: 1217, tg: 253 }, q4_0: { pp: 2099, tg: 344 },
   q4_k_m: { pp: 1391, tg: 333 }, serverAdapters8: 86,
@@ -43,6 +44,11 @@ row('8 adapters / no adapter', adapters.qv.lora.toFixed(1), 'tok/s', adapters.qv
   'of our base');
 row('prefix cache, 512-token prefix', server.prefix.second.toFixed(1), 'ms TTFT',
   server.prefix.ratio, 5, 'sooner than cold');
+// Retrieval (issue 5): p50 <= 5 ms at recall@10 >= 0.95 for 100k chunks of dimension 384.
+row(`vector search, ${retrieval.chunks / 1000}k chunks, p50`, retrieval.p50.toFixed(2), 'ms',
+  5 / retrieval.p50, 1, 'of the 5 ms budget');
+row('vector search recall@10', retrieval.recall.toFixed(3), '', retrieval.recall / 0.95, 1,
+  'of 0.95');
 
 console.log(`\nSummary, ${engine.date}, ${engine.threads} threads, read bandwidth ` +
   `${engine.read.toFixed(1)} GB/s (110M synthetic model; llama.cpp from peers.md)\n`);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../retrieval/retrieval_int.h"
 #include "check.h"
 #include "engine.h"
 #include "retrieval.h"
@@ -160,6 +161,39 @@ test_ranking(void)
         free(v[i]);
 }
 
+
+/* The int8 scan gives the exact integer dot products, SIMD or not, with tails. */
+static void
+test_q8_scan(void)
+{
+    static const int dims[] = { 1, 15, 16, 37, 384 };
+    for (size_t k = 0; k < sizeof(dims) / sizeof(dims[0]); k++) {
+        int dim = dims[k], n = 50;
+        int8_t *rows = malloc((size_t)n * dim);
+        int16_t *q = malloc((size_t)dim * sizeof(*q));
+        int32_t *got = malloc((size_t)n * sizeof(*got));
+        for (int i = 0; i < n * dim; i++)
+            rows[i] = (int8_t)((i * 37 + 11) % 255 - 127);
+        for (int d = 0; d < dim; d++)
+            q[d] = (int16_t)((d * 53 + 7) % 255 - 127);
+        retrieval__q8_scan(rows, n, dim, q, got);
+        for (int r = 0; r < n; r++) {
+            int32_t want = 0;
+            for (int d = 0; d < dim; d++)
+                want += rows[r * dim + d] * q[d];
+            CHECK_EQ(got[r], want);
+        }
+        free(rows), free(q), free(got);
+    }
+    /* a row comes back within half a step of its scale */
+    float v[5] = { 0.5f, -0.25f, 0.125f, 0, -0.5f }, scale;
+    int8_t q8[5];
+    retrieval__q8_row(v, 5, q8, &scale);
+    for (int d = 0; d < 5; d++)
+        CHECK(fabsf(q8[d] * scale - v[d]) <= scale / 2 + 1e-7f);
+    CHECK_EQ(q8[0], 127);
+    CHECK_EQ(q8[4], -127);
+}
 
 /* ---- Vector stores ------------------------------------------------------ */
 
@@ -370,6 +404,7 @@ main(int argc, char **argv)
         { "dimensions", test_dimensions },
         { "word_forms", test_word_forms },
         { "ranking", test_ranking },
+        { "q8_scan", test_q8_scan },
         { "store_search", test_store_search },
         { "store_reopen", test_store_reopen },
         { "chunking", test_chunking },
