@@ -52,6 +52,7 @@ struct job {
     struct engine_lora_set lora;
     char *adapter_header;           /* "NAME@VERSION,...", or NULL */
     bool pending, failed;           /* adapters loading on the pool; failed after that */
+    struct rag *rag;                /* retrieval's chunks (rag.c), or NULL */
     struct oai_err err;             /* why it failed */
     uv_work_t work;                 /* the pool lookup */
     int work_rc;
@@ -85,6 +86,7 @@ job_free(struct job *j)
     j->srv->churn += j->n_want > 0;
     free(j->adapter_header);
     server__request_release(&j->req);
+    server__rag_free(j->rag);
     server__buf_release(&j->out);
     free(j);
 }
@@ -313,13 +315,15 @@ adapter_set(struct job *j, struct oai_err *e)
     return 0;
 }
 
-/* Adapters resolved: submit, and queue a chat stream's role chunks. */
+/* Adapters resolved: submit, and queue a stream's retrieval chunk and a chat's role chunks. */
 static int
 start_generating(struct job *j, struct oai_err *e)
 {
     int rc = adapter_set(j, e);
     if (rc == 0)
         rc = submit_all(j, e);
+    if (rc == 0 && j->req.stream && j->meta.retrieval != NULL)
+        server__sse_retrieval(&j->out, &j->meta);
     for (int i = 0; rc == 0 && j->req.kind == OAI_CHAT && j->req.stream && i < j->n_choices; i++)
         server__sse_chunk(&j->out, &j->meta, &j->choices[i], OAI_CHUNK_ROLE, 0, j->srv->tok);
     return rc;
@@ -355,6 +359,8 @@ static void
 lookup_work(uv_work_t *w)
 {
     struct job *j = w->data;
+    if (j->req.has_retrieval)
+        j->rag = server__rag_search(j->srv, &j->req);
     for (int i = 0; i < j->n_want && j->work_rc == 0; i++) {
         if (j->ads[i] != NULL)
             continue;
@@ -362,6 +368,23 @@ lookup_work(uv_work_t *w)
                                   sizeof(j->work_msg));
         j->work_at = i;
     }
+}
+
+/* Retrieval's chunks into the request, then its tokens (deferred until the search was done). */
+static int
+with_context(struct job *j, struct oai_err *e)
+{
+    if (j->rag == NULL)
+        return 0;
+    struct server *s = j->srv;
+    int rc = server__rag_apply(s, j->rag, &j->req, e);
+    if (rc == 0)
+        rc = server__request_tokenize(&j->req, s->tok, s->chat, s->n_ctx, e);
+    if (rc == 0) {
+        server__rag_echo(j->rag, &j->req, s->tok);
+        j->meta.retrieval = server__rag_json(j->rag);
+    }
+    return rc;
 }
 
 /* Loop thread: the adapters are in (or not); submit, and wake the suspended connection. */
@@ -377,7 +400,7 @@ lookup_done(uv_work_t *w, int status)
         else if (j->work_rc < 0)
             j->failed = adapter_error(j, &j->err) < 0;
         else
-            j->failed = start_generating(j, &j->err) < 0;
+            j->failed = with_context(j, &j->err) < 0 || start_generating(j, &j->err) < 0;
         server__job_set_suspended(j, false);
         server__http_kick(j->srv);
     }
@@ -440,11 +463,11 @@ server__job_start(struct server *s, struct MHD_Connection *con, enum oai_kind ki
         rc = server__select_adapters(&j->req, s->model_id, j->want, &j->n_want, e);
     if (rc == 0 && (later = adapters_now(j, e)) < 0)
         rc = later;
-    if (rc == 0)
+    if (rc == 0 && !j->req.has_retrieval) /* with retrieval, once the context is in */
         rc = server__request_tokenize(&j->req, s->tok, s->chat, s->n_ctx, e);
     if (rc == 0) {
         fill_meta(j);
-        rc = later ? queue_lookup(j, e) : start_generating(j, e);
+        rc = later || j->req.has_retrieval ? queue_lookup(j, e) : start_generating(j, e);
     }
     if (rc < 0) {
         job_free(j);

@@ -476,6 +476,95 @@ parse_misc(struct oai_request *r, struct oai_err *e)
     return 0;
 }
 
+/* ---- Retrieval -------------------------------------------------------- */
+
+static const char retrieval_what[] = "{\"vector_store_ids\": [1 to 8 ids], \"top_k\": 1..50, "
+                                     "\"mode\": \"vector\"|\"keyword\"|\"hybrid\", \"echo\": bool}";
+
+static int
+parse_retrieval(struct oai_request *r, struct oai_err *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->root, "retrieval"), *it;
+    if (v == NULL || cJSON_IsNull(v))
+        return 0;
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(v, "vector_store_ids");
+    const cJSON *mode = cJSON_GetObjectItemCaseSensitive(v, "mode");
+    int n = cJSON_GetArraySize(ids), rc = 0;
+    if (!cJSON_IsObject(v) || !cJSON_IsArray(ids) || n < 1 || n > OAI_MAX_STORES)
+        return bad(e, "retrieval", retrieval_what, v);
+    r->rtv = (struct oai_retrieval){ .top_k = 4, .mode = RETRIEVAL_HYBRID };
+    cJSON_ArrayForEach(it, ids) {
+        if (!cJSON_IsString(it))
+            return bad(e, "retrieval.vector_store_ids", "strings", it);
+        r->rtv.stores[r->rtv.n_stores++] = it->valuestring;
+    }
+    if ((rc = get_int(v, "top_k", 1, 50, "an integer from 1 to 50", &r->rtv.top_k, e)) < 0 ||
+        (rc = get_bool(v, "echo", &r->rtv.echo, e)) < 0)
+        return rc;
+    if (mode != NULL && !cJSON_IsNull(mode)) {
+        const char *m = cJSON_IsString(mode) ? mode->valuestring : "";
+        if (strcmp(m, "vector") && strcmp(m, "keyword") && strcmp(m, "hybrid"))
+            return bad(e, "retrieval.mode", "\"vector\", \"keyword\" or \"hybrid\"", mode);
+        r->rtv.mode = m[0] == 'v' ? RETRIEVAL_VECTOR : m[0] == 'k' ? RETRIEVAL_KEYWORD
+                                                               : RETRIEVAL_HYBRID;
+    }
+    r->has_retrieval = true;
+    return 0;
+}
+
+/* Retrieval needs words to search with: a chat's user message, or one text prompt. */
+static int
+check_retrieval(const struct oai_request *r, struct oai_err *e)
+{
+    if (!r->has_retrieval || server__request_query(r) != NULL)
+        return 0;
+    return server__fail(e, -EINVAL, "retrieval", "invalid_value", r->kind == OAI_CHAT
+                        ? "retrieval: the messages need a user message to search with"
+                        : "retrieval: the prompt must be one string to search with");
+}
+
+const char *
+server__request_query(const struct oai_request *r)
+{
+    if (r->kind != OAI_CHAT)
+        return r->n_prompts == 1 ? r->prompts[0].text : NULL;
+    for (int i = r->n_msgs - 1; i >= 0; i--)
+        if (strcmp(r->msgs[i].role, "user") == 0)
+            return r->msgs[i].content;
+    return NULL;
+}
+
+int
+server__request_inject(struct oai_request *r, const char *context)
+{
+    bool chat = r->kind == OAI_CHAT;
+    bool sys = chat && r->n_msgs > 0 && strcmp(r->msgs[0].role, "system") == 0;
+    const char *base = chat ? (sys ? r->msgs[0].content : NULL) : r->prompts[0].text;
+    size_t len = strlen(context) + (base ? strlen(base) + 2 : 0) + 1;
+    char *text = malloc(len);
+    if (text == NULL)
+        return -ENOMEM;
+    snprintf(text, len, "%s%s%s", context, base ? "\n\n" : "", base ? base : "");
+    if (chat && !sys) {
+        struct chat_msg *m = realloc(r->msgs, (size_t)(r->n_msgs + 1) * sizeof(*m));
+        if (m == NULL) {
+            free(text);
+            return -ENOMEM;
+        }
+        memmove(m + 1, m, (size_t)r->n_msgs * sizeof(*m));
+        m[0].role = "system";
+        r->msgs = m;
+        r->n_msgs++;
+    }
+    free(r->injected);
+    r->injected = text;
+    if (chat)
+        r->msgs[0].content = text;
+    else
+        r->prompts[0].text = text;
+    return 0;
+}
+
 /* ---- Adapters --------------------------------------------------------- */
 
 static const char adapters_what[] =
@@ -592,10 +681,10 @@ server__parse_request(enum oai_kind kind, const char *body, size_t len, int n_vo
     if ((rc = parse_misc(r, e)) < 0 || (rc = parse_sampling(r, e)) < 0 ||
         (rc = parse_stop(r, e)) < 0 || (rc = parse_logit_bias(r, n_vocab, e)) < 0 ||
         (rc = parse_logprobs(r, e)) < 0 || (rc = parse_stream(r, e)) < 0 ||
-        (rc = parse_adapters(r, e)) < 0)
+        (rc = parse_adapters(r, e)) < 0 || (rc = parse_retrieval(r, e)) < 0)
         return rc;
     rc = kind == OAI_CHAT ? parse_messages(r, e) : parse_prompt(r, n_vocab, e);
-    if (rc < 0)
+    if (rc < 0 || (rc = check_retrieval(r, e)) < 0)
         return rc;
     if (r->n_prompts * r->n > OAI_MAX_CHOICES)
         return server__fail(e, -EINVAL, "n", "invalid_value",
@@ -612,6 +701,7 @@ server__request_release(struct oai_request *r)
     free(r->prompts);
     free(r->msgs);
     free(r->bias);
+    free(r->injected);
     cJSON_Delete(r->root);
     *r = (struct oai_request){ 0 };
 }

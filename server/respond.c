@@ -192,6 +192,8 @@ server__response_json(const struct oai_meta *m, const struct choice *c, int n,
     for (int i = 0; i < n; i++)
         cJSON_AddItemToArray(choices, choice_json(m, &c[i], tok));
     cJSON_AddItemToObject(o, "usage", usage_json(u));
+    if (m->retrieval != NULL)
+        cJSON_AddItemToObject(o, "retrieval", cJSON_Duplicate(m->retrieval, true));
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -257,6 +259,14 @@ server__sse_usage(struct sbuf *out, const struct oai_meta *m, const struct oai_u
 {
     cJSON *o = envelope(m, m->kind == OAI_CHAT ? "chat.completion.chunk" : "text_completion");
     cJSON_AddItemToObject(o, "usage", usage_json(u));
+    return sse_add(out, o);
+}
+
+int
+server__sse_retrieval(struct sbuf *out, const struct oai_meta *m)
+{
+    cJSON *o = envelope(m, m->kind == OAI_CHAT ? "chat.completion.chunk" : "text_completion");
+    cJSON_AddItemToObject(o, "retrieval", cJSON_Duplicate(m->retrieval, true));
     return sse_add(out, o);
 }
 

@@ -99,6 +99,16 @@ struct oai_prompt {
     int n_ids;
 };
 
+/* "retrieval": {"vector_store_ids", "top_k", "mode", "echo"} (see rag.c). */
+#define OAI_MAX_STORES 8
+struct oai_retrieval {
+    const char *stores[OAI_MAX_STORES];     /* borrowed */
+    int n_stores;
+    int top_k;
+    enum retrieval_mode mode;
+    bool echo;                              /* answer with the prompt the model saw */
+};
+
 /*
  * A parsed and validated request. Strings are borrowed from root, which the
  * request owns; release with server__request_release().
@@ -126,7 +136,19 @@ struct oai_request {
     int n_adapters;
     bool has_adapters, has_lora_scale;
     float lora_scale;
+    bool has_retrieval;
+    struct oai_retrieval rtv;
+    char *injected;                 /* owned: the system message or prompt with the context */
 };
+
+/*
+ * Retrieval's context goes into r: a chat's first system message (made if
+ * there is none) or a completion's prompt starts with context. Call before
+ * server__request_tokenize. 0 or -ENOMEM.
+ */
+int server__request_inject(struct oai_request *r, const char *context);
+/* The text retrieval searches with: the last user message, or the prompt. */
+const char *server__request_query(const struct oai_request *r);
 
 /*
  * Parses body[0..len) as a request of kind. n_vocab bounds token ids and
@@ -214,6 +236,7 @@ struct oai_meta {
     bool logprobs;
     int top_logprobs;
     bool include_usage;
+    const cJSON *retrieval;         /* the response's "retrieval" object, or NULL */
 };
 
 struct oai_usage {
@@ -233,6 +256,25 @@ int server__sse_chunk(struct sbuf *out, const struct oai_meta *m, const struct c
                       enum oai_chunk what, int n_lp, const struct tokenizer *tok);
 /* The usage chunk (choices []), and "data: [DONE]\n\n". */
 int server__sse_usage(struct sbuf *out, const struct oai_meta *m, const struct oai_usage *u);
+/* ---- Retrieval on generation requests (rag.c) -------------------------- */
+
+struct server;
+struct rag;
+/* Pool thread: searches r's vector stores with its question (a failure is kept for apply). */
+struct rag *server__rag_search(struct server *s, const struct oai_request *r);
+/*
+ * Loop thread, before tokenizing: the search's failure in e (404 for an
+ * unknown store), or the best chunks that fit put into r as its context.
+ */
+int server__rag_apply(struct server *s, struct rag *g, struct oai_request *r, struct oai_err *e);
+/* After tokenizing: with echo, the prompt the model sees goes into the answer. */
+void server__rag_echo(struct rag *g, const struct oai_request *r, const struct tokenizer *tok);
+/* The response's "retrieval" object, or NULL. */
+const cJSON *server__rag_json(const struct rag *g);
+void server__rag_free(struct rag *g);
+
+/* The first chunk of a stream with retrieval: no choices, the "retrieval" object. */
+int server__sse_retrieval(struct sbuf *out, const struct oai_meta *m);
 int server__sse_done(struct sbuf *out);
 /* Appends the raw bytes of token id. 0, -EINVAL or -ENOMEM. */
 int server__piece(const struct tokenizer *tok, int32_t id, struct sbuf *out);

@@ -498,7 +498,7 @@ test_utf8_checks(void)
 static struct oai_meta
 meta(enum oai_kind kind, bool usage)
 {
-    struct oai_meta m = { kind, "", "kjv", 1700000000, false, 0, usage };
+    struct oai_meta m = { kind, "", "kjv", 1700000000, false, 0, usage, NULL };
     snprintf(m.id, sizeof(m.id), "%s", kind == OAI_CHAT ? "chatcmpl-1" : "cmpl-1");
     return m;
 }
