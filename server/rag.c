@@ -81,7 +81,8 @@ server__rag_search(struct server *s, const struct oai_request *r)
         if (g->rc == 0 && (g->rc = take(g, r->rtv.stores[i], h, n)) < 0)
             retrieval_hits_free(h, n);
     }
-    qsort(g->hits, (size_t)g->n, sizeof(*g->hits), by_score);
+    if (g->n > 1)
+        qsort(g->hits, (size_t)g->n, sizeof(*g->hits), by_score);
     return g;
 }
 
