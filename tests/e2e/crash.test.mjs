@@ -32,19 +32,23 @@ test('batches survive SIGKILL mid-ingest whole or not at all', async () => {
   let next = 0;
   try {
     for (let round = 0; round < 3; round++) {
-      // Batches back to back on two connections; the kill lands inside one of them.
+      // Batches back to back on two connections; once one has been answered (however
+      // slow the build), the kill lands 50-200 ms later, inside the batches in flight.
+      let answered = 0;
       const send = async () => {
         for (;;) {
           const b = next++;
           try {
             await post(srv.url, `/v1/vector_stores/${store}/documents`, { documents: batch(b) });
+            answered++;
           } catch {
             return;     // the server is gone
           }
         }
       };
       const running = [send(), send()];
-      await new Promise((r) => setTimeout(r, 400 + 150 * round));
+      while (answered === 0) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 50 + 75 * round));
       srv.proc.kill('SIGKILL');
       await srv.exited;
       await Promise.all(running);
