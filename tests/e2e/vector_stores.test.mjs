@@ -1,8 +1,9 @@
 // vector_stores.test.mjs - /v1/vector_stores through HTTP: a store's
 // lifecycle, adding documents, search in every mode with filters and a
-// threshold, deleting a document, everything read back after a restart, and
-// bad input (unknown store, wrong vector size, empty or oversized documents,
-// bad filters, wrong methods).
+// threshold, deleting a document, everything read back after a restart, bad
+// input (unknown store, wrong vector size, empty or oversized documents, bad
+// filters, wrong methods), and a 10 MB document accepted and chunked when
+// --max-body allows it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -143,4 +144,26 @@ test('stores and documents survive a restart; a deleted store is gone', async ()
   assert.deepEqual(d.body, { id: store, object: 'vector_store.deleted', deleted: true });
   assert.equal((await call(srv.url, 'GET', `/v1/vector_stores/${store}`)).status, 404);
   assert.equal((await search({ query: 'x' })).status, 404);
+});
+
+test('a 10 MB document is accepted and chunked when --max-body allows it', async () => {
+  const big = await startServer(['--max-body', String(16 << 20)]);
+  try {
+    const id = (await post(big.url, '/v1/vector_stores', { name: 'big' })).body.id;
+    const words = ('and the lord said unto moses go down charge the people lest they break ' +
+      'through unto the lord to gaze and many of them perish').split(' ');
+    const text = Array.from({ length: 2_200_000 }, (_, i) => words[(i * 7 + (i >> 4)) % words.length])
+      .join(' ');
+    assert.ok(text.length >= 10_000_000);
+    const r = await post(big.url, `/v1/vector_stores/${id}/documents`,
+      { documents: [{ id: 'big', text: `${text} shepherd` }] });
+    assert.equal(r.status, 200, r.text.slice(0, 300));
+    assert.ok(r.body.data[0].chunks > 5000, `${r.body.data[0].chunks} chunks`);
+    const s = await post(big.url, `/v1/vector_stores/${id}/search`,
+      { query: 'shepherd', mode: 'keyword', max_num_results: 1 });
+    assert.equal(s.body.data[0].file_id, 'big');
+    assert.match(s.body.data[0].content[0].text, /shepherd$/);
+  } finally {
+    await big.stop();
+  }
 });
