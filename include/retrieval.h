@@ -70,6 +70,7 @@ struct retrieval_store_info {
     char id[RETRIEVAL_ID_MAX];      /* "vs_" and 24 hex digits */
     char *name;                     /* malloc'd */
     char *metadata;                 /* a JSON object's text, malloc'd */
+    char *template;                 /* the context template, malloc'd, or NULL */
     long long created_at;           /* Unix seconds */
     long long usage_bytes;          /* document text and embeddings */
     long long n_documents, n_chunks;
@@ -88,12 +89,15 @@ int retrieval_stores_open(const char *path, const struct tokenizer *tok,
 void retrieval_stores_close(struct retrieval_stores *st);       /* accepts NULL */
 
 /*
- * A new store: name may be NULL, metadata a JSON object's text or NULL;
- * chunk_tokens >= 1 and 0 <= chunk_overlap < chunk_tokens (0, 0: OpenAI's
- * 800 and 400). 0 with *out filled, -EINVAL, -EIO (err says why).
+ * A new store: name may be NULL, metadata a JSON object's text or NULL,
+ * template NULL or the text a request's context is rendered into, with
+ * "{chunks}" where the numbered chunks go (at most RETRIEVAL_TEMPLATE_MAX
+ * bytes); chunk_tokens >= 1 and 0 <= chunk_overlap < chunk_tokens (0, 0:
+ * OpenAI's 800 and 400). 0 with *out filled, -EINVAL, -EIO (err says why).
  */
+#define RETRIEVAL_TEMPLATE_MAX 4096
 int retrieval_store_create(struct retrieval_stores *st, const char *name, const char *metadata,
-                           int chunk_tokens, int chunk_overlap,
+                           const char *template, int chunk_tokens, int chunk_overlap,
                            struct retrieval_store_info *out, char *err, size_t errlen);
 /* 0 with *out, or -ENOENT. */
 int retrieval_store_get(struct retrieval_stores *st, const char *id,

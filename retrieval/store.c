@@ -19,7 +19,7 @@
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS vector_stores (id TEXT PRIMARY KEY, name TEXT,"
     " metadata TEXT NOT NULL, created_at INTEGER NOT NULL, chunk_tokens INTEGER NOT NULL,"
-    " chunk_overlap INTEGER NOT NULL, dim INTEGER NOT NULL);"
+    " chunk_overlap INTEGER NOT NULL, dim INTEGER NOT NULL, template TEXT);"
     "CREATE TABLE IF NOT EXISTS vs_documents (store TEXT NOT NULL, id TEXT NOT NULL,"
     " text TEXT NOT NULL, metadata TEXT NOT NULL, created_at INTEGER NOT NULL,"
     " n_chunks INTEGER NOT NULL, PRIMARY KEY (store, id));"
@@ -201,6 +201,9 @@ retrieval_stores_open(const char *path, const struct tokenizer *tok,
                           NULL, NULL) == SQLITE_OK &&
              sqlite3_exec(st->db, schema, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
     }
+    if (rc == 0) /* stores made before templates: the column is added once (or is there) */
+        sqlite3_exec(st->db, "ALTER TABLE vector_stores ADD COLUMN template TEXT", NULL, NULL,
+                     NULL);
     if (rc == 0)
         rc = load_indexes(st);
     if (rc < 0) {
@@ -233,7 +236,8 @@ retrieval_store_info_release(struct retrieval_store_info *info)
 {
     free(info->name);
     free(info->metadata);
-    info->name = info->metadata = NULL;
+    free(info->template);
+    info->name = info->metadata = info->template = NULL;
 }
 
 static char *
@@ -248,7 +252,7 @@ dup_col(sqlite3_stmt *s, int col)
     " (SELECT count(*) FROM vs_documents d WHERE d.store = v.id),"                            \
     " (SELECT count(*) FROM vs_chunks c WHERE c.store = v.id),"                               \
     " (SELECT coalesce(sum(length(CAST(d.text AS BLOB))), 0) FROM vs_documents d"             \
-    " WHERE d.store = v.id) FROM vector_stores v"
+    " WHERE d.store = v.id), v.template FROM vector_stores v"
 
 static void
 read_info(sqlite3_stmt *s, struct retrieval_store_info *o)
@@ -263,6 +267,7 @@ read_info(sqlite3_stmt *s, struct retrieval_store_info *o)
     o->n_documents = sqlite3_column_int64(s, 7);
     o->n_chunks = sqlite3_column_int64(s, 8);
     o->usage_bytes = sqlite3_column_int64(s, 9) + o->n_chunks * o->dim * (long long)sizeof(float);
+    o->template = dup_col(s, 10);
 }
 
 /* Stores matching where (one text bind, or none): 0 with *out and *n. */
@@ -343,9 +348,15 @@ retrieval__store_shape(struct retrieval_stores *st, const char *id,
 
 int
 retrieval_store_create(struct retrieval_stores *st, const char *name, const char *metadata,
-                       int chunk_tokens, int chunk_overlap, struct retrieval_store_info *out,
-                       char *err, size_t errlen)
+                       const char *template, int chunk_tokens, int chunk_overlap,
+                       struct retrieval_store_info *out, char *err, size_t errlen)
 {
+    if (template != NULL && (strlen(template) > RETRIEVAL_TEMPLATE_MAX ||
+                             strstr(template, "{chunks}") == NULL)) {
+        snprintf(err, errlen, "context_template: up to %d bytes, with {chunks} in it",
+                 RETRIEVAL_TEMPLATE_MAX);
+        return -EINVAL;
+    }
     if (chunk_tokens == 0 && chunk_overlap == 0)
         chunk_tokens = 800, chunk_overlap = 400;
     if (chunk_tokens < 1 || chunk_overlap < 0 || chunk_overlap >= chunk_tokens) {
@@ -354,11 +365,12 @@ retrieval_store_create(struct retrieval_stores *st, const char *name, const char
     }
     char id[RETRIEVAL_ID_MAX], sql[512];
     retrieval__make_id("vs_", id);
-    snprintf(sql, sizeof(sql), "INSERT INTO vector_stores VALUES (?, ?, ?, %lld, %d, %d, %d)",
+    snprintf(sql, sizeof(sql), "INSERT INTO vector_stores (id, name, metadata, created_at,"
+             " chunk_tokens, chunk_overlap, dim, template) VALUES (?, ?, ?, %lld, %d, %d, %d, ?)",
              (long long)time(NULL), chunk_tokens, chunk_overlap, retrieval_embedder_dim(st->e));
-    const char *binds[] = { id, name, metadata ? metadata : "{}" };
+    const char *binds[] = { id, name, metadata ? metadata : "{}", template };
     pthread_mutex_lock(&st->lock);
-    int rc = retrieval__exec(st->db, sql, 3, binds);
+    int rc = retrieval__exec(st->db, sql, 4, binds);
     if (rc == 0 && (rc = index_new(st, id, retrieval_embedder_dim(st->e), chunk_tokens,
                                    chunk_overlap)) < 0)
         retrieval__exec(st->db, "DELETE FROM vector_stores WHERE id = ?", 1, binds);

@@ -27,6 +27,7 @@ struct rag_hit {
 struct rag {
     struct rag_hit *hits;
     int n;
+    char *template;         /* the first store's context template, or NULL */
     int rc;                 /* the search's failure, or 0 */
     char msg[320];
     cJSON *json;            /* the response's "retrieval" object */
@@ -42,6 +43,7 @@ server__rag_free(struct rag *g)
         free(g->hits[i].h.metadata);
     }
     free(g->hits);
+    free(g->template);
     cJSON_Delete(g->json);
     free(g);
 }
@@ -83,6 +85,13 @@ server__rag_search(struct server *s, const struct oai_request *r)
     }
     if (g->n > 1)
         qsort(g->hits, (size_t)g->n, sizeof(*g->hits), by_score);
+    struct retrieval_store_info info;
+    for (int i = 0; g->rc == 0 && g->template == NULL && i < r->rtv.n_stores; i++)
+        if (retrieval_store_get(s->stores, r->rtv.stores[i], &info) == 0) {
+            g->template = info.template;
+            info.template = NULL;
+            retrieval_store_info_release(&info);
+        }
     return g;
 }
 
@@ -121,13 +130,26 @@ chunk_json(const struct rag_hit *x)
     return o;
 }
 
-/* The context: the best hits, numbered, while they fit budget tokens. */
+#define DEFAULT_TEMPLATE "Answer from these passages; cite them by number.\n{chunks}"
+
+/* The template around {chunks}: its text before and after. */
+static void
+split_template(const char *t, struct sbuf *head, const char **tail)
+{
+    const char *at = strstr(t, "{chunks}");
+    server__buf_add(head, t, (size_t)(at - t));
+    *tail = at + strlen("{chunks}");
+}
+
+/* The context: the template with the best hits, numbered, while they fit budget tokens. */
 static int
 render(struct rag *g, const struct oai_request *r, const struct tokenizer *tok, int budget,
        struct sbuf *out)
 {
-    int rc = server__buf_adds(out, "Answer from these passages; cite them by number.\n");
-    int used = count(tok, out->p), shown = 0;
+    const char *tail = NULL;
+    split_template(g->template ? g->template : DEFAULT_TEMPLATE, out, &tail);
+    int rc = out->p == NULL && out->len > 0 ? -ENOMEM : 0, shown = 0;
+    int used = (out->p ? count(tok, out->p) : 0) + count(tok, tail);
     cJSON *chunks = cJSON_AddArrayToObject(g->json, "chunks");
     for (int i = 0; i < g->n && shown < r->rtv.top_k && rc == 0; i++) {
         size_t len = strlen(g->hits[i].h.text) + 96;
@@ -145,7 +167,7 @@ render(struct rag *g, const struct oai_request *r, const struct tokenizer *tok, 
         }
         free(entry);
     }
-    return rc;
+    return rc < 0 ? rc : server__buf_adds(out, tail);
 }
 
 int

@@ -1,7 +1,8 @@
 /*
  * vector_stores.c - /v1/vector_stores in OpenAI's shape (retrieval.h).
  *
- *   POST   /v1/vector_stores                       {name, metadata, chunking_strategy}
+ *   POST   /v1/vector_stores                       {name, metadata, chunking_strategy,
+ *                                                   context_template}
  *   GET    /v1/vector_stores                       the list
  *   GET    /v1/vector_stores/{id}                  one store
  *   DELETE /v1/vector_stores/{id}
@@ -80,6 +81,10 @@ store_json(const struct retrieval_store_info *v)
     cJSON_AddNumberToObject(st, "max_chunk_size_tokens", v->chunk_tokens);
     cJSON_AddNumberToObject(st, "chunk_overlap_tokens", v->chunk_overlap);
     cJSON_AddNumberToObject(o, "dimensions", v->dim);
+    if (v->template)
+        cJSON_AddStringToObject(o, "context_template", v->template);
+    else
+        cJSON_AddNullToObject(o, "context_template");
     cJSON_AddNullToObject(o, "expires_at");
     cJSON_AddNumberToObject(o, "last_active_at", (double)v->created_at);
     return o;
@@ -202,8 +207,10 @@ do_stores(struct op *o, struct vs_req *r, struct retrieval_stores *st)
     if (r->kind == VS_CREATE) {
         cJSON *name = cJSON_GetObjectItem(r->root, "name"), *meta = cJSON_GetObjectItem(r->root,
                                                                                        "metadata");
+        cJSON *tmpl = cJSON_GetObjectItem(r->root, "context_template");
         char *m = cJSON_IsObject(meta) ? cJSON_PrintUnformatted(meta) : NULL;
         rc = retrieval_store_create(st, cJSON_IsString(name) ? name->valuestring : NULL, m,
+                                    cJSON_IsString(tmpl) ? tmpl->valuestring : NULL,
                                     r->chunk_tokens, r->chunk_overlap, &v, err, sizeof(err));
         free(m);
     } else if (r->kind == VS_GET) {
@@ -371,6 +378,11 @@ check_create(const cJSON *root, struct vs_req *r, struct oai_err *e)
         return bad(e, "name", "a string of at most 256 bytes");
     if (meta && !cJSON_IsNull(meta) && !cJSON_IsObject(meta))
         return bad(e, "metadata", "an object");
+    const cJSON *tmpl = cJSON_GetObjectItem(root, "context_template");
+    if (tmpl && !cJSON_IsNull(tmpl) && (!cJSON_IsString(tmpl) ||
+                                        strlen(tmpl->valuestring) > RETRIEVAL_TEMPLATE_MAX ||
+                                        !strstr(tmpl->valuestring, "{chunks}")))
+        return bad(e, "context_template", "a string of at most 4096 bytes with {chunks} in it");
     const cJSON *type = cJSON_GetObjectItem(cs, "type"), *st = cJSON_GetObjectItem(cs, "static");
     if (cs == NULL || cJSON_IsNull(cs) || (cJSON_IsString(type) &&
                                            strcmp(type->valuestring, "auto") == 0))

@@ -92,6 +92,20 @@ test('chunks that would not fit the context are left out', async () => {
   assert.ok(r.body.usage.prompt_tokens + 200 <= 256);
 });
 
+test("a store's context template frames the chunks", async () => {
+  const c = await post(srv.url, '/v1/vector_stores', { name: 'framed',
+    context_template: 'SOURCES BEGIN{chunks}SOURCES END. Answer briefly.' });
+  assert.equal(c.status, 200, c.text);
+  assert.equal(c.body.context_template, 'SOURCES BEGIN{chunks}SOURCES END. Answer briefly.');
+  await post(srv.url, `/v1/vector_stores/${c.body.id}/documents`, { documents: DOCS });
+  const r = await chat({ retrieval: { vector_store_ids: [c.body.id], top_k: 1, echo: true } });
+  assert.match(r.body.retrieval.prompt,
+    /SOURCES BEGIN\n\[1\] \(document ps23\) The LORD is my shepherd[^]*SOURCES END\. Answer briefly\./);
+  const bad = await post(srv.url, '/v1/vector_stores', { context_template: 'no placeholder' });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.error.param, 'context_template');
+});
+
 test('bad retrieval fields are OpenAI errors', async () => {
   const cases = [
     [{ retrieval: { vector_store_ids: ['vs_nope'] } }, 404],
