@@ -76,6 +76,7 @@ struct engine_kv {
 
 /* Room for n_seq sequences of n_ctx positions of type. Returns 0 or -ENOMEM. */
 int engine__kv_init(struct engine_kv *kv, const struct engine_hparams *hp, int n_ctx, int n_seq,
+                    int pool_seqs,
                     enum engine_kv_type type);
 void engine__kv_release(struct engine_kv *kv);
 /* Blocks for positions [0, len) of seq. Returns 0, -EINVAL (beyond n_ctx) or -ENOMEM. */

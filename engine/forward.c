@@ -73,16 +73,23 @@ int
 engine_ctx_new_kv(struct engine_model *m, int n_ctx, int n_seq, int n_threads,
                   enum engine_kv_cache kv, struct engine_ctx **out)
 {
+    return engine_ctx_new_pool(m, n_ctx, n_seq, n_seq, n_threads, kv, out);
+}
+
+int
+engine_ctx_new_pool(struct engine_model *m, int n_ctx, int n_seq, int pool_seqs, int n_threads,
+                    enum engine_kv_cache kv, struct engine_ctx **out)
+{
     *out = NULL;
-    if (n_ctx < 1 || n_seq < 1 || n_threads < 1 || n_threads > 1024 ||
-        (unsigned)kv > ENGINE_KV_CACHE_F16)
+    if (n_ctx < 1 || n_seq < 1 || pool_seqs < 1 || pool_seqs > n_seq || n_threads < 1 ||
+        n_threads > 1024 || (unsigned)kv > ENGINE_KV_CACHE_F16)
         return -EINVAL;
     struct engine_ctx *c = engine__xcalloc(1, sizeof(*c));
     c->m = m;
     c->n_ctx = n_ctx;
     c->n_seq = n_seq;
     c->n_threads = n_threads;
-    int rc = engine__kv_init(&c->kv, &m->hp, n_ctx, n_seq, kv_type(m, kv));
+    int rc = engine__kv_init(&c->kv, &m->hp, n_ctx, n_seq, pool_seqs, kv_type(m, kv));
     if (rc < 0)
         goto out;
     rc = -ENOMEM;
@@ -566,11 +573,10 @@ output_logits(struct engine_ctx *c, const struct engine_batch *b, float *out)
         matmul(c, &c->m->output, c->xl, n_out, out);
 }
 
-int
-engine_decode(struct engine_ctx *c, const struct engine_batch *b, float *out)
+/* The layers over b: c->x ends as every row's last hidden state. */
+static int
+forward(struct engine_ctx *c, const struct engine_batch *b)
 {
-    if (b->n <= 0)
-        return b->n == 0 ? 0 : -EINVAL;
     int rc = check_batch(c, b);
     if (rc < 0 || (rc = reserve_rows(c, b->n)) < 0)
         return rc;
@@ -586,8 +592,31 @@ engine_decode(struct engine_ctx *c, const struct engine_batch *b, float *out)
         if ((rc = attention_block(c, b, il)) < 0 || (rc = ffn_block(c, b->n, il)) < 0)
             return rc;
     rows(c, b->n, true, NULL, false);
-    output_logits(c, b, out);
     for (int r = 0; r < b->n; r++)
         c->kv.len[b->seq[r]] = b->pos[r] + 1;
     return 0;
+}
+
+int
+engine_decode(struct engine_ctx *c, const struct engine_batch *b, float *out)
+{
+    if (b->n <= 0)
+        return b->n == 0 ? 0 : -EINVAL;
+    int rc = forward(c, b);
+    if (rc == 0)
+        output_logits(c, b, out);
+    return rc;
+}
+
+int
+engine_decode_hidden(struct engine_ctx *c, const struct engine_batch *b, float *hidden)
+{
+    if (b->n <= 0)
+        return b->n == 0 ? 0 : -EINVAL;
+    int rc = forward(c, b);
+    const struct engine_hparams *hp = &c->m->hp;
+    for (int r = 0; rc == 0 && r < b->n; r++)
+        rmsnorm(hidden + (size_t)r * hp->n_embd, c->x + (size_t)r * hp->n_embd,
+                c->m->output_norm, hp->n_embd, hp->rms_eps);
+    return rc;
 }

@@ -98,6 +98,7 @@ alloc_arrays(struct engine_kv *kv, size_t total)
 
 int
 engine__kv_init(struct engine_kv *kv, const struct engine_hparams *hp, int n_ctx, int n_seq,
+                int pool_seqs,
                 enum engine_kv_type type)
 {
     memset(kv, 0, sizeof(*kv));
@@ -108,7 +109,7 @@ engine__kv_init(struct engine_kv *kv, const struct engine_hparams *hp, int n_ctx
     kv->kv_dim = hp->n_head_kv * hp->head_dim;
     kv->n_seq = n_seq;
     kv->max_blocks = (n_ctx + ENGINE_KV_BLOCK - 1) / ENGINE_KV_BLOCK;
-    kv->n_blocks = n_seq * kv->max_blocks;
+    kv->n_blocks = pool_seqs * kv->max_blocks;
     for (kv->n_bucket = 64; kv->n_bucket < kv->n_blocks; kv->n_bucket *= 2)
         ;
     size_t per_layer, total;

@@ -85,6 +85,19 @@ struct engine_sched {
     int32_t *eog;                     /* end-of-generation ids, banned by ignore_eos */
     int n_eog;
     float *logits;                    /* (n_slots, n_vocab) */
+    struct embed_job *embeds;         /* waiting embeddings (guarded by mu) */
+};
+
+/* An embedding asked for by engine_sched_embed, run by the scheduler thread. */
+struct embed_job {
+    const int32_t *tokens;
+    int n;
+    enum engine_pooling pool;
+    float *out;
+    int rc;
+    bool done;
+    pthread_cond_t cv;
+    struct embed_job *next;
 };
 
 static double
@@ -360,7 +373,7 @@ admit(struct engine_sched *S)
             start_slot(S, i, r);
             atomic_fetch_add(&S->n_running, 1);
         }
-        if (S->stop || atomic_load(&S->n_running) > 0)
+        if (S->stop || atomic_load(&S->n_running) > 0 || S->embeds != NULL)
             break;
         pthread_cond_wait(&S->cv, &S->mu);
     }
@@ -440,12 +453,101 @@ iterate(struct engine_sched *S)
         sample_slot(S, &S->slots[S->row_slot[k]], S->logits + (size_t)k * S->n_vocab);
 }
 
+/* ---- Embeddings ------------------------------------------------------- */
+
+/*
+ * One embedding: the tokens go through the model in chunks of batch_rows on
+ * the sequence after the slots (kept for this), whose cache is dropped after;
+ * the output-normed hidden states are averaged (or the last one kept) and
+ * the result scaled to length 1.
+ */
+static int
+embed_one(struct engine_sched *S, struct embed_job *j)
+{
+    int e = engine_model_hparams(S->m)->n_embd, seq = S->p.n_slots, rc = 0;
+    int chunk = S->p.batch_rows;
+    float *h = engine__try_alloc((size_t)chunk * (size_t)e, sizeof(float));
+    double *acc = engine__try_alloc((size_t)e, sizeof(double));
+    if (h == NULL || acc == NULL)
+        rc = -ENOMEM;
+    for (int i = 0; i < e && acc; i++)
+        acc[i] = 0;
+    for (int off = 0; rc == 0 && off < j->n; off += chunk) {
+        int m = j->n - off < chunk ? j->n - off : chunk;
+        for (int r = 0; r < m; r++)
+            S->pos[r] = off + r, S->seq[r] = seq;
+        struct engine_batch b = { m, j->tokens + off, S->pos, S->seq, NULL, NULL };
+        rc = engine_decode_hidden(S->ctx, &b, h);
+        for (int r = j->pool == ENGINE_POOL_LAST ? m - 1 : 0; rc == 0 && r < m; r++)
+            for (int i = 0; i < e; i++)
+                acc[i] = (j->pool == ENGINE_POOL_LAST ? 0 : acc[i]) + h[(size_t)r * e + i];
+    }
+    engine_seq_truncate(S->ctx, seq, 0);
+    double norm = 0;
+    for (int i = 0; rc == 0 && i < e; i++)
+        norm += acc[i] * acc[i];
+    for (int i = 0; rc == 0 && i < e; i++)
+        j->out[i] = norm > 0 ? (float)(acc[i] / sqrt(norm)) : 0.0f;
+    free(h);
+    free(acc);
+    return rc;
+}
+
+static void
+run_embeds(struct engine_sched *S)
+{
+    pthread_mutex_lock(&S->mu);
+    struct embed_job *list = S->embeds;
+    S->embeds = NULL;
+    pthread_mutex_unlock(&S->mu);
+    while (list != NULL) {
+        struct embed_job *j = list;
+        list = j->next;
+        int rc = embed_one(S, j);
+        pthread_mutex_lock(&S->mu);
+        j->rc = rc;
+        j->done = true;
+        pthread_cond_signal(&j->cv);
+        pthread_mutex_unlock(&S->mu);
+    }
+}
+
+int
+engine_sched_embed(struct engine_sched *S, const int32_t *tokens, int n,
+                   enum engine_pooling pool, float *out)
+{
+    if (n < 1 || n > S->p.n_ctx)
+        return n < 1 ? -EINVAL : -E2BIG;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= S->n_vocab)
+            return -EINVAL;
+    struct embed_job j = { tokens, n, pool, out, 0, false, PTHREAD_COND_INITIALIZER, NULL };
+    pthread_mutex_lock(&S->mu);
+    if (S->stop) {
+        pthread_mutex_unlock(&S->mu);
+        return -ECANCELED;
+    }
+    struct embed_job **at = &S->embeds;
+    while (*at != NULL)
+        at = &(*at)->next;
+    *at = &j;
+    pthread_cond_signal(&S->cv);
+    while (!j.done)
+        pthread_cond_wait(&j.cv, &S->mu);
+    pthread_mutex_unlock(&S->mu);
+    pthread_cond_destroy(&j.cv);
+    return j.rc;
+}
+
 static void *
 sched_main(void *arg)
 {
     struct engine_sched *S = arg;
-    while (admit(S))
+    while (admit(S)) {
+        run_embeds(S);
         iterate(S);
+    }
+    run_embeds(S); /* nobody is left waiting */
     return NULL;
 }
 
@@ -485,7 +587,9 @@ engine_sched_new(struct engine_model *m, const struct engine_sched_params *p,
         if (tokenizer_is_eog(engine_model_tokenizer(m), i))
             S->eog[S->n_eog++] = i;
     S->logits = engine__try_alloc(((size_t)p->n_slots + 1) * (size_t)S->n_vocab, sizeof(float));
-    int rc = S->logits ? engine_ctx_new_kv(m, p->n_ctx, p->n_slots, p->n_threads, p->kv, &S->ctx)
+    /* one sequence more than the slots, for embeddings, sharing the slots' pool */
+    int rc = S->logits ? engine_ctx_new_pool(m, p->n_ctx, p->n_slots + 1, p->n_slots,
+                                             p->n_threads, p->kv, &S->ctx)
                        : -ENOMEM;
     if (rc == 0 && pthread_create(&S->thread, NULL, sched_main, S) != 0)
         rc = -EAGAIN;

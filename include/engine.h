@@ -139,6 +139,13 @@ enum engine_kv_cache { ENGINE_KV_CACHE_AUTO, ENGINE_KV_CACHE_F32, ENGINE_KV_CACH
 /* engine_ctx_new with the cache type chosen (engine_ctx_new takes AUTO). */
 int engine_ctx_new_kv(struct engine_model *m, int n_ctx, int n_seq, int n_threads,
                       enum engine_kv_cache kv, struct engine_ctx **out);
+/*
+ * engine_ctx_new_kv whose cache pool holds pool_seqs x n_ctx positions
+ * (1 <= pool_seqs <= n_seq): the sequences share it; one that finds it full
+ * of positions in use gets -ENOMEM from engine_decode.
+ */
+int engine_ctx_new_pool(struct engine_model *m, int n_ctx, int n_seq, int pool_seqs,
+                        int n_threads, enum engine_kv_cache kv, struct engine_ctx **out);
 void engine_ctx_free(struct engine_ctx *c); /* accepts NULL */
 int engine_ctx_n_ctx(const struct engine_ctx *c);
 
@@ -160,6 +167,12 @@ struct engine_batch {
     const struct engine_lora_set *const *lora;  /* per row (entries may be NULL), or NULL */
 };
 int engine_decode(struct engine_ctx *c, const struct engine_batch *b, float *out);
+/*
+ * engine_decode without the logits: hidden[r * n_embd ..] gets row r's last
+ * hidden state after the output norm (what the logits are made from), for
+ * every row; b->logits is ignored. For embeddings.
+ */
+int engine_decode_hidden(struct engine_ctx *c, const struct engine_batch *b, float *hidden);
 
 /* Forgets the cached positions of sequence seq from position p0 on. */
 void engine_seq_truncate(struct engine_ctx *c, int seq, int p0);
@@ -239,6 +252,18 @@ void engine_sched_free(struct engine_sched *s);
 
 /* Requests waiting + running, and slots busy (for /health and metrics). */
 void engine_sched_load(struct engine_sched *s, int *waiting, int *running);
+
+/*
+ * The embedding of tokens[0..n) (1 <= n <= the slots' context) by the served
+ * model: its output-normed last hidden states, averaged over the tokens
+ * (MEAN) or the last token's (LAST), scaled to length 1, into out[n_embd].
+ * Runs on the scheduler thread between its steps; the caller waits (call it
+ * off the loop). 0, -EINVAL (a token out of range), -E2BIG, -ECANCELED
+ * (stopping), -ENOMEM.
+ */
+enum engine_pooling { ENGINE_POOL_MEAN, ENGINE_POOL_LAST };
+int engine_sched_embed(struct engine_sched *s, const int32_t *tokens, int n,
+                       enum engine_pooling pool, float *out);
 /*
  * Prompt positions served from the prefix cache so far: full blocks of 16 a
  * request shares with an earlier one of the same tokens and the same

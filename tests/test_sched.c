@@ -442,12 +442,70 @@ test_prefix_cache_eviction(void)
     engine_model_free(m);
 }
 
+/*
+ * Embeddings from the scheduler: unit length, the same floats again, the same
+ * whatever the prefill chunk (64 or 512 rows), last-token pooling differs, and
+ * requests generating meanwhile still give their golden tokens.
+ */
+static void
+test_embeddings(void)
+{
+    struct engine_model *m = open_model();
+    struct engine_sched *s = m ? open_sched(m, 2, 8) : NULL, *big = NULL;
+    struct engine_sched_params p = { 256, 2, 2, 8, 512, ENGINE_KV_CACHE_AUTO };
+    if (s == NULL || engine_sched_new(m, &p, &big) < 0) {
+        CHECK(false);
+        engine_sched_free(s);
+        engine_model_free(m);
+        return;
+    }
+    int e = engine_model_hparams(m)->n_embd;
+    const struct golden *g = &goldens[3];        /* long-kjv: more than 64 prompt tokens */
+    CHECK(g->n_prompt > 64);
+    float *a = calloc((size_t)e, sizeof(float)), *b = calloc((size_t)e, sizeof(float));
+    float *c = calloc((size_t)e, sizeof(float)), *l = calloc((size_t)e, sizeof(float));
+    CHECK_EQ(engine_sched_embed(s, g->prompt, g->n_prompt, ENGINE_POOL_MEAN, a), 0);
+    double norm = 0;
+    for (int i = 0; i < e; i++)
+        norm += (double)a[i] * a[i];
+    CHECK(fabs(norm - 1.0) < 1e-5);
+    CHECK_EQ(engine_sched_embed(big, g->prompt, g->n_prompt, ENGINE_POOL_MEAN, b), 0);
+    CHECK(memcmp(a, b, (size_t)e * sizeof(float)) == 0);
+    CHECK_EQ(engine_sched_embed(s, g->prompt, g->n_prompt, ENGINE_POOL_LAST, l), 0);
+    CHECK(memcmp(a, l, (size_t)e * sizeof(float)) != 0);
+    struct engine_req *reqs[4] = { 0 };
+    for (int i = 0; i < 4; i++) {
+        struct engine_req_params rp = greedy_params(&goldens[i], 32);
+        CHECK_EQ(engine_sched_submit(s, &rp, &reqs[i]), 0);
+    }
+    for (int k = 0; k < 3; k++) {
+        CHECK_EQ(engine_sched_embed(s, g->prompt, g->n_prompt, ENGINE_POOL_MEAN, c), 0);
+        CHECK(memcmp(a, c, (size_t)e * sizeof(float)) == 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        int32_t ids[64];
+        int n = 0;
+        drain(reqs[i], ids, &n, NULL);
+        CHECK(n == goldens[i].n_gen && memcmp(ids, goldens[i].gen, (size_t)n * 4) == 0);
+        engine_req_release(reqs[i]);
+    }
+    int32_t bad = -1, many[300] = { 0 };
+    CHECK_EQ(engine_sched_embed(s, g->prompt, 0, ENGINE_POOL_MEAN, c), -EINVAL);
+    CHECK_EQ(engine_sched_embed(s, &bad, 1, ENGINE_POOL_MEAN, c), -EINVAL);
+    CHECK_EQ(engine_sched_embed(s, many, 300, ENGINE_POOL_MEAN, c), -E2BIG);
+    free(a), free(b), free(c), free(l);
+    engine_sched_free(big);
+    engine_sched_free(s);
+    engine_model_free(m);
+}
+
 int
 main(int argc, char **argv)
 {
     load_goldens();
     static const struct check_test tests[] = {
         { "concurrent_equals_golden", test_concurrent_equals_golden },
+        { "embeddings", test_embeddings },
         { "cancel_frees_slot", test_cancel_frees_slot },
         { "limits", test_limits },
         { "logprobs", test_logprobs },
