@@ -7,11 +7,14 @@
  * stay in the parsed body until the work is done.
  *
  * model: "hash" (also when absent) is the built-in hash embedder; the served
- * model generates text and is refused with 400; any other id is 404.
- * input: a string or an array of 1..2048 strings, none empty (token ids need
- * a tokenizing embedder: 400). dimensions: 1..8192, a hash embedder of that
- * size. encoding_format: "float" (default) or "base64" (little-endian
- * float32, what the official clients ask for and decode).
+ * model's id embeds with the model itself (its output-normed last hidden
+ * states, mean-pooled or the last token's as --pooling says, through the
+ * scheduler: engine_sched_embed); any other id is 404.
+ * input: a string or an array of 1..2048 strings, none empty; the model also
+ * takes token ids (an array of ids, or an array of them). dimensions: for
+ * hash 1..8192, a hash embedder of that size; for the model its n_embd only.
+ * encoding_format: "float" (default) or "base64" (little-endian float32,
+ * what the official clients ask for and decode).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,14 +23,16 @@
 #include <openssl/evp.h>
 
 #include "server_int.h"
+#include "tokenizer.h"
 
 #define EMB_MAX_INPUTS 2048
 
 struct emb {
+    struct server *s;
     cJSON *root;                            /* the request; inputs point into it */
     const cJSON *input;                     /* a string, or an array of them */
     int n;
-    const struct retrieval_embedder *e;
+    const struct retrieval_embedder *e;     /* hash, or NULL: the served model */
     struct retrieval_embedder *own;         /* made for dimensions=, or NULL */
     bool base64;
 };
@@ -43,6 +48,7 @@ emb_free(void *arg)
 
 /* ---- Checking the request (loop) -------------------------------------- */
 
+/* 0 for hash, 1 for the served model, or an error. */
 static int
 check_model(struct server *s, const cJSON *root, struct oai_err *e)
 {
@@ -54,17 +60,26 @@ check_model(struct server *s, const cJSON *root, struct oai_err *e)
     if (strcmp(m->valuestring, "hash") == 0)
         return 0;
     if (strcmp(m->valuestring, s->model_id) == 0)
-        return server__fail(e, -EINVAL, "model", "model_not_supported",
-                            "'%s' generates text; the embedding model here is 'hash'",
-                            s->model_id);
+        return 1;
     return server__fail(e, -ENOENT, "model", "model_not_found",
-                        "the embedding model '%.200s' does not exist (use 'hash')",
-                        m->valuestring);
+                        "the embedding model '%.200s' does not exist (use 'hash' or '%s')",
+                        m->valuestring, s->model_id);
 }
 
+/* A text, or (for the model) an array of token ids. */
 static int
-check_text(const cJSON *t, struct oai_err *e)
+check_text(const struct emb *q, const cJSON *t, struct oai_err *e)
 {
+    if (q->e == NULL && cJSON_IsArray(t) && cJSON_GetArraySize(t) > 0) {
+        int n_vocab = tokenizer_n_vocab(q->s->tok);
+        const cJSON *x;
+        cJSON_ArrayForEach(x, t) {
+            if (!cJSON_IsNumber(x) || x->valuedouble < 0 || x->valuedouble >= n_vocab)
+                return server__fail(e, -EINVAL, "input", "invalid_value",
+                                    "input: token ids from 0 to %d", n_vocab - 1);
+        }
+        return 0;
+    }
     if (cJSON_IsNumber(t) || cJSON_IsArray(t))
         return server__fail(e, -EINVAL, "input", "invalid_value", "input: token ids need an "
                             "embedding model with a tokenizer; 'hash' takes text");
@@ -85,9 +100,9 @@ check_input(const cJSON *root, struct emb *q, struct oai_err *e)
         return server__fail(e, -EINVAL, "input", "missing_required_parameter",
                             "input: required");
     q->input = in;
-    if (!cJSON_IsArray(in)) {
+    if (!cJSON_IsArray(in) || (q->e == NULL && cJSON_IsNumber(in->child))) {
         q->n = 1;
-        return check_text(in, e);
+        return check_text(q, in, e);
     }
     q->n = cJSON_GetArraySize(in);
     if (q->n < 1 || q->n > EMB_MAX_INPUTS)
@@ -95,7 +110,7 @@ check_input(const cJSON *root, struct emb *q, struct oai_err *e)
                             "input: %d inputs; 1 to %d are allowed", q->n, EMB_MAX_INPUTS);
     int rc = 0;
     for (const cJSON *t = in->child; t != NULL && rc == 0; t = t->next)
-        rc = check_text(t, e);
+        rc = check_text(q, t, e);
     return rc;
 }
 
@@ -110,15 +125,18 @@ check_format(struct server *s, const cJSON *root, struct emb *q, struct oai_err 
                                 "encoding_format: 'float' or 'base64'");
         q->base64 = strcmp(f->valuestring, "base64") == 0;
     }
-    q->e = s->embedder;
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, "dimensions");
     if (d == NULL || cJSON_IsNull(d))
         return 0;
+    int model_dim = engine_model_hparams(s->model)->n_embd;
+    if (q->e == NULL && !(cJSON_IsNumber(d) && d->valuedouble == model_dim))
+        return server__fail(e, -EINVAL, "dimensions", "invalid_value",
+                            "dimensions: '%s' gives %d", s->model_id, model_dim);
     if (!cJSON_IsNumber(d) || d->valuedouble != (double)(int)d->valuedouble ||
         d->valueint < 1 || d->valueint > RETRIEVAL_DIM_MAX)
         return server__fail(e, -EINVAL, "dimensions", "invalid_value",
                             "dimensions: an integer from 1 to %d", RETRIEVAL_DIM_MAX);
-    if (d->valueint == retrieval_embedder_dim(s->embedder))
+    if (q->e == NULL || d->valueint == retrieval_embedder_dim(s->embedder))
         return 0;
     if (retrieval_hash_new(d->valueint, &q->own) < 0)
         return server__fail(e, -ENOMEM, NULL, NULL, "out of memory");
@@ -151,16 +169,53 @@ add_vector(struct sbuf *b, const float *v, int dim, bool base64)
     return rc < 0 ? rc : server__buf_adds(b, "]");
 }
 
-/* Appends the data entries; *tokens gets the words counted. */
+static int
+dim_of(const struct emb *q)
+{
+    return q->e ? retrieval_embedder_dim(q->e) : engine_model_hparams(q->s->model)->n_embd;
+}
+
+/* The served model's embedding of t (a text, tokenized as a prompt, or ids); *n_tok its tokens. */
+static int
+model_embed(const struct emb *q, const cJSON *t, float *v, int *n_tok)
+{
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc = 0;
+    if (cJSON_IsString(t)) {
+        rc = tokenizer_encode(q->s->tok, t->valuestring, strlen(t->valuestring), true, false,
+                              &ids, &n);
+    } else {
+        ids = malloc((size_t)cJSON_GetArraySize(t) * sizeof(*ids) + 1);
+        rc = ids ? 0 : -ENOMEM;
+        const cJSON *x;
+        cJSON_ArrayForEach(x, t) {
+            if (ids)
+                ids[n++] = (int32_t)x->valuedouble;
+        }
+    }
+    enum engine_pooling pool = strcmp(q->s->cfg->pooling, "last") == 0 ? ENGINE_POOL_LAST
+                                                                       : ENGINE_POOL_MEAN;
+    if (rc == 0)
+        rc = engine_sched_embed(q->s->sched, ids, (int)n, pool, v);
+    free(ids);
+    *n_tok = (int)n;
+    return rc;
+}
+
+/* Appends the data entries; *tokens gets the words (hash) or tokens (model) counted. */
 static int
 add_data(const struct emb *q, struct sbuf *b, float *v, long long *tokens)
 {
-    int dim = retrieval_embedder_dim(q->e), i = 0, rc = 0;
-    const cJSON *t = cJSON_IsArray(q->input) ? q->input->child : q->input;
+    int dim = dim_of(q), i = 0, rc = 0;
+    bool one = !cJSON_IsArray(q->input) || cJSON_IsNumber(q->input->child);
+    const cJSON *t = one ? q->input : q->input->child;
     for (; t != NULL && rc == 0 && i < q->n; t = t->next, i++) {
         int n_tok = 0;
         char head[80];
-        if ((rc = retrieval_embed(q->e, t->valuestring, strlen(t->valuestring), v, &n_tok)) < 0)
+        rc = q->e ? retrieval_embed(q->e, t->valuestring, strlen(t->valuestring), v, &n_tok)
+                  : model_embed(q, t, v, &n_tok);
+        if (rc < 0)
             break;
         *tokens += n_tok;
         snprintf(head, sizeof(head), "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":",
@@ -176,13 +231,13 @@ emb_work(struct op *o, void *arg)
 {
     struct emb *q = arg;
     struct sbuf b = SBUF_INIT;
-    float *v = malloc((size_t)retrieval_embedder_dim(q->e) * sizeof(float));
+    float *v = malloc((size_t)dim_of(q) * sizeof(float));
     long long tokens = 0;
     int rc = v == NULL ? -ENOMEM : server__buf_adds(&b, "{\"object\":\"list\",\"data\":[");
     if (rc == 0 && (rc = add_data(q, &b, v, &tokens)) == 0) {
         char tail[160];
-        snprintf(tail, sizeof(tail), "],\"model\":\"hash\",\"usage\":{\"prompt_tokens\":%lld,"
-                 "\"total_tokens\":%lld}}", tokens, tokens);
+        snprintf(tail, sizeof(tail), "],\"model\":\"%.64s\",\"usage\":{\"prompt_tokens\":"
+                 "%lld,\"total_tokens\":%lld}}", q->e ? "hash" : q->s->model_id, tokens, tokens);
         rc = server__buf_adds(&b, tail);
     }
     free(v);
@@ -194,6 +249,11 @@ emb_work(struct op *o, void *arg)
     struct oai_err e;
     if (rc == -EILSEQ)
         server__fail(&e, rc, "input", "invalid_encoding", "input: not valid UTF-8");
+    else if (rc == -E2BIG)
+        server__fail(&e, -EINVAL, "input", "context_length_exceeded",
+                     "input: an input has more tokens than the context (%d)", q->s->n_ctx);
+    else if (rc == -ECANCELED)
+        server__fail(&e, rc, NULL, "shutting_down", "the server is shutting down");
     else
         server__fail(&e, -ENOMEM, NULL, NULL, "out of memory for the embeddings");
     server__op_answer_error(o, &e);
@@ -205,9 +265,13 @@ server__embeddings_start(struct server *s, struct MHD_Connection *con, const cha
 {
     *out = NULL;
     struct emb *q = server__xcalloc(1, sizeof(*q));
+    q->s = s;
     int rc = server__parse_object(body, len, &q->root, e);
-    if (rc == 0 && (rc = check_model(s, q->root, e)) == 0 && (rc = check_input(q->root, q, e)) == 0)
-        rc = check_format(s, q->root, q, e);
+    if (rc == 0 && (rc = check_model(s, q->root, e)) >= 0) {
+        q->e = rc == 1 ? NULL : s->embedder;
+        if ((rc = check_input(q->root, q, e)) == 0)
+            rc = check_format(s, q->root, q, e);
+    }
     if (rc < 0) {
         emb_free(q);
         return rc;

@@ -346,6 +346,8 @@ check_config(const struct server_config *c, int max_body)
           strcmp(c->kv_type, "f32") != 0 ? "--kv-type must be auto, f16 or f32"
         : c->embedding_dim < 1 || c->embedding_dim > RETRIEVAL_DIM_MAX
             ? "--embedding-dim must be 1..8192"
+        : strcmp(c->pooling, "mean") != 0 && strcmp(c->pooling, "last") != 0
+            ? "--pooling must be mean or last"
         : NULL;
     if (bad != NULL)
         fprintf(stderr, "loraserve serve: %s (see --help)\n", bad);
@@ -390,6 +392,8 @@ server_main(int argc, char **argv)
           "KV cache: f16, f32, or auto = f32 for f32 models, else f16 (default auto)" },
         { "--embedding-dim", NULL, CLI_INT, &c.embedding_dim,
           "dimension of the hash embedder's vectors (default 384)" },
+        { "--pooling", NULL, CLI_STR, &c.pooling,
+          "the served model's embeddings: mean or last token (default mean)" },
         { "--help", "-h", CLI_BOOL, &help, "show this help" },
         { NULL, NULL, 0, NULL, NULL },
     };

@@ -1,7 +1,8 @@
 // embeddings.test.mjs - POST /v1/embeddings with the official openai client
 // (which asks for base64 and decodes it) and raw requests: shapes, usage,
 // float and base64 agreeing, dimensions, unit length, a question nearest its
-// verse, and every refusal as OpenAI's error object.
+// verse, the served model's own embeddings (text and token ids), and every
+// refusal as OpenAI's error object.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, post } from './server.mjs';
@@ -64,10 +65,32 @@ test('a question lands nearest the verse with its words', async () => {
   assert.equal(best(v[5]), 3);
 });
 
+test('the served model embeds too: its hidden states, pooled, unit length', async () => {
+  const r = await srv.client.embeddings.create({ model: 'kjv-tiny-f32',
+    input: ['In the beginning God created the heaven and the earth.', 'Jesus wept.'] });
+  assert.equal(r.model, 'kjv-tiny-f32');
+  assert.equal(r.data.length, 2);
+  const [a, b] = r.data.map((d) => d.embedding);
+  assert.ok(a.length >= 64, `${a.length} dimensions`);
+  const hashed = await srv.client.embeddings.create({ model: 'hash', input: 'Jesus wept.' });
+  assert.notDeepEqual(hashed.data[0].embedding, b);
+  assert.ok(Math.abs(dot(a, a) - 1) < 1e-4 && Math.abs(dot(b, b) - 1) < 1e-4);
+  assert.ok(r.usage.prompt_tokens > 10);
+  const again = await post(srv.url, '/v1/embeddings', { model: 'kjv-tiny-f32', input: 'Jesus wept.',
+    encoding_format: 'float' });
+  assert.deepEqual(again.body.data[0].embedding.map((x) => Math.fround(x)), b);
+  const ids = await post(srv.url, '/v1/embeddings', { model: 'kjv-tiny-f32', input: [1, 1043, 261],
+    encoding_format: 'float' });
+  assert.equal(ids.status, 200, ids.text);
+  assert.equal(ids.body.usage.prompt_tokens, 3);
+});
+
 test('bad requests are OpenAI errors', async () => {
   const cases = [
     [{ input: 'x', model: 'text-embedding-3-small' }, 404, 'model', 'model_not_found'],
-    [{ input: 'x', model: 'kjv-tiny-f32' }, 400, 'model', 'model_not_supported'],
+    [{ input: 'x', model: 'kjv-tiny-f32', dimensions: 8 }, 400, 'dimensions', 'invalid_value'],
+    [{ input: 'the '.repeat(300), model: 'kjv-tiny-f32' }, 400, 'input', 'context_length_exceeded'],
+    [{ input: [[1, 99999]], model: 'kjv-tiny-f32' }, 400, 'input', 'invalid_value'],
     [{}, 400, 'input', 'missing_required_parameter'],
     [{ input: '' }, 400, 'input', 'invalid_value'],
     [{ input: [] }, 400, 'input', 'invalid_value'],
