@@ -86,6 +86,7 @@ struct engine_sched {
     int n_eog;
     float *logits;                    /* (n_slots, n_vocab) */
     struct embed_job *embeds;         /* waiting embeddings (guarded by mu) */
+    bool joined;                      /* engine_sched_stop has run */
 };
 
 /* An embedding asked for by engine_sched_embed, run by the scheduler thread. */
@@ -605,9 +606,9 @@ engine_sched_new(struct engine_model *m, const struct engine_sched_params *p,
 }
 
 void
-engine_sched_free(struct engine_sched *S)
+engine_sched_stop(struct engine_sched *S)
 {
-    if (S == NULL)
+    if (S == NULL || S->joined)
         return;
     pthread_mutex_lock(&S->mu);
     bool running = S->ctx != NULL;
@@ -616,6 +617,7 @@ engine_sched_free(struct engine_sched *S)
     pthread_mutex_unlock(&S->mu);
     if (running)
         pthread_join(S->thread, NULL);
+    S->joined = true;
     for (int i = 0; i < S->p.n_slots; i++)
         if (S->slots[i].r != NULL)
             free_slot(S, i, ENGINE_FINISH_CANCELLED);
@@ -624,6 +626,14 @@ engine_sched_free(struct engine_sched *S)
         S->head = r->next;
         req_finish(r, ENGINE_FINISH_CANCELLED);
     }
+}
+
+void
+engine_sched_free(struct engine_sched *S)
+{
+    if (S == NULL)
+        return;
+    engine_sched_stop(S);
     engine_ctx_free(S->ctx);
     pthread_mutex_destroy(&S->mu);
     pthread_cond_destroy(&S->cv);

@@ -241,6 +241,12 @@ struct engine_sched_params {
     enum engine_kv_cache kv;   /* cache element type */
 };
 
+/*
+ * Stops the scheduler thread: running and queued requests finish as
+ * cancelled (their notify runs now), later submits and embeddings get
+ * -ECANCELED; the memory stays until engine_sched_free (which stops first).
+ */
+void engine_sched_stop(struct engine_sched *s);      /* accepts NULL */
 /* Caller owns *out; release with engine_sched_free(). Returns 0, -EINVAL, -ENOMEM. */
 int engine_sched_new(struct engine_model *m, const struct engine_sched_params *p,
                      struct engine_sched **out);

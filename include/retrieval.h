@@ -35,8 +35,19 @@ struct retrieval_embedder;
 int retrieval_hash_new(int dim, struct retrieval_embedder **out);
 void retrieval_embedder_free(struct retrieval_embedder *e);        /* accepts NULL */
 
+/*
+ * An embedder made of a function: fn(arg, text, n, out, n_tokens) fills
+ * out[0..dim) (length 1) as retrieval_embed does, and may block (the served
+ * model's embedder waits for the scheduler). kind is its name (at most 63
+ * bytes), what vector stores record. 0, -EINVAL, -ENOMEM.
+ */
+typedef int (*retrieval_embed_fn)(void *arg, const char *text, size_t n, float *out,
+                                  int *n_tokens);
+int retrieval_fn_new(const char *kind, int dim, retrieval_embed_fn fn, void *arg,
+                     struct retrieval_embedder **out);
+
 int retrieval_embedder_dim(const struct retrieval_embedder *e);
-/* "hash" */
+/* "hash", or the kind a function embedder was given */
 const char *retrieval_embedder_kind(const struct retrieval_embedder *e);
 
 /*
@@ -71,6 +82,7 @@ struct retrieval_store_info {
     char *name;                     /* malloc'd */
     char *metadata;                 /* a JSON object's text, malloc'd */
     char *template;                 /* the context template, malloc'd, or NULL */
+    char embedder[64];              /* the kind of embedder its vectors come from */
     long long created_at;           /* Unix seconds */
     long long usage_bytes;          /* document text and embeddings */
     long long n_documents, n_chunks;
@@ -87,9 +99,17 @@ int retrieval_stores_open(const char *path, const struct tokenizer *tok,
                           const struct retrieval_embedder *e, struct retrieval_stores **out,
                           char *err, size_t errlen);
 void retrieval_stores_close(struct retrieval_stores *st);       /* accepts NULL */
+/*
+ * Another embedder a store may be made with (by its kind; e outlives the
+ * stores); call before using the stores. 0, -EINVAL (its kind is known), -ENOSPC.
+ */
+int retrieval_stores_add_embedder(struct retrieval_stores *st,
+                                  const struct retrieval_embedder *e);
 
 /*
  * A new store: name may be NULL, metadata a JSON object's text or NULL,
+ * embedder NULL (the stores' first) or the kind of one they have (else
+ * -ENOENT),
  * template NULL or the text a request's context is rendered into, with
  * "{chunks}" where the numbered chunks go (at most RETRIEVAL_TEMPLATE_MAX
  * bytes); chunk_tokens >= 1 and 0 <= chunk_overlap < chunk_tokens (0, 0:
@@ -97,8 +117,9 @@ void retrieval_stores_close(struct retrieval_stores *st);       /* accepts NULL 
  */
 #define RETRIEVAL_TEMPLATE_MAX 4096
 int retrieval_store_create(struct retrieval_stores *st, const char *name, const char *metadata,
-                           const char *template, int chunk_tokens, int chunk_overlap,
-                           struct retrieval_store_info *out, char *err, size_t errlen);
+                           const char *template, const char *embedder, int chunk_tokens,
+                           int chunk_overlap, struct retrieval_store_info *out, char *err,
+                           size_t errlen);
 /* 0 with *out, or -ENOENT. */
 int retrieval_store_get(struct retrieval_stores *st, const char *id,
                         struct retrieval_store_info *out);

@@ -34,9 +34,9 @@ blank(const char *s, size_t n)
 
 /* Chunks and embeds every document (no lock): 0, or the first failure with err. */
 static int
-prepare(struct retrieval_stores *st, const struct retrieval_store_info *info,
-        const struct retrieval_doc *docs, int n, struct vs_chunk **chunks, int *counts,
-        char *err, size_t errlen)
+prepare(struct retrieval_stores *st, const struct retrieval_embedder *e,
+        const struct retrieval_store_info *info, const struct retrieval_doc *docs, int n,
+        struct vs_chunk **chunks, int *counts, char *err, size_t errlen)
 {
     for (int i = 0; i < n; i++) {
         if (docs[i].id != NULL && !doc_id_valid(docs[i].id)) {
@@ -45,7 +45,7 @@ prepare(struct retrieval_stores *st, const struct retrieval_store_info *info,
             return -EINVAL;
         }
         int rc = blank(docs[i].text, docs[i].len) ? -EINVAL
-                 : retrieval__chunk(st->tok, st->e, docs[i].text, docs[i].len,
+                 : retrieval__chunk(st->tok, e, docs[i].text, docs[i].len,
                                     info->chunk_tokens, info->chunk_overlap, &chunks[i],
                                     &counts[i]);
         if (rc < 0) {
@@ -60,7 +60,7 @@ prepare(struct retrieval_stores *st, const struct retrieval_store_info *info,
 /* Writes document i and its chunks (transaction open); chunk ids into ids. */
 static int
 write_doc(struct retrieval_stores *st, const char *store, const struct retrieval_doc *d,
-          const char *id, const struct vs_chunk *c, int n, long long *ids)
+          const char *id, const struct vs_chunk *c, int n, int dim, long long *ids)
 {
     const char *b[] = { store, id };
     int rc = retrieval__exec(st->db, "DELETE FROM vs_chunks WHERE store = ? AND document = ?",
@@ -88,8 +88,7 @@ write_doc(struct retrieval_stores *st, const char *store, const struct retrieval
         sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
         sqlite3_bind_int(s, 3, k);
         sqlite3_bind_text(s, 4, c[k].text, (int)c[k].len, SQLITE_STATIC);
-        sqlite3_bind_blob(s, 5, c[k].vec, retrieval_embedder_dim(st->e) * (int)sizeof(float),
-                          SQLITE_STATIC);
+        sqlite3_bind_blob(s, 5, c[k].vec, dim * (int)sizeof(float), SQLITE_STATIC);
         rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
         ids[k] = sqlite3_last_insert_rowid(st->db);
         sqlite3_reset(s);
@@ -117,7 +116,7 @@ commit_batch(struct retrieval_stores *st, const char *store, const struct retrie
         else
             snprintf(out[i].id, RETRIEVAL_ID_MAX, "%s", docs[i].id);
         out[i].n_chunks = counts[i];
-        rc = write_doc(st, store, &docs[i], out[i].id, chunks[i], counts[i], ids + at);
+        rc = write_doc(st, store, &docs[i], out[i].id, chunks[i], counts[i], x->dim, ids + at);
     }
     if (rc == 0)
         rc = retrieval__exec(st->db, "COMMIT", 0, NULL);
@@ -138,13 +137,14 @@ retrieval_store_add(struct retrieval_stores *st, const char *id,
                     char *err, size_t errlen)
 {
     struct retrieval_store_info info;
-    int rc = retrieval__store_shape(st, id, &info, err, errlen);
+    const struct retrieval_embedder *e = NULL;
+    int rc = retrieval__store_shape(st, id, &info, &e, err, errlen);
     if (rc < 0)
         return rc;
     struct vs_chunk **chunks = calloc((size_t)n, sizeof(*chunks));
     int *counts = calloc((size_t)n, sizeof(*counts));
     rc = chunks == NULL || counts == NULL ? -ENOMEM
-         : prepare(st, &info, docs, n, chunks, counts, err, errlen);
+         : prepare(st, e, &info, docs, n, chunks, counts, err, errlen);
     if (rc == 0) {
         pthread_mutex_lock(&st->lock);
         rc = commit_batch(st, id, docs, n, chunks, counts, out);

@@ -18,6 +18,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -31,6 +32,9 @@ enum { SEED_WORD = 1, SEED_PAIR = 2, SEED_TRIGRAM = 3 };
 
 struct retrieval_embedder {
     int dim;
+    char kind[64];
+    retrieval_embed_fn fn;          /* NULL: the hash embedder */
+    void *arg;
 };
 
 /* Sorted, for bsearch: English function words, with the older forms the KJV uses. */
@@ -196,6 +200,8 @@ retrieval_embed(const struct retrieval_embedder *e, const char *text, size_t n, 
     memset(out, 0, (size_t)e->dim * sizeof(float));
     if (n_tokens != NULL)
         *n_tokens = 0;
+    if (e->fn != NULL)
+        return e->fn(e->arg, text, n, out, n_tokens);
     if (n == 0)
         return 0;
     utf8proc_uint8_t *norm = NULL;
@@ -230,6 +236,23 @@ retrieval_hash_new(int dim, struct retrieval_embedder **out)
     if (e == NULL)
         return -ENOMEM;
     e->dim = dim;
+    snprintf(e->kind, sizeof(e->kind), "hash");
+    *out = e;
+    return 0;
+}
+
+int
+retrieval_fn_new(const char *kind, int dim, retrieval_embed_fn fn, void *arg,
+                 struct retrieval_embedder **out)
+{
+    *out = NULL;
+    if (dim < 1 || dim > RETRIEVAL_DIM_MAX || fn == NULL || strlen(kind) >= 64 || !kind[0])
+        return -EINVAL;
+    struct retrieval_embedder *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return -ENOMEM;
+    *e = (struct retrieval_embedder){ dim, "", fn, arg };
+    snprintf(e->kind, sizeof(e->kind), "%s", kind);
     *out = e;
     return 0;
 }
@@ -249,6 +272,5 @@ retrieval_embedder_dim(const struct retrieval_embedder *e)
 const char *
 retrieval_embedder_kind(const struct retrieval_embedder *e)
 {
-    (void)e;
-    return "hash";
+    return e->kind;
 }

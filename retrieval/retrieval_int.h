@@ -16,6 +16,8 @@
 struct vs_index {
     char id[RETRIEVAL_ID_MAX];
     int dim, chunk_tokens, chunk_overlap;
+    const struct retrieval_embedder *e;     /* NULL: its embedder is not here (this run) */
+    char embedder[64];                      /* the embedder's kind, as recorded */
     long long n, cap;
     float *vecs;                            /* (cap, dim) */
     int8_t *q8;                             /* (cap, dim) the rows as int8 (scan.c) */
@@ -28,14 +30,22 @@ struct retrieval_stores {
     pthread_mutex_t lock;                   /* the connection and the indexes */
     sqlite3 *db;
     const struct tokenizer *tok;
-    const struct retrieval_embedder *e;
+    const struct retrieval_embedder *e[8];  /* (n_e) by kind; e[0] the default */
+    int n_e;
     struct vs_index *idx;                   /* (n_idx) one per store */
     int n_idx;
 };
 
-/* Store id's dimension and chunking (from memory), or -ENOENT with err. */
+/*
+ * Store id's dimension and chunking (from memory) and its embedder; -ENOENT,
+ * or -EINVAL when its embedder is not in this run (err says why).
+ */
 int retrieval__store_shape(struct retrieval_stores *st, const char *id,
-                           struct retrieval_store_info *info, char *err, size_t errlen);
+                           struct retrieval_store_info *info,
+                           const struct retrieval_embedder **e, char *err, size_t errlen);
+/* The embedder of kind, or NULL. */
+const struct retrieval_embedder *retrieval__embedder(const struct retrieval_stores *st,
+                                                     const char *kind);
 /* The index of store id, or NULL (lock held). */
 struct vs_index *retrieval__index(struct retrieval_stores *st, const char *id);
 /* Appends a row (lock held): 0 or -ENOMEM. */

@@ -350,8 +350,8 @@ collect(struct retrieval_stores *st, const struct vs_index *x, const struct retr
 
 /* The query's vector into qv (the embedder's dimension), or an error for err. */
 static int
-query_vector(struct retrieval_stores *st, const struct retrieval_query *q, int dim, float *qv,
-             char *err, size_t errlen)
+query_vector(const struct retrieval_embedder *e, const struct retrieval_query *q, int dim,
+             float *qv, char *err, size_t errlen)
 {
     if (q->mode == RETRIEVAL_KEYWORD)
         return 0;
@@ -364,12 +364,12 @@ query_vector(struct retrieval_stores *st, const struct retrieval_query *q, int d
         memcpy(qv, q->vector, (size_t)dim * sizeof(float));
         return 0;
     }
-    if (retrieval_embedder_dim(st->e) != dim) {
+    if (retrieval_embedder_dim(e) != dim) {
         snprintf(err, errlen, "the store's vectors have %d dimensions, the embedder's %d", dim,
-                 retrieval_embedder_dim(st->e));
+                 retrieval_embedder_dim(e));
         return -EINVAL;
     }
-    return retrieval_embed(st->e, q->text, strlen(q->text), qv, NULL);
+    return retrieval_embed(e, q->text, strlen(q->text), qv, NULL);
 }
 
 int
@@ -379,7 +379,8 @@ retrieval_search(struct retrieval_stores *st, const char *id, const struct retri
     *out = NULL;
     *n = 0;
     struct retrieval_store_info info;
-    int rc = retrieval__store_shape(st, id, &info, err, errlen);
+    const struct retrieval_embedder *e = NULL;
+    int rc = retrieval__store_shape(st, id, &info, &e, err, errlen);
     if (rc < 0)
         return rc;
     if (q->k < 1 || q->k > 50 || (q->text == NULL && q->vector == NULL) ||
@@ -393,7 +394,7 @@ retrieval_search(struct retrieval_stores *st, const char *id, const struct retri
     if (qv == NULL)
         return -ENOMEM;
     if ((rc = retrieval__filter_parse(q->filter, &f, err, errlen)) == 0 &&
-        (rc = query_vector(st, q, info.dim, qv, err, errlen)) == 0) {
+        (rc = query_vector(e, q, info.dim, qv, err, errlen)) == 0) {
         pthread_mutex_lock(&st->lock);
         struct vs_index *x = retrieval__index(st, id);
         rc = x == NULL ? -ENOENT : collect(st, x, q, qv, f, out, n);

@@ -19,7 +19,8 @@
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS vector_stores (id TEXT PRIMARY KEY, name TEXT,"
     " metadata TEXT NOT NULL, created_at INTEGER NOT NULL, chunk_tokens INTEGER NOT NULL,"
-    " chunk_overlap INTEGER NOT NULL, dim INTEGER NOT NULL, template TEXT);"
+    " chunk_overlap INTEGER NOT NULL, dim INTEGER NOT NULL, template TEXT,"
+    " embedder TEXT NOT NULL DEFAULT 'hash');"
     "CREATE TABLE IF NOT EXISTS vs_documents (store TEXT NOT NULL, id TEXT NOT NULL,"
     " text TEXT NOT NULL, metadata TEXT NOT NULL, created_at INTEGER NOT NULL,"
     " n_chunks INTEGER NOT NULL, PRIMARY KEY (store, id));"
@@ -131,16 +132,44 @@ index_release(struct vs_index *x)
     free(x->docs);
 }
 
+const struct retrieval_embedder *
+retrieval__embedder(const struct retrieval_stores *st, const char *kind)
+{
+    for (int i = 0; i < st->n_e; i++)
+        if (strcmp(retrieval_embedder_kind(st->e[i]), kind) == 0)
+            return st->e[i];
+    return NULL;
+}
+
+int
+retrieval_stores_add_embedder(struct retrieval_stores *st, const struct retrieval_embedder *e)
+{
+    if (retrieval__embedder(st, retrieval_embedder_kind(e)) != NULL)
+        return -EINVAL;
+    if (st->n_e == (int)(sizeof(st->e) / sizeof(st->e[0])))
+        return -ENOSPC;
+    st->e[st->n_e++] = e;
+    for (int i = 0; i < st->n_idx; i++) /* stores opened before it was here */
+        if (st->idx[i].e == NULL && st->idx[i].embedder[0] &&
+            strcmp(st->idx[i].embedder, retrieval_embedder_kind(e)) == 0 &&
+            retrieval_embedder_dim(e) == st->idx[i].dim)
+            st->idx[i].e = e;
+    return 0;
+}
+
 static int
 index_new(struct retrieval_stores *st, const char *id, int dim, int chunk_tokens,
-          int chunk_overlap)
+          int chunk_overlap, const char *embedder)
 {
     struct vs_index *p = realloc(st->idx, (size_t)(st->n_idx + 1) * sizeof(*p));
     if (p == NULL)
         return -ENOMEM;
     st->idx = p;
+    const struct retrieval_embedder *e = retrieval__embedder(st, embedder);
     p[st->n_idx] = (struct vs_index){ .dim = dim, .chunk_tokens = chunk_tokens,
-                                      .chunk_overlap = chunk_overlap };
+                                      .chunk_overlap = chunk_overlap,
+                                      .e = e && retrieval_embedder_dim(e) == dim ? e : NULL };
+    snprintf(p[st->n_idx].embedder, sizeof(p[st->n_idx].embedder), "%s", embedder);
     snprintf(p[st->n_idx].id, RETRIEVAL_ID_MAX, "%s", id);
     st->n_idx++;
     return 0;
@@ -151,15 +180,17 @@ static int
 load_indexes(struct retrieval_stores *st)
 {
     sqlite3_stmt *s = NULL, *c = NULL;
-    int rc = sqlite3_prepare_v2(st->db, "SELECT id, dim, chunk_tokens, chunk_overlap FROM"
-                                " vector_stores ORDER BY created_at", -1, &s, NULL) == SQLITE_OK &&
+    int rc = sqlite3_prepare_v2(st->db, "SELECT id, dim, chunk_tokens, chunk_overlap, embedder"
+                                " FROM vector_stores ORDER BY created_at", -1, &s, NULL)
+                     == SQLITE_OK &&
              sqlite3_prepare_v2(st->db, "SELECT id, document, embedding FROM vs_chunks"
                                 " WHERE store = ? ORDER BY id", -1, &c, NULL) == SQLITE_OK
                  ? 0 : -EIO;
     while (rc == 0 && sqlite3_step(s) == SQLITE_ROW) {
         const char *id = (const char *)sqlite3_column_text(s, 0);
         if ((rc = index_new(st, id, sqlite3_column_int(s, 1), sqlite3_column_int(s, 2),
-                            sqlite3_column_int(s, 3))) < 0)
+                            sqlite3_column_int(s, 3), (const char *)sqlite3_column_text(s, 4)))
+            < 0)
             break;
         struct vs_index *x = &st->idx[st->n_idx - 1];
         sqlite3_bind_text(c, 1, id, -1, SQLITE_TRANSIENT);
@@ -191,7 +222,8 @@ retrieval_stores_open(const char *path, const struct tokenizer *tok,
         return -ENOMEM;
     pthread_mutex_init(&st->lock, NULL);
     st->tok = tok;
-    st->e = e;
+    st->e[0] = e;
+    st->n_e = 1;
     const char *name = path ? path : ":memory:";
     int rc = sqlite3_open_v2(name, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                              SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK ? 0 : -EIO;
@@ -201,9 +233,12 @@ retrieval_stores_open(const char *path, const struct tokenizer *tok,
                           NULL, NULL) == SQLITE_OK &&
              sqlite3_exec(st->db, schema, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
     }
-    if (rc == 0) /* stores made before templates: the column is added once (or is there) */
+    if (rc == 0) { /* stores made before these columns: added once (or already there) */
         sqlite3_exec(st->db, "ALTER TABLE vector_stores ADD COLUMN template TEXT", NULL, NULL,
                      NULL);
+        sqlite3_exec(st->db, "ALTER TABLE vector_stores ADD COLUMN embedder TEXT NOT NULL"
+                     " DEFAULT 'hash'", NULL, NULL, NULL);
+    }
     if (rc == 0)
         rc = load_indexes(st);
     if (rc < 0) {
@@ -252,7 +287,7 @@ dup_col(sqlite3_stmt *s, int col)
     " (SELECT count(*) FROM vs_documents d WHERE d.store = v.id),"                            \
     " (SELECT count(*) FROM vs_chunks c WHERE c.store = v.id),"                               \
     " (SELECT coalesce(sum(length(CAST(d.text AS BLOB))), 0) FROM vs_documents d"             \
-    " WHERE d.store = v.id), v.template FROM vector_stores v"
+    " WHERE d.store = v.id), v.template, v.embedder FROM vector_stores v"
 
 static void
 read_info(sqlite3_stmt *s, struct retrieval_store_info *o)
@@ -268,6 +303,7 @@ read_info(sqlite3_stmt *s, struct retrieval_store_info *o)
     o->n_chunks = sqlite3_column_int64(s, 8);
     o->usage_bytes = sqlite3_column_int64(s, 9) + o->n_chunks * o->dim * (long long)sizeof(float);
     o->template = dup_col(s, 10);
+    snprintf(o->embedder, sizeof(o->embedder), "%s", (const char *)sqlite3_column_text(s, 11));
 }
 
 /* Stores matching where (one text bind, or none): 0 with *out and *n. */
@@ -329,9 +365,11 @@ retrieval_store_get(struct retrieval_stores *st, const char *id,
 
 int
 retrieval__store_shape(struct retrieval_stores *st, const char *id,
-                       struct retrieval_store_info *info, char *err, size_t errlen)
+                       struct retrieval_store_info *info,
+                       const struct retrieval_embedder **e, char *err, size_t errlen)
 {
     memset(info, 0, sizeof(*info));
+    *e = NULL;
     pthread_mutex_lock(&st->lock);
     const struct vs_index *x = retrieval__index(st, id);
     if (x != NULL) {
@@ -339,18 +377,29 @@ retrieval__store_shape(struct retrieval_stores *st, const char *id,
         info->dim = x->dim;
         info->chunk_tokens = x->chunk_tokens;
         info->chunk_overlap = x->chunk_overlap;
+        snprintf(info->embedder, sizeof(info->embedder), "%s", x->embedder);
+        *e = x->e;
     }
     pthread_mutex_unlock(&st->lock);
     if (x == NULL)
         snprintf(err, errlen, "no vector store '%s'", id);
-    return x == NULL ? -ENOENT : 0;
+    else if (*e == NULL)
+        snprintf(err, errlen, "vector store '%s' embeds with '%s', which this server does not "
+                 "have", id, info->embedder);
+    return x == NULL ? -ENOENT : *e == NULL ? -EINVAL : 0;
 }
 
 int
 retrieval_store_create(struct retrieval_stores *st, const char *name, const char *metadata,
-                       const char *template, int chunk_tokens, int chunk_overlap,
-                       struct retrieval_store_info *out, char *err, size_t errlen)
+                       const char *template, const char *embedder, int chunk_tokens,
+                       int chunk_overlap, struct retrieval_store_info *out, char *err,
+                       size_t errlen)
 {
+    const struct retrieval_embedder *e = embedder ? retrieval__embedder(st, embedder) : st->e[0];
+    if (e == NULL) {
+        snprintf(err, errlen, "embedder: no embedder '%.64s' here", embedder);
+        return -ENOENT;
+    }
     if (template != NULL && (strlen(template) > RETRIEVAL_TEMPLATE_MAX ||
                              strstr(template, "{chunks}") == NULL)) {
         snprintf(err, errlen, "context_template: up to %d bytes, with {chunks} in it",
@@ -366,13 +415,15 @@ retrieval_store_create(struct retrieval_stores *st, const char *name, const char
     char id[RETRIEVAL_ID_MAX], sql[512];
     retrieval__make_id("vs_", id);
     snprintf(sql, sizeof(sql), "INSERT INTO vector_stores (id, name, metadata, created_at,"
-             " chunk_tokens, chunk_overlap, dim, template) VALUES (?, ?, ?, %lld, %d, %d, %d, ?)",
-             (long long)time(NULL), chunk_tokens, chunk_overlap, retrieval_embedder_dim(st->e));
-    const char *binds[] = { id, name, metadata ? metadata : "{}", template };
+             " chunk_tokens, chunk_overlap, dim, template, embedder) VALUES (?, ?, ?, %lld, %d,"
+             " %d, %d, ?, ?)", (long long)time(NULL), chunk_tokens, chunk_overlap,
+             retrieval_embedder_dim(e));
+    const char *binds[] = { id, name, metadata ? metadata : "{}", template,
+                            retrieval_embedder_kind(e) };
     pthread_mutex_lock(&st->lock);
-    int rc = retrieval__exec(st->db, sql, 4, binds);
-    if (rc == 0 && (rc = index_new(st, id, retrieval_embedder_dim(st->e), chunk_tokens,
-                                   chunk_overlap)) < 0)
+    int rc = retrieval__exec(st->db, sql, 5, binds);
+    if (rc == 0 && (rc = index_new(st, id, retrieval_embedder_dim(e), chunk_tokens,
+                                   chunk_overlap, retrieval_embedder_kind(e))) < 0)
         retrieval__exec(st->db, "DELETE FROM vector_stores WHERE id = ?", 1, binds);
     if (rc < 0)
         snprintf(err, errlen, "vector stores: %s", sqlite3_errmsg(st->db));

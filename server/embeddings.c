@@ -175,17 +175,39 @@ dim_of(const struct emb *q)
     return q->e ? retrieval_embedder_dim(q->e) : engine_model_hparams(q->s->model)->n_embd;
 }
 
+static int
+model_ids(struct server *s, const int32_t *ids, size_t n, float *v)
+{
+    enum engine_pooling pool = strcmp(s->cfg->pooling, "last") == 0 ? ENGINE_POOL_LAST
+                                                                    : ENGINE_POOL_MEAN;
+    return engine_sched_embed(s->sched, ids, (int)n, pool, v);
+}
+
+int
+server__model_embed(void *arg, const char *text, size_t len, float *out, int *n_tokens)
+{
+    struct server *s = arg;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc = tokenizer_encode(s->tok, text, len, true, false, &ids, &n);
+    if (rc == 0)
+        rc = model_ids(s, ids, n, out);
+    free(ids);
+    if (n_tokens != NULL)
+        *n_tokens = (int)n;
+    return rc == -EINVAL ? -EILSEQ : rc;
+}
+
 /* The served model's embedding of t (a text, tokenized as a prompt, or ids); *n_tok its tokens. */
 static int
 model_embed(const struct emb *q, const cJSON *t, float *v, int *n_tok)
 {
+    if (cJSON_IsString(t))
+        return server__model_embed(q->s, t->valuestring, strlen(t->valuestring), v, n_tok);
     int32_t *ids = NULL;
     size_t n = 0;
     int rc = 0;
-    if (cJSON_IsString(t)) {
-        rc = tokenizer_encode(q->s->tok, t->valuestring, strlen(t->valuestring), true, false,
-                              &ids, &n);
-    } else {
+    {
         ids = malloc((size_t)cJSON_GetArraySize(t) * sizeof(*ids) + 1);
         rc = ids ? 0 : -ENOMEM;
         const cJSON *x;
@@ -194,10 +216,8 @@ model_embed(const struct emb *q, const cJSON *t, float *v, int *n_tok)
                 ids[n++] = (int32_t)x->valuedouble;
         }
     }
-    enum engine_pooling pool = strcmp(q->s->cfg->pooling, "last") == 0 ? ENGINE_POOL_LAST
-                                                                       : ENGINE_POOL_MEAN;
     if (rc == 0)
-        rc = engine_sched_embed(q->s->sched, ids, (int)n, pool, v);
+        rc = model_ids(q->s, ids, n, v);
     free(ids);
     *n_tok = (int)n;
     return rc;

@@ -151,6 +151,8 @@ open_adapters(struct server *s)
     return rc;
 }
 
+static int open_scheduler(struct server *s);
+
 static int
 open_all(struct server *s)
 {
@@ -184,6 +186,23 @@ open_all(struct server *s)
         fprintf(stderr, "loraserve: %s\n", err);
         return rc;
     }
+    return open_scheduler(s);
+}
+
+/* The scheduler, and the served model as an embedder vector stores can be made with. */
+static int
+open_scheduler(struct server *s)
+{
+    const struct server_config *cfg = s->cfg;
+    int rc = retrieval_fn_new(s->model_id, engine_model_hparams(s->model)->n_embd,
+                              server__model_embed, s, &s->model_embedder);
+    if (rc == 0 && strcmp(s->model_id, "hash") != 0) /* "hash" stays the built-in one */
+        rc = retrieval_stores_add_embedder(s->stores, s->model_embedder);
+    if (rc < 0) {
+        fprintf(stderr, "loraserve: cannot use the model '%s' as an embedder: %s\n",
+                s->model_id, strerror(-rc));
+        return rc;
+    }
     enum engine_kv_cache kv = strcmp(cfg->kv_type, "f16") == 0   ? ENGINE_KV_CACHE_F16
                               : strcmp(cfg->kv_type, "f32") == 0 ? ENGINE_KV_CACHE_F32
                                                                  : ENGINE_KV_CACHE_AUTO;
@@ -215,11 +234,13 @@ server_run(const struct server_config *cfg)
                 s.model_id, chat_family_name(s.chat), s.n_ctx, cfg->parallel);
         rc = server__http_run(&s);
     }
-    engine_sched_free(s.sched);     /* no more doorbells after this */
+    engine_sched_stop(s.sched);     /* no more doorbells after this; embeddings refused */
     if (loop)
-        server__http_close(&s);     /* runs the pool's last after-work callbacks */
+        server__http_close(&s);     /* runs the pool's last work and after-work callbacks */
     adapters_close(s.reg);
     retrieval_stores_close(s.stores);
+    engine_sched_free(s.sched);     /* pool work that embedded is over */
+    retrieval_embedder_free(s.model_embedder);
     retrieval_embedder_free(s.embedder);
     engine_model_free(s.model);
     if (rc == 0)

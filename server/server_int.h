@@ -295,6 +295,7 @@ struct server {
     struct engine_sched *sched;
     struct adapters *reg;           /* named LoRA adapters */
     struct retrieval_embedder *embedder;    /* "hash", for /v1/embeddings */
+    struct retrieval_embedder *model_embedder;  /* the served model, by its id */
     struct retrieval_stores *stores;        /* /v1/vector_stores */
     enum chat_family chat;
     int n_ctx;
@@ -409,6 +410,11 @@ int server__op_call(struct server *s, struct MHD_Connection *con, server_op_fn f
                     void (*arg_free)(void *arg), struct op **out, struct oai_err *e);
 void server__op_answer(struct op *o, int status, const char *ctype, char *body);
 void server__op_answer_error(struct op *o, const struct oai_err *e);
+/*
+ * The served model as a retrieval_embed_fn (arg: the server): the text
+ * tokenized as a prompt, through engine_sched_embed (waits: off the loop).
+ */
+int server__model_embed(void *arg, const char *text, size_t len, float *out, int *n_tokens);
 /*
  * POST /v1/embeddings (embeddings.c): checks the body and embeds on the pool
  * as server__op_call does; or an error in e.

@@ -2,7 +2,7 @@
  * vector_stores.c - /v1/vector_stores in OpenAI's shape (retrieval.h).
  *
  *   POST   /v1/vector_stores                       {name, metadata, chunking_strategy,
- *                                                   context_template}
+ *                                                   context_template, embedder}
  *   GET    /v1/vector_stores                       the list
  *   GET    /v1/vector_stores/{id}                  one store
  *   DELETE /v1/vector_stores/{id}
@@ -81,6 +81,7 @@ store_json(const struct retrieval_store_info *v)
     cJSON_AddNumberToObject(st, "max_chunk_size_tokens", v->chunk_tokens);
     cJSON_AddNumberToObject(st, "chunk_overlap_tokens", v->chunk_overlap);
     cJSON_AddNumberToObject(o, "dimensions", v->dim);
+    cJSON_AddStringToObject(o, "embedder", v->embedder);
     if (v->template)
         cJSON_AddStringToObject(o, "context_template", v->template);
     else
@@ -208,10 +209,19 @@ do_stores(struct op *o, struct vs_req *r, struct retrieval_stores *st)
         cJSON *name = cJSON_GetObjectItem(r->root, "name"), *meta = cJSON_GetObjectItem(r->root,
                                                                                        "metadata");
         cJSON *tmpl = cJSON_GetObjectItem(r->root, "context_template");
+        cJSON *emb = cJSON_GetObjectItem(r->root, "embedder");
         char *m = cJSON_IsObject(meta) ? cJSON_PrintUnformatted(meta) : NULL;
         rc = retrieval_store_create(st, cJSON_IsString(name) ? name->valuestring : NULL, m,
                                     cJSON_IsString(tmpl) ? tmpl->valuestring : NULL,
+                                    cJSON_IsString(emb) ? emb->valuestring : NULL,
                                     r->chunk_tokens, r->chunk_overlap, &v, err, sizeof(err));
+        if (rc == -ENOENT) {
+            struct oai_err oe;
+            server__fail(&oe, -EINVAL, "embedder", "invalid_value", "%s", err);
+            server__op_answer_error(o, &oe);
+            free(m);
+            return;
+        }
         free(m);
     } else if (r->kind == VS_GET) {
         rc = retrieval_store_get(st, r->id, &v);
@@ -378,6 +388,9 @@ check_create(const cJSON *root, struct vs_req *r, struct oai_err *e)
         return bad(e, "name", "a string of at most 256 bytes");
     if (meta && !cJSON_IsNull(meta) && !cJSON_IsObject(meta))
         return bad(e, "metadata", "an object");
+    const cJSON *emb = cJSON_GetObjectItem(root, "embedder");
+    if (emb && !cJSON_IsNull(emb) && !cJSON_IsString(emb))
+        return bad(e, "embedder", "\"hash\" or the served model's id");
     const cJSON *tmpl = cJSON_GetObjectItem(root, "context_template");
     if (tmpl && !cJSON_IsNull(tmpl) && (!cJSON_IsString(tmpl) ||
                                         strlen(tmpl->valuestring) > RETRIEVAL_TEMPLATE_MAX ||

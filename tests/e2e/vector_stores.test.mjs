@@ -167,3 +167,20 @@ test('a 10 MB document is accepted and chunked when --max-body allows it', async
     await big.stop();
   }
 });
+
+test("a store can embed with the served model; an unknown embedder is refused", async () => {
+  const c = await post(srv.url, '/v1/vector_stores', { name: 'by-model', embedder: 'kjv-tiny-f32' });
+  assert.equal(c.status, 200, c.text);
+  assert.equal(c.body.embedder, 'kjv-tiny-f32');
+  assert.ok(c.body.dimensions >= 64 && c.body.dimensions !== 384);
+  const a = await post(srv.url, `/v1/vector_stores/${c.body.id}/documents`, { documents: DOCS });
+  assert.equal(a.status, 200, a.text);
+  const r = await post(srv.url, `/v1/vector_stores/${c.body.id}/search`,
+    { query: DOCS[1].text, mode: 'vector', max_num_results: 1 });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.body.data[0].file_id, 'ps23');     // its own text is nearest
+  assert.ok(r.body.data[0].score > 0.99, `${r.body.data[0].score}`);
+  const bad = await post(srv.url, '/v1/vector_stores', { embedder: 'bert' });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.error.param, 'embedder');
+});
