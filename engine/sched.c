@@ -468,11 +468,9 @@ embed_one(struct engine_sched *S, struct embed_job *j)
     int e = engine_model_hparams(S->m)->n_embd, seq = S->p.n_slots, rc = 0;
     int chunk = S->p.batch_rows;
     float *h = engine__try_alloc((size_t)chunk * (size_t)e, sizeof(float));
-    double *acc = engine__try_alloc((size_t)e, sizeof(double));
+    double *acc = calloc((size_t)e, sizeof(double));
     if (h == NULL || acc == NULL)
         rc = -ENOMEM;
-    for (int i = 0; i < e && acc; i++)
-        acc[i] = 0;
     for (int off = 0; rc == 0 && off < j->n; off += chunk) {
         int m = j->n - off < chunk ? j->n - off : chunk;
         for (int r = 0; r < m; r++)

@@ -123,6 +123,8 @@ int retrieval_store_create(struct retrieval_stores *st, const char *name, const 
 /* 0 with *out, or -ENOENT. */
 int retrieval_store_get(struct retrieval_stores *st, const char *id,
                         struct retrieval_store_info *out);
+/* Store id's context template (malloc'd, NULL if it has none), from memory: 0, -ENOENT, -ENOMEM. */
+int retrieval_store_template(struct retrieval_stores *st, const char *id, char **out);
 /* Every store, oldest first: 0 with *out (n entries, release each, then free()). */
 int retrieval_store_list(struct retrieval_stores *st, struct retrieval_store_info **out, int *n);
 /* 0, -ENOENT, -EIO. */

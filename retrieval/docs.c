@@ -173,7 +173,8 @@ retrieval_docs_list(struct retrieval_stores *st, const char *id, struct retrieva
                                   " length(CAST(text AS BLOB)), n_chunks FROM vs_documents"
                                   " WHERE store = ? ORDER BY created_at, rowid", -1, &s, NULL)
                  == SQLITE_OK ? 0 : -EIO;
-    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    if (rc == 0)
+        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
     for (int cap = 0; rc == 0 && sqlite3_step(s) == SQLITE_ROW;) {
         if (*n == cap) {
             cap = cap ? 2 * cap : 16;

@@ -125,6 +125,7 @@ retrieval__index_drop_doc(struct vs_index *x, const char *doc)
 static void
 index_release(struct vs_index *x)
 {
+    free(x->template);
     free(x->vecs);
     free(x->q8);
     free(x->s8);
@@ -159,16 +160,22 @@ retrieval_stores_add_embedder(struct retrieval_stores *st, const struct retrieva
 
 static int
 index_new(struct retrieval_stores *st, const char *id, int dim, int chunk_tokens,
-          int chunk_overlap, const char *embedder)
+          int chunk_overlap, const char *embedder, const char *template)
 {
-    struct vs_index *p = realloc(st->idx, (size_t)(st->n_idx + 1) * sizeof(*p));
-    if (p == NULL)
+    char *tmpl = template ? strdup(template) : NULL;
+    if (template != NULL && tmpl == NULL)
         return -ENOMEM;
+    struct vs_index *p = realloc(st->idx, (size_t)(st->n_idx + 1) * sizeof(*p));
+    if (p == NULL) {
+        free(tmpl);
+        return -ENOMEM;
+    }
     st->idx = p;
     const struct retrieval_embedder *e = retrieval__embedder(st, embedder);
     p[st->n_idx] = (struct vs_index){ .dim = dim, .chunk_tokens = chunk_tokens,
                                       .chunk_overlap = chunk_overlap,
-                                      .e = e && retrieval_embedder_dim(e) == dim ? e : NULL };
+                                      .e = e && retrieval_embedder_dim(e) == dim ? e : NULL,
+                                      .template = tmpl };
     snprintf(p[st->n_idx].embedder, sizeof(p[st->n_idx].embedder), "%s", embedder);
     snprintf(p[st->n_idx].id, RETRIEVAL_ID_MAX, "%s", id);
     st->n_idx++;
@@ -180,8 +187,8 @@ static int
 load_indexes(struct retrieval_stores *st)
 {
     sqlite3_stmt *s = NULL, *c = NULL;
-    int rc = sqlite3_prepare_v2(st->db, "SELECT id, dim, chunk_tokens, chunk_overlap, embedder"
-                                " FROM vector_stores ORDER BY created_at", -1, &s, NULL)
+    int rc = sqlite3_prepare_v2(st->db, "SELECT id, dim, chunk_tokens, chunk_overlap, embedder,"
+                                " template FROM vector_stores ORDER BY created_at", -1, &s, NULL)
                      == SQLITE_OK &&
              sqlite3_prepare_v2(st->db, "SELECT id, document, embedding FROM vs_chunks"
                                 " WHERE store = ? ORDER BY id", -1, &c, NULL) == SQLITE_OK
@@ -189,8 +196,8 @@ load_indexes(struct retrieval_stores *st)
     while (rc == 0 && sqlite3_step(s) == SQLITE_ROW) {
         const char *id = (const char *)sqlite3_column_text(s, 0);
         if ((rc = index_new(st, id, sqlite3_column_int(s, 1), sqlite3_column_int(s, 2),
-                            sqlite3_column_int(s, 3), (const char *)sqlite3_column_text(s, 4)))
-            < 0)
+                            sqlite3_column_int(s, 3), (const char *)sqlite3_column_text(s, 4),
+                            (const char *)sqlite3_column_text(s, 5))) < 0)
             break;
         struct vs_index *x = &st->idx[st->n_idx - 1];
         sqlite3_bind_text(c, 1, id, -1, SQLITE_TRANSIENT);
@@ -423,12 +430,25 @@ retrieval_store_create(struct retrieval_stores *st, const char *name, const char
     pthread_mutex_lock(&st->lock);
     int rc = retrieval__exec(st->db, sql, 5, binds);
     if (rc == 0 && (rc = index_new(st, id, retrieval_embedder_dim(e), chunk_tokens,
-                                   chunk_overlap, retrieval_embedder_kind(e))) < 0)
+                                   chunk_overlap, retrieval_embedder_kind(e), template)) < 0)
         retrieval__exec(st->db, "DELETE FROM vector_stores WHERE id = ?", 1, binds);
     if (rc < 0)
         snprintf(err, errlen, "vector stores: %s", sqlite3_errmsg(st->db));
     pthread_mutex_unlock(&st->lock);
     return rc < 0 ? rc : retrieval_store_get(st, id, out);
+}
+
+int
+retrieval_store_template(struct retrieval_stores *st, const char *id, char **out)
+{
+    *out = NULL;
+    pthread_mutex_lock(&st->lock);
+    const struct vs_index *x = retrieval__index(st, id);
+    int rc = x == NULL ? -ENOENT : 0;
+    if (x != NULL && x->template != NULL && (*out = strdup(x->template)) == NULL)
+        rc = -ENOMEM;
+    pthread_mutex_unlock(&st->lock);
+    return rc;
 }
 
 int

@@ -85,13 +85,8 @@ server__rag_search(struct server *s, const struct oai_request *r)
     }
     if (g->n > 1)
         qsort(g->hits, (size_t)g->n, sizeof(*g->hits), by_score);
-    struct retrieval_store_info info;
     for (int i = 0; g->rc == 0 && g->template == NULL && i < r->rtv.n_stores; i++)
-        if (retrieval_store_get(s->stores, r->rtv.stores[i], &info) == 0) {
-            g->template = info.template;
-            info.template = NULL;
-            retrieval_store_info_release(&info);
-        }
+        retrieval_store_template(s->stores, r->rtv.stores[i], &g->template);
     return g;
 }
 

@@ -121,6 +121,13 @@ load_flag_adapters(struct server *s, char (*names)[ADAPTERS_NAME_MAX + 1], char 
     return 0;
 }
 
+/* <data-dir>/loraserve.db: the adapter registry's and the vector stores' database. */
+static void
+db_path(const struct server_config *cfg, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/loraserve.db", cfg->data_dir);
+}
+
 /*
  * Opens the registry in <data-dir>/loraserve.db with the --adapter paths and
  * --adapter-dir as roots, then loads the --adapter flags.
@@ -137,7 +144,7 @@ open_adapters(struct server *s)
         rc = split_adapter(cfg->adapters[i], names[i], sizeof(names[i]), paths[i]);
     }
     char db[PATH_MAX + 16], err[512] = "";
-    snprintf(db, sizeof(db), "%s/loraserve.db", cfg->data_dir);
+    db_path(cfg, db, sizeof(db));
     struct adapters_params p = { db, (const char *const *)paths, n, cfg->adapter_dir,
                                  cfg->max_lora_rank, cfg->max_adapter_memory };
     if (rc == 0 && (rc = adapters_open(s->model, &p, &s->reg, err, sizeof(err))) < 0)
@@ -180,8 +187,8 @@ open_all(struct server *s)
         fprintf(stderr, "loraserve: cannot make the hash embedder: %s\n", strerror(-rc));
         return rc;
     }
-    char db[4096];
-    snprintf(db, sizeof(db), "%s/loraserve.db", cfg->data_dir);
+    char db[PATH_MAX + 16];
+    db_path(cfg, db, sizeof(db));
     if ((rc = retrieval_stores_open(db, s->tok, s->embedder, &s->stores, err, sizeof(err))) < 0) {
         fprintf(stderr, "loraserve: %s\n", err);
         return rc;

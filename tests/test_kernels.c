@@ -17,6 +17,7 @@
 
 #include "../engine/kernels.h"
 #include "check.h"
+#include "testutil.h"
 
 /* ---- Helpers ---------------------------------------------------------- */
 
@@ -130,15 +131,6 @@ dot_bound(enum gguf_ttype t, const float *w, const float *x, int64_t k)
         }
     }
     return bound * 1.01 + 1e-5 * mag + 1e-30;
-}
-
-static double
-dot_double(const float *w, const float *x, int64_t k)
-{
-    double s = 0;
-    for (int64_t i = 0; i < k; i++)
-        s += (double)w[i] * x[i];
-    return s;
 }
 
 /* ---- Half precision --------------------------------------------------- */
@@ -461,7 +453,7 @@ check_vec_dot_type(enum gguf_ttype t, int64_t k)
         x[3] = 9; /* an outlier, as real activations have */
     void *q = quantize_rows(t, w, 1, k);
     engine__dequantize_row(t, q, wd, k);
-    double want = dot_double(wd, x, k), got = engine__vec_dot(t, k, q, x);
+    double want = test_dot(wd, x, k), got = engine__vec_dot(t, k, q, x);
     double bound = dot_bound(t, wd, x, k);
     if (!(fabs(got - want) <= bound))
         fprintf(stderr, "%s type %d k %lld: got %.9g want %.9g bound %.3g\n",
@@ -578,7 +570,7 @@ check_matmul_path(struct engine_pool *pool, enum gguf_ttype t, int64_t n_out, in
     for (int64_t r = 0; r < m; r++) {
         for (int64_t i = 0; i < n_out; i++) {
             float got = y[r * n_out + i];
-            double want = dot_double(wd + i * k, x + r * k, k);
+            double want = test_dot(wd + i * k, x + r * k, k);
             bad += !(fabs(got - want) <= dot_bound(t, wd + i * k, x + r * k, k) + 1e-5);
             if (gemv)
                 bad += bits(got) != bits(engine__vec_dot(t, k, q + i * rs, x + r * k));

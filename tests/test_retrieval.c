@@ -29,22 +29,13 @@ embed(const char *text, int *n_tokens)
     return v;
 }
 
-static double
-dot(const float *a, const float *b, int n)
-{
-    double s = 0;
-    for (int i = 0; i < n; i++)
-        s += (double)a[i] * b[i];
-    return s;
-}
-
 static void
 test_unit_vector(void)
 {
     int n = -1;
     float *v = embed("In the beginning God created the heaven and the earth.", &n);
     CHECK_EQ(n, 10);
-    CHECK(fabs(dot(v, v, RETRIEVAL_HASH_DIM) - 1.0) < 1e-5);
+    CHECK(fabs(test_dot(v, v, RETRIEVAL_HASH_DIM) - 1.0) < 1e-5);
     float *w = embed("In the beginning God created the heaven and the earth.", NULL);
     CHECK(memcmp(v, w, RETRIEVAL_HASH_DIM * sizeof(float)) == 0);
     free(v), free(w);
@@ -73,14 +64,14 @@ test_edges(void)
     CHECK_EQ(retrieval_embed(hash, "ok \xc0\xaf", 5, v, &n), -EILSEQ); /* overlong '/' */
     CHECK_EQ(retrieval_embed(hash, "", 0, v, &n), 0);
     CHECK_EQ(n, 0);
-    CHECK(dot(v, v, RETRIEVAL_HASH_DIM) == 0);
+    CHECK(test_dot(v, v, RETRIEVAL_HASH_DIM) == 0);
     CHECK_EQ(retrieval_embed(hash, "!!! ... ???", 11, v, &n), 0);
     CHECK_EQ(n, 0);
-    CHECK(dot(v, v, RETRIEVAL_HASH_DIM) == 0);
+    CHECK(test_dot(v, v, RETRIEVAL_HASH_DIM) == 0);
     /* only function words: they are all there is, so they count */
     CHECK_EQ(retrieval_embed(hash, "and the of", 10, v, &n), 0);
     CHECK_EQ(n, 3);
-    CHECK(fabs(dot(v, v, RETRIEVAL_HASH_DIM) - 1.0) < 1e-5);
+    CHECK(fabs(test_dot(v, v, RETRIEVAL_HASH_DIM) - 1.0) < 1e-5);
     /* a word far past the length that counts, and a NUL inside the text */
     char *big = malloc(100001);
     memset(big, 'x', 100000);
@@ -114,8 +105,8 @@ static void
 test_word_forms(void)
 {
     float *a = embed("created", NULL), *b = embed("create", NULL), *c = embed("shepherd", NULL);
-    CHECK(dot(a, b, RETRIEVAL_HASH_DIM) > 0.3);
-    CHECK(fabs(dot(a, c, RETRIEVAL_HASH_DIM)) < 0.2);
+    CHECK(test_dot(a, b, RETRIEVAL_HASH_DIM) > 0.3);
+    CHECK(fabs(test_dot(a, c, RETRIEVAL_HASH_DIM)) < 0.2);
     free(a), free(b), free(c);
 }
 
@@ -150,7 +141,7 @@ test_ranking(void)
         float *q = embed(qs[k].q, NULL);
         int best = 0;
         for (int i = 1; i < NV; i++)
-            if (dot(q, v[i], RETRIEVAL_HASH_DIM) > dot(q, v[best], RETRIEVAL_HASH_DIM))
+            if (test_dot(q, v[i], RETRIEVAL_HASH_DIM) > test_dot(q, v[best], RETRIEVAL_HASH_DIM))
                 best = i;
         if (best != qs[k].want)
             fprintf(stderr, "\"%s\": top hit %d, want %d\n", qs[k].q, best, qs[k].want);

@@ -12,6 +12,16 @@
 #include <stdlib.h>
 
 /* The shared fixtures folder: $LORASERVE_SHARED (the Makefile sets it), or ../shared. */
+/* sum a[i] * b[i] in double, i < n */
+static inline double
+test_dot(const float *a, const float *b, int64_t n)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += (double)a[i] * b[i];
+    return s;
+}
+
 static inline const char *
 test_shared_dir(void)
 {
