@@ -2,13 +2,16 @@
  * tokenizer.c - loading a tokenizer from GGUF metadata, as llama.cpp's
  * llama_vocab::impl::load() reads it, with every count and id checked.
  *
- * Keys: tokenizer.ggml.model ("llama" | "gpt2"), .pre, .tokens, .scores,
- * .token_type, .merges (gpt2), the *_token_id keys, add_bos_token,
- * add_eos_token and add_space_prefix. Token texts are copied into one
- * NUL-terminated arena and indexed by an open-addressing hash table (xxHash),
- * so nothing points into the GGUF buffer afterwards. Defaults follow
- * llama.cpp: SPM adds BOS (id 1) and a leading space; byte-level BPE adds
- * neither unless its pre-tokenizer or the file says so.
+ * Keys: tokenizer.ggml.model ("llama" | "gpt2" | "bert"), .pre, .tokens,
+ * .scores, .token_type, .merges (gpt2), the *_token_id keys, add_bos_token,
+ * add_eos_token, add_space_prefix and, for bert, normalizer.lowercase and
+ * normalizer.strip_accents. Token texts are copied into one NUL-terminated
+ * arena and indexed by an open-addressing hash table (xxHash), so nothing
+ * points into the GGUF buffer afterwards. Defaults follow llama.cpp: SPM
+ * adds BOS (id 1) and a leading space; byte-level BPE adds neither unless
+ * its pre-tokenizer or the file says so; WordPiece always puts [CLS] (the
+ * BOS id, default 101) first and [SEP] (default 102) last, whatever the
+ * add_*_token flags say.
  *
  * Stricter than llama.cpp, which warns and goes on: an id out of range, a
  * scores/token_type count that differs from the token count, a malformed
@@ -136,14 +139,11 @@ read_model(struct tokenizer *t, const struct gguf *g, char *err, size_t errlen)
     } else if (s.len == 4 && memcmp(s.ptr, "gpt2", 4) == 0) {
         t->kind = TOK_BPE;
     } else if (s.len == 4 && memcmp(s.ptr, "bert", 4) == 0) {
-        tokenizer__err(err, errlen,
-                       "tokenizer.ggml.model: 'bert' (WordPiece) is not supported yet "
-                       "(expected 'llama' or 'gpt2')");
-        return -EINVAL;
+        t->kind = TOK_WPM;
     } else {
         tokenizer__err(err, errlen,
                        "tokenizer.ggml.model: unknown tokenizer model '%.*s' "
-                       "(expected 'llama' or 'gpt2')", n, s.ptr);
+                       "(expected 'llama', 'gpt2' or 'bert')", n, s.ptr);
         return -EINVAL;
     }
     return 0;
@@ -236,6 +236,8 @@ copy_texts(struct tokenizer *t, const struct gguf_arr *a, char *err, size_t errl
         }
         t->text_off[i] = off;
         t->text_len[i] = (uint32_t)len;
+        if (t->text_len[i] > t->max_token_len)
+            t->max_token_len = t->text_len[i];
         off += len + 1;
         int32_t dup = vocab_insert(t, i);
         if (dup >= 0) {
@@ -370,6 +372,10 @@ set_defaults(struct tokenizer *t)
     if (t->kind == TOK_SPM) {
         t->bos = 1, t->eos = 2, t->unk = 0;
         t->add_bos = true, t->add_space_prefix = true;
+    } else if (t->kind == TOK_WPM) {
+        t->bos = 101, t->eos = -1, t->unk = 100; /* [CLS], none, [UNK] */
+        t->sep = 102, t->pad = 0, t->mask = 103;  /* [SEP], [PAD], [MASK] */
+        t->add_bos = true, t->add_space_prefix = false;
     } else {
         unsigned flags = tokenizer__pre_flags(t->pre);
         t->bos = flags & TOK_PRE_NO_BOS ? -1 : 11;
@@ -379,8 +385,8 @@ set_defaults(struct tokenizer *t)
         t->add_space_prefix = false;
     }
     t->add_eos = false;
-    int32_t *dflt[] = {&t->bos, &t->eos, &t->unk};
-    for (size_t i = 0; i < 3; i++) {
+    int32_t *dflt[] = {&t->bos, &t->eos, &t->unk, &t->sep, &t->pad, &t->mask};
+    for (size_t i = 0; i < sizeof(dflt) / sizeof(dflt[0]); i++) {
         if (*dflt[i] >= t->n_vocab)
             *dflt[i] = -1; /* llama.cpp disables a default that is out of range */
     }
@@ -390,7 +396,8 @@ set_defaults(struct tokenizer *t)
  * Reads an id key: absent keeps the default; -1 (or its u32 form) means none.
  * An auxiliary id (padding, mask, FIM...) out of range also means none, as
  * real files set padding_token_id = n_vocab and llama.cpp only warns; BOS,
- * EOS and UNK out of range are errors, since every request would use them.
+ * EOS, UNK (and SEP for WordPiece) out of range are errors, since every
+ * request would use them.
  */
 static int
 read_id(const struct tokenizer *t, const struct gguf *g, const char *key, int32_t *id,
@@ -447,7 +454,8 @@ read_ids(struct tokenizer *t, const struct gguf *g, char *err, size_t errlen)
         {"tokenizer.ggml.middle_token_id", &t->fim_mid},
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-        bool strict = keys[i].id == &t->bos || keys[i].id == &t->eos || keys[i].id == &t->unk;
+        bool strict = keys[i].id == &t->bos || keys[i].id == &t->eos || keys[i].id == &t->unk ||
+                      (keys[i].id == &t->sep && t->kind == TOK_WPM);
         int rc = read_id(t, g, keys[i].key, keys[i].id, strict, err, errlen);
         if (rc != 0)
             return rc;
@@ -465,6 +473,44 @@ read_flag(const struct gguf *g, const char *key, bool *flag, char *err, size_t e
     return -EINVAL;
 }
 
+/* A WordPiece id that every encode or word needs: missing is an error. */
+static int
+wpm_need(int32_t id, const char *key, const char *why, char *err, size_t errlen)
+{
+    if (id >= 0)
+        return 0;
+    tokenizer__err(err, errlen, "tokenizer.ggml.%s is not set, but a 'bert' vocabulary %s", key,
+                   why);
+    return -EINVAL;
+}
+
+/*
+ * WordPiece, as llama.cpp: [CLS] and [SEP] whenever special tokens are asked
+ * for, whatever add_bos_token/add_eos_token say; lowercase defaults to true
+ * and strip_accents to lowercase.
+ */
+static int
+wpm_flags(struct tokenizer *t, const struct gguf *g, char *err, size_t errlen)
+{
+    t->add_bos = true, t->add_eos = false;
+    t->wpm_lowercase = true;
+    int rc = read_flag(g, "tokenizer.ggml.normalizer.lowercase", &t->wpm_lowercase, err, errlen);
+    t->wpm_strip_accents = t->wpm_lowercase;
+    if (rc == 0)
+        rc = read_flag(g, "tokenizer.ggml.normalizer.strip_accents", &t->wpm_strip_accents, err,
+                       errlen);
+    if (rc == 0)
+        rc = wpm_need(t->bos, "bos_token_id", "puts it ([CLS]) first in every input", err,
+                      errlen);
+    if (rc == 0)
+        rc = wpm_need(t->sep, "seperator_token_id", "puts it ([SEP]) last in every input", err,
+                      errlen);
+    if (rc == 0)
+        rc = wpm_need(t->unk, "unknown_token_id", "gives it for a word it cannot split", err,
+                      errlen);
+    return rc;
+}
+
 static int
 read_flags(struct tokenizer *t, const struct gguf *g, char *err, size_t errlen)
 {
@@ -475,6 +521,8 @@ read_flags(struct tokenizer *t, const struct gguf *g, char *err, size_t errlen)
         rc = read_flag(g, "tokenizer.ggml.add_eos_token", &t->add_eos, err, errlen);
     if (rc != 0)
         return rc;
+    if (t->kind == TOK_WPM)
+        return wpm_flags(t, g, err, errlen);
     if (t->add_bos && t->bos < 0) {
         tokenizer__err(err, errlen, "tokenizer.ggml.add_bos_token is true, but "
                                     "tokenizer.ggml.bos_token_id is not set");
@@ -639,7 +687,12 @@ tokenizer_token_type(const struct tokenizer *t, int32_t id)
 const char *
 tokenizer_model_name(const struct tokenizer *t)
 {
-    return t->kind == TOK_SPM ? "llama" : "gpt2";
+    switch (t->kind) {
+    case TOK_SPM: return "llama";
+    case TOK_BPE: return "gpt2";
+    case TOK_WPM: return "bert";
+    }
+    return "";
 }
 
 const char *

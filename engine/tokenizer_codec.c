@@ -1,10 +1,12 @@
 /*
  * tokenizer_codec.c - text to ids and back: the encode driver (UTF-8 check,
- * special-token partition, BOS/EOS, one fragment at a time), the piece cache
- * and decoding, as llama.cpp's tokenize(), token_to_piece() and detokenize().
+ * special-token partition, BOS/EOS or WordPiece's CLS/SEP, one fragment at a
+ * time), the piece cache and decoding, as llama.cpp's tokenize(),
+ * token_to_piece() and detokenize().
  *
  * Every token's piece with special = true is computed once at load, so
- * decoding is a copy: SPM text with U+2581 as a space, <0xNN> as its byte,
+ * decoding is a copy: SPM and WordPiece text with U+2581 as a space (a bare
+ * WordPiece continuation piece stays bare), <0xNN> as its byte,
  * byte-level BPE marks back to bytes, control/user-defined text verbatim.
  * Decoding does not apply llama.cpp's clean_spaces pass (" ?" -> "?" and the
  * like for some BPE vocabularies): the output is the pieces joined, which is
@@ -35,7 +37,7 @@ make_piece(const struct tokenizer *t, int32_t id, char *out)
     }
     if ((a & TOK_ATTR_NORMAL) && t->kind == TOK_BPE)
         return tokenizer__bpe_unmap(t, s, n, out);
-    if (a & TOK_ATTR_NORMAL) { /* SPM: U+2581 is a space */
+    if (a & TOK_ATTR_NORMAL) { /* SPM and WPM: U+2581 is a space */
         size_t m = 0;
         for (size_t i = 0; i < n; i++) {
             bool sp = i + 2 < n && memcmp(s + i, "\xe2\x96\x81", 3) == 0;
@@ -156,11 +158,22 @@ encode_fragments(const struct tokenizer *t, const char *text, const struct tok_f
             bool prefix = t->add_space_prefix && prev_special;
             rc = tokenizer__spm_encode(t, text + fr->off, fr->len, prefix, out);
             prev_special = false;
+        } else if (t->kind == TOK_WPM) {
+            rc = tokenizer__wpm_encode(t, text + fr->off, fr->len, out);
         } else {
             rc = tokenizer__bpe_encode(t, text + fr->off, fr->len, out);
         }
     }
     return rc;
+}
+
+/* The id add_special puts last, or -1: WordPiece always ends with [SEP], as in llama.cpp. */
+static int32_t
+last_special(const struct tokenizer *t)
+{
+    if (t->kind == TOK_WPM)
+        return t->sep;
+    return t->add_eos ? t->eos : -1;
 }
 
 int
@@ -178,8 +191,8 @@ tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, bool a
         rc = tokenizer__push(&out, t->bos);
     if (rc == 0)
         rc = encode_fragments(t, text, &frags, &out);
-    if (rc == 0 && add_special && t->add_eos)
-        rc = tokenizer__push(&out, t->eos);
+    if (rc == 0 && add_special && last_special(t) >= 0)
+        rc = tokenizer__push(&out, last_special(t));
     if (rc == 0 && out.v == NULL) { /* an empty result is still an array to free() */
         out.v = malloc(sizeof(*out.v));
         rc = out.v ? 0 : -ENOMEM;

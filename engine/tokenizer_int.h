@@ -3,9 +3,10 @@
  *
  * tokenizer.c loads the vocabulary (texts, scores, attributes, special ids,
  * the piece cache) and drives encoding: special-token partition, BOS/EOS.
- * tokenizer_spm.c and tokenizer_bpe.c turn one plain-text fragment into ids;
- * tokenizer_pre.c holds the byte-level pre-tokenizer regexes (PCRE2) and
- * tokenizer_sym.c the symbol list and priority queue both merge loops use.
+ * tokenizer_spm.c, tokenizer_bpe.c and tokenizer_wpm.c turn one plain-text
+ * fragment into ids; tokenizer_pre.c holds the byte-level pre-tokenizer
+ * regexes (PCRE2) and tokenizer_sym.c the symbol list and priority queue
+ * both merge loops use.
  * Everything here is immutable after tokenizer_new(); per-call state lives
  * in the caller's stack frame or in buffers freed before returning.
  */
@@ -23,7 +24,8 @@ struct gguf;
 
 enum tok_kind {
     TOK_SPM, /* "llama": SentencePiece-style merges by score */
-    TOK_BPE  /* "gpt2": byte-level BPE merges by rank */
+    TOK_BPE, /* "gpt2": byte-level BPE merges by rank */
+    TOK_WPM  /* "bert": WordPiece, greedy longest match */
 };
 
 /* llama.cpp's token attributes (llama_token_attr), a bit set per token. */
@@ -89,6 +91,7 @@ struct tokenizer {
     int32_t bos, eos, eot, eom, unk, sep, pad, mask;
     int32_t fim_pre, fim_suf, fim_mid, fim_pad, fim_rep, fim_sep;
     bool add_bos, add_eos, add_space_prefix;
+    uint32_t max_token_len;    /* the longest token text, in bytes */
 
     /* SPM: the id for each byte in byte fallback (-1: emit nothing). */
     int32_t byte_token[256];
@@ -104,6 +107,9 @@ struct tokenizer {
     bool ignore_merges;
     char byte_enc[256][3];     /* GPT-2 bytes_to_unicode, as UTF-8 (1 or 2 bytes + NUL) */
     int16_t byte_dec[0x144];   /* code point -> byte, -1 if not a byte mark */
+
+    /* WPM: tokenizer.ggml.normalizer.lowercase and .strip_accents */
+    bool wpm_lowercase, wpm_strip_accents;
 };
 
 /* ---- tokenizer.c ------------------------------------------------------- */
@@ -178,6 +184,17 @@ int tokenizer__bpe_encode(const struct tokenizer *t, const char *text, size_t le
  * the length.
  */
 size_t tokenizer__bpe_unmap(const struct tokenizer *t, const char *s, size_t len, char *out);
+
+/* ---- tokenizer_wpm.c --------------------------------------------------- */
+
+/*
+ * Appends the WordPiece tokens of text[0..len) (valid UTF-8) to out, as
+ * llama.cpp's llm_tokenizer_wpm_session: normalise and split into words one
+ * code point at a time, then match each U+2581 + word greedily, longest
+ * first; a word with any unmatched position becomes one unk. 0 or -ENOMEM.
+ */
+int tokenizer__wpm_encode(const struct tokenizer *t, const char *text, size_t len,
+                          struct tok_ids *out);
 
 /* ---- tokenizer_pre.c --------------------------------------------------- */
 

@@ -1,11 +1,14 @@
 /*
  * tokenizer.h - text <-> token ids, built from a GGUF file's tokenizer.* metadata.
  *
- * Two kinds, as llama.cpp implements them:
+ * Three kinds, as llama.cpp implements them:
  *   - "llama": SentencePiece-style BPE over the vocabulary scores, U+2581 for
  *     spaces, optional leading space, <0xNN> byte fallback;
  *   - "gpt2": byte-level BPE with ranked merges, after a pre-tokenizer chosen
- *     by tokenizer.ggml.pre and run with PCRE2 (UTF + UCP).
+ *     by tokenizer.ggml.pre and run with PCRE2 (UTF + UCP);
+ *   - "bert": WordPiece (BERT-style embedding models): lowercase, strip
+ *     accents, split at spaces and punctuation, then greedy longest match of
+ *     U+2581 + word; a word that cannot be matched becomes [UNK].
  * Special (control / user-defined) tokens are recognised in text only when
  * asked to. A struct tokenizer copies what it needs from the GGUF metadata and
  * is immutable after tokenizer_new(): every function may be called from any
@@ -39,16 +42,19 @@ enum tokenizer_ttype {
  * message in err. The caller owns *out; release with tokenizer_free().
  * Stricter than llama.cpp, which warns and goes on: a special token id out
  * of range (-1 or 0xFFFFFFFF mean "none"), a scores/token_type array whose
- * length differs from the token count, a duplicate token or a merge that is
- * not "a b" are errors.
+ * length differs from the token count, a duplicate token, a merge that is
+ * not "a b", or a "bert" vocabulary without a BOS ([CLS]), separator or
+ * unknown id (llama.cpp would fail only when encoding) are errors.
  */
 int tokenizer_new(const struct gguf *g, struct tokenizer **out, char *err, size_t errlen);
 void tokenizer_free(struct tokenizer *t); /* accepts NULL */
 
 /*
  * Encodes text[0..len). add_special adds BOS (and EOS) where the vocabulary
- * says so (tokenizer.ggml.add_bos_token / add_eos_token); parse_special
- * turns the text of control and user-defined tokens into those tokens.
+ * says so (tokenizer.ggml.add_bos_token / add_eos_token); for "bert" it
+ * always puts [CLS] (the BOS id) first and [SEP] last, as llama.cpp does,
+ * whatever those flags say. parse_special turns the text of control and
+ * user-defined tokens into those tokens.
  * As in llama.cpp, user-defined tokens are split out even without
  * parse_special, and for "llama" a leading space goes before the text and
  * before text that follows a special token (when add_space_prefix).
@@ -97,7 +103,7 @@ bool tokenizer_is_eog(const struct tokenizer *t, int32_t id);
 /* The vocabulary string of id, NUL-terminated; NULL if out of range. */
 const char *tokenizer_token_text(const struct tokenizer *t, int32_t id);
 enum tokenizer_ttype tokenizer_token_type(const struct tokenizer *t, int32_t id);
-/* "llama" or "gpt2", and the pre-tokenizer name. */
+/* "llama", "gpt2" or "bert", and the pre-tokenizer name ("default" unless "gpt2"). */
 const char *tokenizer_model_name(const struct tokenizer *t);
 const char *tokenizer_pre_name(const struct tokenizer *t);
 

@@ -1,6 +1,7 @@
 /*
  * test_tokenizer.c - the tokenizer against llama.cpp's vocabulary test
- * vectors (shared/fixtures/tokenizer), the golden prompts of kjv-tiny, and
+ * vectors (shared/fixtures/tokenizer), the golden prompts of kjv-tiny, the
+ * WordPiece goldens of bert-tiny-random (shared/models/embed/golden), and
  * vocabularies built in memory with the GGUF writer: well-formed ones to pin
  * down merge, pre-tokenizer and special-token rules, and one malformed
  * vocabulary per way of failing, each with its expected error line.
@@ -496,8 +497,8 @@ test_bad_model_and_pre(void)
     gguf_writer_set_str(w, "tokenizer.ggml.model", "foo");
     expect_error(w, "unknown tokenizer model 'foo'");
     w = spm_writer(tiny_tokens, tiny_scores, tiny_types, TINY_N);
-    gguf_writer_set_str(w, "tokenizer.ggml.model", "bert");
-    expect_error(w, "tokenizer.ggml.model: 'bert' (WordPiece) is not supported");
+    gguf_writer_set_str(w, "tokenizer.ggml.model", "bert"); /* default [CLS] 101 > n_vocab */
+    expect_error(w, "tokenizer.ggml.bos_token_id is not set, but a 'bert' vocabulary");
     w = spm_writer(tiny_tokens, tiny_scores, tiny_types, TINY_N);
     gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
     gguf_writer_set_str(w, "tokenizer.ggml.pre", "nope");
@@ -783,6 +784,245 @@ test_bad_merges(void)
     expect_error(w, "tokenizer.ggml.merges: expected an array of strings");
 }
 
+/* ---- bert (WordPiece) --------------------------------------------------------- */
+
+#define BERT_MODEL "models/embed/bert-tiny-random-f16.gguf"
+#define BERT_UNK 100
+#define BERT_CLS 101
+#define BERT_SEP 102
+
+/* The id whose vocabulary text is s, or -1 (a linear scan: tests only). */
+static int32_t
+id_of_text(const struct tokenizer *t, const char *s)
+{
+    for (int32_t i = 0; i < tokenizer_n_vocab(t); i++) {
+        if (strcmp(tokenizer_token_text(t, i), s) == 0)
+            return i;
+    }
+    return -1;
+}
+
+/* Compares the pieces (special = true) of ids[0..n) with the JSON array pieces. */
+static bool
+pieces_match(const struct tokenizer *t, const int32_t *ids, size_t n, const cJSON *pieces)
+{
+    if (cJSON_GetArraySize(pieces) != (int)n)
+        return false;
+    bool same = true;
+    for (size_t i = 0; i < n; i++) {
+        const char *want = cJSON_GetStringValue(cJSON_GetArrayItem(pieces, (int)i));
+        char buf[64];
+        int k = tokenizer_piece(t, ids[i], true, buf, sizeof(buf));
+        bool ok = want != NULL && k >= 0 && (size_t)k < sizeof(buf) &&
+                  strlen(want) == (size_t)k && memcmp(buf, want, (size_t)k) == 0;
+        if (!ok)
+            fprintf(stderr, "  piece %zu (id %d): '%.*s' instead of '%s'\n", i, ids[i],
+                    k > 0 && (size_t)k < sizeof(buf) ? k : 0, buf, want ? want : "(null)");
+        same &= ok;
+    }
+    return same;
+}
+
+/* One golden file: ids with add_special and parse_special, then their pieces. */
+static void
+bert_golden_case(const struct tokenizer *t, const char *id, int *ok_ids, int *ok_pieces)
+{
+    static int32_t want[4096];
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/models/embed/golden/%s.json", test_shared_dir(), id);
+    char *text = test_read_file(path, NULL);
+    cJSON *j = text ? cJSON_Parse(text) : NULL;
+    CHECK(j != NULL);
+    const char *input = cJSON_GetStringValue(cJSON_GetObjectItem(j, "text"));
+    const cJSON *pieces = cJSON_GetObjectItem(j, "pieces");
+    CHECK(input != NULL && cJSON_IsArray(pieces));
+    if (input != NULL && cJSON_IsArray(pieces)) {
+        size_t nw = json_ids(cJSON_GetObjectItem(j, "tokens"), want, 4096), n = 0;
+        CHECK(nw >= 2);
+        int32_t *got = enc(t, input, true, true, &n);
+        bool same = ids_equal(got, n, want, nw);
+        if (!same)
+            fprintf(stderr, "  %s: ids differ (%zu tokens, expected %zu)\n", id, n, nw);
+        CHECK(same);
+        bool pieces_ok = pieces_match(t, want, nw, pieces);
+        CHECK(pieces_ok);
+        *ok_ids += same;
+        *ok_pieces += pieces_ok;
+        free(got);
+    }
+    cJSON_Delete(j);
+    free(text);
+}
+
+/* Every input that golden/index.json lists (13), never the holdout set. */
+static void
+test_bert_golden(void)
+{
+    struct tokenizer *t = load_shared(BERT_MODEL);
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/models/embed/golden/index.json", test_shared_dir());
+    char *text = test_read_file(path, NULL);
+    cJSON *index = text ? cJSON_Parse(text) : NULL;
+    CHECK(cJSON_IsArray(index));
+    int cases = 0, ok_ids = 0, ok_pieces = 0;
+    const cJSON *it = NULL, *list = t ? index : NULL;
+    cJSON_ArrayForEach(it, list) {
+        const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(it, "id"));
+        CHECK(id != NULL);
+        if (id == NULL)
+            continue;
+        bert_golden_case(t, id, &ok_ids, &ok_pieces);
+        cases++;
+    }
+    CHECK_EQ(cases, 13);
+    printf("  %s: %d golden inputs, ids %d/%d, pieces %d/%d\n", strrchr(BERT_MODEL, '/') + 1,
+           cases, ok_ids, cases, ok_pieces, cases);
+    cJSON_Delete(index);
+    free(text);
+    tokenizer_free(t);
+}
+
+/* n bytes of 'x' as one word: "▁xx" and then "xx" pieces. */
+static void
+bert_long_word(const struct tokenizer *t, size_t n)
+{
+    char *s = malloc(n + 1);
+    memset(s, 'x', n);
+    s[n] = '\0';
+    int32_t first = id_of_text(t, "\xe2\x96\x81xx"), xx = id_of_text(t, "xx");
+    CHECK(first >= 0 && xx >= 0);
+    size_t got_n = 0;
+    int32_t *got = enc(t, s, true, true, &got_n);
+    CHECK_EQ(got_n, 2 + 1 + (n - 2) / 2);
+    bool same = got != NULL && got_n == 2 + 1 + (n - 2) / 2 && got[0] == BERT_CLS &&
+                got[1] == first && got[got_n - 1] == BERT_SEP;
+    for (size_t i = 2; same && i + 1 < got_n; i++)
+        same = got[i] == xx;
+    CHECK(same);
+    free(got);
+    free(s);
+}
+
+static void
+test_bert_rules(void)
+{
+    struct tokenizer *t = load_shared(BERT_MODEL);
+    if (t == NULL)
+        return;
+    CHECK_STR(tokenizer_model_name(t), "bert");
+    CHECK_EQ(tokenizer_bos(t), BERT_CLS);
+    CHECK_EQ(tokenizer_eos(t), BERT_SEP); /* the file's eos_token_id */
+    CHECK(tokenizer_add_bos(t));
+    CHECK_EQ(tokenizer_token_type(t, BERT_SEP), TOKENIZER_CONTROL);
+    /* No 100-character limit as in HF: 150 'x' is "▁xx" + 74 x "xx"; 1 MB works too. */
+    bert_long_word(t, 150);
+    bert_long_word(t, (size_t)1 << 20);
+    const int32_t empty[] = {BERT_CLS, BERT_SEP};
+    check_ids(t, "", true, true, empty, 2);
+    check_ids(t, " \t\n ", true, true, empty, 2);
+    const int32_t plain[] = {7592, 2088}; /* " hello", " world" */
+    check_ids(t, "Hello, world", false, true, (int32_t[]){7592, 1010, 2088}, 3);
+    check_ids(t, "hello world", false, false, plain, 2);
+    char *s = dec(t, plain, 2, false, false);
+    CHECK_STR(s, " hello world");
+    free(s);
+    /* Without parse_special, "[SEP]" is text: '[', 'sep', ']' words. */
+    const int32_t sep_text[] = {BERT_CLS, id_of_text(t, "\xe2\x96\x81["),
+                                id_of_text(t, "\xe2\x96\x81sep"), id_of_text(t, "\xe2\x96\x81]"),
+                                BERT_SEP};
+    CHECK(sep_text[1] >= 0 && sep_text[2] >= 0 && sep_text[3] >= 0);
+    check_ids(t, "[SEP]", true, false, sep_text, 5);
+    const int32_t sep_special[] = {BERT_CLS, BERT_SEP, BERT_SEP};
+    check_ids(t, "[SEP]", true, true, sep_special, 3);
+    /* A code point no token has makes its whole word one [UNK], and only that word. */
+    const int32_t unk[] = {BERT_CLS, id_of_text(t, "\xe2\x96\x81" "a"), BERT_UNK,
+                           id_of_text(t, "\xe2\x96\x81" "b"), BERT_SEP};
+    CHECK(unk[1] >= 0 && unk[3] >= 0);
+    check_ids(t, "a xx\xf0\x9f\xa6\x99xx b", true, true, unk, 5);
+    tokenizer_free(t);
+}
+
+/* A small WordPiece vocabulary: the five BERT specials, then words. */
+static const char *const wpm_tokens[] = {
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "\xe2\x96\x81" "a", "b",
+    "\xe2\x96\x81" "Ab", "\xe2\x96\x81" "ab", "\xe2\x96\x81" "e", "\xe2\x96\x81\xc3\xa9"};
+static const int32_t wpm_types[] = {3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1};
+#define WPM_N 11
+
+/* The vocabulary with model "bert"; ids says whether to name CLS/SEP/UNK. */
+static struct gguf_writer *
+wpm_writer(bool ids)
+{
+    struct gguf_writer *w = gguf_writer_new();
+    gguf_writer_set_str(w, "tokenizer.ggml.model", "bert");
+    set_tokens(w, wpm_tokens, WPM_N);
+    gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_VT_INT32, wpm_types, WPM_N);
+    if (ids) {
+        gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 2);
+        gguf_writer_set_u32(w, "tokenizer.ggml.seperator_token_id", 3);
+        gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", 1);
+    }
+    return w;
+}
+
+/* Loads w and checks the ids of "Ab " U+00E9 (add_special on). Consumes w. */
+static void
+wpm_case(struct gguf_writer *w, const int32_t *want, size_t n)
+{
+    struct tokenizer *t = NULL;
+    char err[256];
+    int rc = load_writer(w, &t, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "  wpm vocabulary: %s\n", err);
+    CHECK_EQ(rc, 0);
+    if (t != NULL)
+        check_ids(t, "Ab \xc3\xa9", true, true, want, n);
+    tokenizer_free(t);
+}
+
+static void
+test_bert_vocab(void)
+{
+    /* Missing ids: the defaults (101, 102, 100) are out of range for 11 tokens. */
+    expect_error(wpm_writer(false), "tokenizer.ggml.bos_token_id is not set, but a 'bert' "
+                                    "vocabulary puts it ([CLS]) first in every input");
+    struct gguf_writer *w = wpm_writer(false);
+    gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 2);
+    expect_error(w, "tokenizer.ggml.seperator_token_id is not set");
+    w = wpm_writer(false);
+    gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 2);
+    gguf_writer_set_u32(w, "tokenizer.ggml.seperator_token_id", 3);
+    expect_error(w, "tokenizer.ggml.unknown_token_id is not set");
+    w = wpm_writer(true);
+    gguf_writer_set_u32(w, "tokenizer.ggml.seperator_token_id", 99);
+    expect_error(w, "tokenizer.ggml.seperator_token_id: 99 is out of range");
+    w = wpm_writer(true);
+    gguf_writer_set_str(w, "tokenizer.ggml.normalizer.lowercase", "yes");
+    expect_error(w, "tokenizer.ggml.normalizer.lowercase: expected a bool");
+
+    /* Lowercase and strip accents by default; add_*_token change nothing. */
+    w = wpm_writer(true);
+    gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", false);
+    gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", true); /* and no eos id */
+    wpm_case(w, (const int32_t[]){2, 8, 9, 3}, 4);
+    /* Cased: no lowercasing, and strip_accents follows lowercase. */
+    w = wpm_writer(true);
+    gguf_writer_set_bool(w, "tokenizer.ggml.normalizer.lowercase", false);
+    wpm_case(w, (const int32_t[]){2, 7, 10, 3}, 4);
+    w = wpm_writer(true);
+    gguf_writer_set_bool(w, "tokenizer.ggml.normalizer.strip_accents", false);
+    wpm_case(w, (const int32_t[]){2, 8, 10, 3}, 4);
+    /* "a b": "▁b" is no token, so that word is [UNK]. */
+    struct tokenizer *t = NULL;
+    char err[256];
+    CHECK_EQ(load_writer(wpm_writer(true), &t, err, sizeof(err)), 0);
+    if (t != NULL) {
+        check_ids(t, "a b ab", false, false, (const int32_t[]){5, 1, 8}, 3);
+        check_ids(t, "a[MASK]b", true, true, (const int32_t[]){2, 5, 4, 1, 3}, 5);
+    }
+    tokenizer_free(t);
+}
+
 /* ---- Speed and threads ------------------------------------------------------- */
 
 static char *
@@ -913,6 +1153,9 @@ main(int argc, char **argv)
         {"bpe_rules", test_bpe_rules},
         {"bpe_ignore_merges", test_bpe_ignore_merges},
         {"pre_names", test_pre_names},
+        {"bert_golden", test_bert_golden},
+        {"bert_rules", test_bert_rules},
+        {"bert_vocab", test_bert_vocab},
         {"encode_speed", test_encode_speed},
         {"threads", test_threads},
         {NULL, NULL},
