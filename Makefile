@@ -57,7 +57,8 @@ bench: all $(BUILD)/tests/bench $(BUILD)/tests/bench_retrieval
 	$(BUILD)/tests/bench $(BUILD)/loraserve
 	node tests/bench_server.mjs $(BUILD)/loraserve $${LORASERVE_BENCH_DIR:-build/bench}/synth-110m-q8_0.gguf
 	node tests/bench_adapters.mjs $(BUILD)/loraserve $${LORASERVE_BENCH_DIR:-build/bench}/synth-110m-q8_0.gguf
-	$(BUILD)/tests/bench_retrieval $${LORASERVE_BENCH_DIR:-build/bench}/synth-110m-q8_0.gguf $${LORASERVE_BENCH_DIR:-build/bench}
+	$(BUILD)/tests/bench_retrieval $${LORASERVE_BENCH_DIR:-build/bench}/synth-110m-q8_0.gguf $${LORASERVE_BENCH_DIR:-build/bench} \
+	  $(SHARED)/models/embed/bert-tiny-random-f16.gguf
 	node tests/bench_summary.mjs $${LORASERVE_BENCH_DIR:-build/bench}
 
 clean:

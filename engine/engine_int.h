@@ -135,6 +135,38 @@ int engine__lora_apply(struct engine_pool *pool, struct engine_lora_plan *p, int
                        float *const *y, const int64_t *n_out);
 void engine__lora_plan_release(struct engine_lora_plan *p);
 
+/* ---- Reading a GGUF file's keys and tensors, checked (loader.c) ---- */
+
+struct engine_loader {
+    const struct gguf *g;
+    const char *path;               /* for messages */
+    char *err;
+    size_t errlen;
+    int64_t n_params;               /* elements of the tensors loaded so far */
+};
+
+/* Key "arch.suffix" as an int in [lo, hi]; def if absent and not required. 0 or -EINVAL. */
+int engine__load_int(struct engine_loader *L, const char *arch, const char *suffix, int def,
+                     bool required, int lo, int hi, int *out);
+/* Key "arch.suffix" as a finite float; def if absent. 0 or -EINVAL. */
+int engine__load_float(struct engine_loader *L, const char *arch, const char *suffix,
+                       float def, float *out);
+/* Tensor name, or NULL; a missing required one sets *rc (if still 0) to -EINVAL. */
+const struct gguf_tensor *engine__load_find(struct engine_loader *L, const char *name,
+                                            bool required, int *rc);
+/* A matrix of n_out rows of k, left in the file: 0, -EINVAL (shape, type); absent: w untouched. */
+int engine__load_weight(struct engine_loader *L, const char *name, int64_t k, int64_t n_out,
+                        bool required, struct engine_weight *w);
+/* A 1-D tensor of n as an owned f32 array (NULL if absent): 0, -EINVAL, -ENOMEM. */
+int engine__load_vector(struct engine_loader *L, const char *name, int64_t n, bool required,
+                        float **out);
+/* The same for rows of n (rows 0: a 1-D tensor). */
+int engine__load_matrix_f32(struct engine_loader *L, const char *name, int64_t n, int64_t rows,
+                            bool required, float **out);
+
+/* out[i] = v[i] / |v| (zeros if v is all zeros): an embedding's last step. */
+void engine__l2_normalize(const double *v, int n, float *out);
+
 /* Fixed-size bookkeeping allocations: abort with a message on failure. */
 void *engine__xmalloc(size_t n);
 void *engine__xcalloc(size_t n, size_t size);

@@ -25,55 +25,23 @@
 
 struct loader {
     struct engine_model *m;
+    struct engine_loader base;
     const char *path;
     char *err;
     size_t errlen;
 };
 
-/* ---- Hyperparameters -------------------------------------------------- */
-
 static int
 get_int(struct loader *L, const char *arch, const char *suffix, int def, bool required,
         int lo, int hi, int *out)
 {
-    char key[128];
-    snprintf(key, sizeof(key), "%s.%s", arch, suffix);
-    int64_t v = 0;
-    int rc = gguf_get_i64(L->m->gguf, key, &v);
-    if (rc == -ENOENT && !required) {
-        *out = def;
-        return 0;
-    }
-    if (rc == -ENOENT) {
-        engine__err(L->err, L->errlen, "%s: missing key %s", L->path, key);
-        return -EINVAL;
-    }
-    if (rc < 0 || v < lo || v > hi) {
-        engine__err(L->err, L->errlen, "%s: %s = %lld is out of range [%d, %d]", L->path, key,
-                     (long long)v, lo, hi);
-        return -EINVAL;
-    }
-    *out = (int)v;
-    return 0;
+    return engine__load_int(&L->base, arch, suffix, def, required, lo, hi, out);
 }
 
 static int
 get_float(struct loader *L, const char *arch, const char *suffix, float def, float *out)
 {
-    char key[128];
-    snprintf(key, sizeof(key), "%s.%s", arch, suffix);
-    double v = def;
-    int rc = gguf_get_f64(L->m->gguf, key, &v);
-    if (rc < 0 && rc != -ENOENT) {
-        engine__err(L->err, L->errlen, "%s: %s is not a number", L->path, key);
-        return -EINVAL;
-    }
-    if (!isfinite(v)) {
-        engine__err(L->err, L->errlen, "%s: %s = %g is not finite", L->path, key, v);
-        return -EINVAL;
-    }
-    *out = (float)v;
-    return 0;
+    return engine__load_float(&L->base, arch, suffix, def, out);
 }
 
 static int
@@ -170,81 +138,17 @@ read_hparams(struct loader *L)
 
 /* ---- Tensors ---------------------------------------------------------- */
 
-static const struct gguf_tensor *
-find(struct loader *L, const char *name, bool required, int *rc)
-{
-    const struct gguf_tensor *t = gguf_find_tensor(L->m->gguf, name);
-    if (t == NULL && required && *rc == 0) {
-        engine__err(L->err, L->errlen, "%s: missing tensor %s", L->path, name);
-        *rc = -EINVAL;
-    }
-    return t;
-}
-
-static int
-check_shape(struct loader *L, const struct gguf_tensor *t, int64_t ne0, int64_t ne1)
-{
-    int64_t want_dims = ne1 > 0 ? 2 : 1;
-    bool ok = t->ne[0] == ne0 && (ne1 > 0 ? t->ne[1] == ne1 : t->ne[1] == 1) &&
-              t->ne[2] == 1 && t->ne[3] == 1;
-    if (!ok) {
-        engine__err(L->err, L->errlen,
-                    "%s: tensor %s has shape [%lld, %lld, %lld, %lld], expected [%lld%s%lld]",
-                    L->path, t->name, (long long)t->ne[0], (long long)t->ne[1],
-                    (long long)t->ne[2], (long long)t->ne[3], (long long)ne0,
-                    want_dims == 2 ? ", " : "", want_dims == 2 ? (long long)ne1 : 0LL);
-        return -EINVAL;
-    }
-    if (!engine__type_supported(t->type)) {
-        engine__err(L->err, L->errlen, "%s: tensor %s has type %s, which is not supported "
-                    "(f32, f16, bf16, q8_0, q4_0, q4_K, q6_K)", L->path, t->name,
-                    gguf_ttype_name(t->type));
-        return -EINVAL;
-    }
-    return 0;
-}
-
 static int
 load_weight(struct loader *L, const char *name, int64_t k, int64_t n_out, bool required,
             struct engine_weight *w)
 {
-    int rc = 0;
-    const struct gguf_tensor *t = find(L, name, required, &rc);
-    if (t == NULL)
-        return rc;
-    if ((rc = check_shape(L, t, k, n_out)) < 0)
-        return rc;
-    *w = (struct engine_weight){ .type = t->type, .k = k, .n_out = n_out, .data = t->data };
-    L->m->n_params += k * n_out;
-    return 0;
+    return engine__load_weight(&L->base, name, k, n_out, required, w);
 }
 
-/* Converts a 1-D tensor of n elements to an owned f32 array (NULL if absent). */
 static int
 load_vector(struct loader *L, const char *name, int64_t n, bool required, float **out)
 {
-    int rc = 0;
-    *out = NULL;
-    const struct gguf_tensor *t = find(L, name, required, &rc);
-    if (t == NULL)
-        return rc;
-    if ((rc = check_shape(L, t, n, 0)) < 0)
-        return rc;
-    float *v = engine__try_alloc((size_t)n, sizeof(float));
-    if (v == NULL)
-        return -ENOMEM;
-    engine__dequantize_row(t->type, t->data, v, n);
-    for (int64_t i = 0; i < n; i++) {
-        if (!isfinite(v[i])) {
-            engine__err(L->err, L->errlen, "%s: tensor %s holds a non-finite value at %lld",
-                        L->path, name, (long long)i);
-            free(v);
-            return -EINVAL;
-        }
-    }
-    *out = v;
-    L->m->n_params += n;
-    return 0;
+    return engine__load_vector(&L->base, name, n, required, out);
 }
 
 static int
@@ -419,13 +323,15 @@ engine_model_open(const char *path, struct engine_model **out, char *err, size_t
     *out = NULL;
     engine__kernels_init();
     struct engine_model *m = engine__xcalloc(1, sizeof(*m));
-    struct loader L = { m, path, err, errlen };
+    struct loader L = { m, { NULL, path, err, errlen, 0 }, path, err, errlen };
     int rc = gguf_open(path, &m->gguf, err, errlen);
     if (rc < 0)
         goto out;
+    L.base.g = m->gguf;
     if ((rc = read_arch(&L)) < 0 || (rc = read_hparams(&L)) < 0 || (rc = read_vocab(&L)) < 0 ||
         (rc = load_tensors(&L)) < 0 || (rc = pack_weights(m)) < 0)
         goto out;
+    m->n_params = L.base.n_params;
     for (int64_t i = 0; i < gguf_n_tensors(m->gguf); i++)
         m->bytes += gguf_tensor(m->gguf, i)->nbytes;
     *out = m;

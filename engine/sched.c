@@ -477,16 +477,14 @@ embed_one(struct engine_sched *S, struct embed_job *j)
             S->pos[r] = off + r, S->seq[r] = seq;
         struct engine_batch b = { m, j->tokens + off, S->pos, S->seq, NULL, NULL };
         rc = engine_decode_hidden(S->ctx, &b, h);
-        for (int r = j->pool == ENGINE_POOL_LAST ? m - 1 : 0; rc == 0 && r < m; r++)
+        int r1 = j->pool != ENGINE_POOL_CLS ? m : off == 0 ? 1 : 0;
+        for (int r = j->pool == ENGINE_POOL_LAST ? m - 1 : 0; rc == 0 && r < r1; r++)
             for (int i = 0; i < e; i++)
                 acc[i] = (j->pool == ENGINE_POOL_LAST ? 0 : acc[i]) + h[(size_t)r * e + i];
     }
     engine_seq_truncate(S->ctx, seq, 0);
-    double norm = 0;
-    for (int i = 0; rc == 0 && i < e; i++)
-        norm += acc[i] * acc[i];
-    for (int i = 0; rc == 0 && i < e; i++)
-        j->out[i] = norm > 0 ? (float)(acc[i] / sqrt(norm)) : 0.0f;
+    if (rc == 0)
+        engine__l2_normalize(acc, e, j->out);
     free(h);
     free(acc);
     return rc;

@@ -6,6 +6,7 @@
  * fail with -ENOMEM instead.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,4 +76,14 @@ engine_tensor_to_f32(enum gguf_ttype t, const void *src, float *dst, int64_t n)
     engine__kernels_init();
     engine__dequantize_row(t, src, dst, n);
     return 0;
+}
+
+void
+engine__l2_normalize(const double *v, int n, float *out)
+{
+    double norm = 0;
+    for (int i = 0; i < n; i++)
+        norm += v[i] * v[i];
+    for (int i = 0; i < n; i++)
+        out[i] = norm > 0 ? (float)(v[i] / sqrt(norm)) : 0.0f;
 }

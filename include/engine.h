@@ -262,12 +262,13 @@ void engine_sched_load(struct engine_sched *s, int *waiting, int *running);
 /*
  * The embedding of tokens[0..n) (1 <= n <= the slots' context) by the served
  * model: its output-normed last hidden states, averaged over the tokens
- * (MEAN) or the last token's (LAST), scaled to length 1, into out[n_embd].
+ * (MEAN), the first token's (CLS) or the last one's (LAST), scaled to length
+ * 1, into out[n_embd].
  * Runs on the scheduler thread between its steps; the caller waits (call it
  * off the loop). 0, -EINVAL (a token out of range), -E2BIG, -ECANCELED
  * (stopping), -ENOMEM.
  */
-enum engine_pooling { ENGINE_POOL_MEAN, ENGINE_POOL_LAST };
+enum engine_pooling { ENGINE_POOL_MEAN, ENGINE_POOL_CLS, ENGINE_POOL_LAST };
 int engine_sched_embed(struct engine_sched *s, const int32_t *tokens, int n,
                        enum engine_pooling pool, float *out);
 /*
@@ -341,6 +342,35 @@ void engine_req_release(struct engine_req *r);
  * Returns 0 or -EINVAL for a type the engine cannot read.
  */
 int engine_tensor_to_f32(enum gguf_ttype t, const void *src, float *dst, int64_t n);
+
+/* ---- Embedding models (encoders) ------------------------------------- */
+
+/*
+ * A BERT-family embedding model from a GGUF file (llama.cpp's "bert"
+ * architecture: WordPiece vocabulary, absolute positions, post-LayerNorm,
+ * GELU, no causal mask), with a pool of n_threads threads of its own. Its
+ * tokenizer gives the ids ([CLS] ... [SEP] with add_special). Every function
+ * may be called from any thread; embeddings are computed one at a time.
+ * 0, or -EINVAL/-EBADMSG/-ENOENT/-ENOMEM with one line naming the file in err.
+ */
+struct engine_encoder;
+int engine_encoder_open(const char *path, int n_threads, struct engine_encoder **out,
+                        char *err, size_t errlen);
+void engine_encoder_free(struct engine_encoder *e); /* accepts NULL */
+const struct tokenizer *engine_encoder_tokenizer(const struct engine_encoder *e);
+int engine_encoder_dim(const struct engine_encoder *e);     /* n_embd */
+int engine_encoder_n_ctx(const struct engine_encoder *e);   /* most tokens per text */
+/* The file's bert.pooling_type: MEAN, CLS or LAST. */
+enum engine_pooling engine_encoder_pooling(const struct engine_encoder *e);
+int64_t engine_encoder_n_params(const struct engine_encoder *e);
+/*
+ * ids[0..n) pooled as asked, L2-normalised, into out[dim]: 0, -EINVAL (n < 1,
+ * an id out of range), -E2BIG (n beyond n_ctx), -ENOMEM.
+ */
+int engine_encoder_embed(struct engine_encoder *e, const int32_t *ids, int n,
+                         enum engine_pooling pool, float *out);
+/* The last layer's hidden states of ids[0..n), n x dim, not normalised (for tests). */
+int engine_encoder_hidden(struct engine_encoder *e, const int32_t *ids, int n, float *out);
 
 /* ---- Model files ------------------------------------------------------ */
 

@@ -44,12 +44,14 @@ struct server_config {
     uint64_t max_adapter_memory;    /* bytes of resident adapters; 0: no limit */
     const char *kv_type;        /* KV cache: "auto", "f16" or "f32" (engine.h) */
     int embedding_dim;          /* the hash embedder's default dimension (retrieval.h) */
-    const char *pooling;        /* the served model's embeddings: "mean" or "last" */
+    const char *pooling;        /* the served model's embeddings: "mean", "cls" or "last" */
+    const char *embedding_model;    /* a BERT GGUF file for /v1/embeddings, or NULL */
+    const char *embedding_pooling;  /* its pooling: "mean", "cls", "last"; NULL: the file's */
 };
 
 #define SERVER_CONFIG_INIT \
     { NULL, "127.0.0.1", 8080, 0, 0, 4, 64, 512, "./loraserve-data", 1 << 20, NULL, NULL, 30, \
-      NULL, 0, NULL, 64, 0, "auto", 384, "mean" }
+      NULL, 0, NULL, 64, 0, "auto", 384, "mean", NULL, NULL }
 
 /*
  * Serves until SIGTERM or SIGINT, then stops accepting, lets running requests

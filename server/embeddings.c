@@ -8,11 +8,14 @@
  *
  * model: "hash" (also when absent) is the built-in hash embedder; the served
  * model's id embeds with the model itself (its output-normed last hidden
- * states, mean-pooled or the last token's as --pooling says, through the
- * scheduler: engine_sched_embed); any other id is 404.
- * input: a string or an array of 1..2048 strings, none empty; the model also
- * takes token ids (an array of ids, or an array of them). dimensions: for
- * hash 1..8192, a hash embedder of that size; for the model its n_embd only.
+ * states, pooled as --pooling says, through the scheduler:
+ * engine_sched_embed); the --embedding-model's id with that BERT model
+ * (engine_encoder_embed, pooled as its file or --embedding-pooling says);
+ * any other id is 404.
+ * input: a string or an array of 1..2048 strings, none empty; the models also
+ * take token ids (an array of ids, or an array of them); an input beyond a
+ * model's context is a 400. dimensions: for hash 1..8192, a hash embedder of
+ * that size; for a model its n_embd only.
  * encoding_format: "float" (default) or "base64" (little-endian float32,
  * what the official clients ask for and decode).
  */
@@ -27,12 +30,15 @@
 
 #define EMB_MAX_INPUTS 2048
 
+enum emb_kind { EMB_HASH, EMB_MODEL, EMB_ENCODER };
+
 struct emb {
     struct server *s;
     cJSON *root;                            /* the request; inputs point into it */
     const cJSON *input;                     /* a string, or an array of them */
     int n;
-    const struct retrieval_embedder *e;     /* hash, or NULL: the served model */
+    enum emb_kind kind;
+    const struct retrieval_embedder *e;     /* for hash; NULL for the models */
     struct retrieval_embedder *own;         /* made for dimensions=, or NULL */
     bool base64;
 };
@@ -48,30 +54,39 @@ emb_free(void *arg)
 
 /* ---- Checking the request (loop) -------------------------------------- */
 
-/* 0 for hash, 1 for the served model, or an error. */
+/* An emb_kind, or an error. */
 static int
 check_model(struct server *s, const cJSON *root, struct oai_err *e)
 {
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (m == NULL || cJSON_IsNull(m))
-        return 0;
+        return EMB_HASH;
     if (!cJSON_IsString(m))
         return server__fail(e, -EINVAL, "model", "invalid_type", "model: expected a string");
     if (strcmp(m->valuestring, "hash") == 0)
-        return 0;
+        return EMB_HASH;
     if (strcmp(m->valuestring, s->model_id) == 0)
-        return 1;
+        return EMB_MODEL;
+    if (server__is_encoder(s, m->valuestring))
+        return EMB_ENCODER;
     return server__fail(e, -ENOENT, "model", "model_not_found",
-                        "the embedding model '%.200s' does not exist (use 'hash' or '%s')",
-                        m->valuestring, s->model_id);
+                        "the embedding model '%.200s' does not exist (use 'hash', '%s'%s%s%s)",
+                        m->valuestring, s->model_id, s->encoder ? " or '" : "",
+                        s->encoder ? s->encoder_id : "", s->encoder ? "'" : "");
+}
+
+static const struct tokenizer *
+tok_of(const struct emb *q)
+{
+    return q->kind == EMB_ENCODER ? engine_encoder_tokenizer(q->s->encoder) : q->s->tok;
 }
 
 /* A text, or (for the model) an array of token ids. */
 static int
 check_text(const struct emb *q, const cJSON *t, struct oai_err *e)
 {
-    if (q->e == NULL && cJSON_IsArray(t) && cJSON_GetArraySize(t) > 0) {
-        int n_vocab = tokenizer_n_vocab(q->s->tok);
+    if (q->kind != EMB_HASH && cJSON_IsArray(t) && cJSON_GetArraySize(t) > 0) {
+        int n_vocab = tokenizer_n_vocab(tok_of(q));
         const cJSON *x;
         cJSON_ArrayForEach(x, t) {
             if (!cJSON_IsNumber(x) || x->valuedouble < 0 || x->valuedouble >= n_vocab)
@@ -100,7 +115,7 @@ check_input(const cJSON *root, struct emb *q, struct oai_err *e)
         return server__fail(e, -EINVAL, "input", "missing_required_parameter",
                             "input: required");
     q->input = in;
-    if (!cJSON_IsArray(in) || (q->e == NULL && cJSON_IsNumber(in->child))) {
+    if (!cJSON_IsArray(in) || (q->kind != EMB_HASH && cJSON_IsNumber(in->child))) {
         q->n = 1;
         return check_text(q, in, e);
     }
@@ -112,6 +127,14 @@ check_input(const cJSON *root, struct emb *q, struct oai_err *e)
     for (const cJSON *t = in->child; t != NULL && rc == 0; t = t->next)
         rc = check_text(q, t, e);
     return rc;
+}
+
+static int
+dim_of(const struct emb *q)
+{
+    return q->kind == EMB_HASH      ? retrieval_embedder_dim(q->e)
+           : q->kind == EMB_ENCODER ? engine_encoder_dim(q->s->encoder)
+                                    : engine_model_hparams(q->s->model)->n_embd;
 }
 
 static int
@@ -128,15 +151,16 @@ check_format(struct server *s, const cJSON *root, struct emb *q, struct oai_err 
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, "dimensions");
     if (d == NULL || cJSON_IsNull(d))
         return 0;
-    int model_dim = engine_model_hparams(s->model)->n_embd;
-    if (q->e == NULL && !(cJSON_IsNumber(d) && d->valuedouble == model_dim))
-        return server__fail(e, -EINVAL, "dimensions", "invalid_value",
-                            "dimensions: '%s' gives %d", s->model_id, model_dim);
+    int model_dim = dim_of(q);
+    if (q->kind != EMB_HASH && !(cJSON_IsNumber(d) && d->valuedouble == model_dim))
+        return server__fail(e, -EINVAL, "dimensions", "invalid_value", "dimensions: '%s' "
+                            "gives %d", q->kind == EMB_MODEL ? s->model_id : s->encoder_id,
+                            model_dim);
     if (!cJSON_IsNumber(d) || d->valuedouble != (double)(int)d->valuedouble ||
         d->valueint < 1 || d->valueint > RETRIEVAL_DIM_MAX)
         return server__fail(e, -EINVAL, "dimensions", "invalid_value",
                             "dimensions: an integer from 1 to %d", RETRIEVAL_DIM_MAX);
-    if (q->e == NULL || d->valueint == retrieval_embedder_dim(s->embedder))
+    if (q->kind != EMB_HASH || d->valueint == retrieval_embedder_dim(s->embedder))
         return 0;
     if (retrieval_hash_new(d->valueint, &q->own) < 0)
         return server__fail(e, -ENOMEM, NULL, NULL, "out of memory");
@@ -169,55 +193,83 @@ add_vector(struct sbuf *b, const float *v, int dim, bool base64)
     return rc < 0 ? rc : server__buf_adds(b, "]");
 }
 
-static int
-dim_of(const struct emb *q)
+static enum engine_pooling
+model_pooling(const struct server *s)
 {
-    return q->e ? retrieval_embedder_dim(q->e) : engine_model_hparams(q->s->model)->n_embd;
+    return strcmp(s->cfg->pooling, "last") == 0  ? ENGINE_POOL_LAST
+           : strcmp(s->cfg->pooling, "cls") == 0 ? ENGINE_POOL_CLS : ENGINE_POOL_MEAN;
 }
 
+/* ids[0..n) through the served model (kind EMB_MODEL) or the embedding model. */
 static int
-model_ids(struct server *s, const int32_t *ids, size_t n, float *v)
+ids_embed(struct server *s, enum emb_kind kind, const int32_t *ids, size_t n, float *v)
 {
-    enum engine_pooling pool = strcmp(s->cfg->pooling, "last") == 0 ? ENGINE_POOL_LAST
-                                                                    : ENGINE_POOL_MEAN;
-    return engine_sched_embed(s->sched, ids, (int)n, pool, v);
+    if (kind == EMB_ENCODER)
+        return engine_encoder_embed(s->encoder, ids, (int)n, s->encoder_pooling, v);
+    return engine_sched_embed(s->sched, ids, (int)n, model_pooling(s), v);
 }
 
-int
-server__model_embed(void *arg, const char *text, size_t len, float *out, int *n_tokens)
+/*
+ * A text through a model: its tokens with the specials the model adds (the
+ * embedding model's [CLS] ... [SEP]; special-token text is parsed, as
+ * llama.cpp does, for it only). cut: keep the first n_ctx - 1 tokens and
+ * the last, as sentence-transformers truncates (for vector stores).
+ */
+static int
+text_embed(struct server *s, enum emb_kind kind, const char *text, size_t len, bool cut,
+           float *out, int *n_tokens)
 {
-    struct server *s = arg;
+    bool enc = kind == EMB_ENCODER;
+    const struct tokenizer *tok = enc ? engine_encoder_tokenizer(s->encoder) : s->tok;
     int32_t *ids = NULL;
     size_t n = 0;
-    int rc = tokenizer_encode(s->tok, text, len, true, false, &ids, &n);
+    int rc = tokenizer_encode(tok, text, len, true, enc, &ids, &n);
+    size_t max = enc ? (size_t)engine_encoder_n_ctx(s->encoder) : (size_t)s->n_ctx;
+    if (rc == 0 && cut && n > max) {
+        ids[max - 1] = ids[n - 1];
+        n = max;
+    }
     if (rc == 0)
-        rc = model_ids(s, ids, n, out);
+        rc = ids_embed(s, kind, ids, n, out);
     free(ids);
     if (n_tokens != NULL)
         *n_tokens = (int)n;
     return rc == -EINVAL ? -EILSEQ : rc;
 }
 
-/* The served model's embedding of t (a text, tokenized as a prompt, or ids); *n_tok its tokens. */
+int
+server__model_embed(void *arg, const char *text, size_t len, float *out, int *n_tokens)
+{
+    return text_embed(arg, EMB_MODEL, text, len, false, out, n_tokens);
+}
+
+int
+server__encoder_embed(void *arg, const char *text, size_t len, float *out, int *n_tokens)
+{
+    return text_embed(arg, EMB_ENCODER, text, len, true, out, n_tokens);
+}
+
+bool
+server__is_encoder(const struct server *s, const char *id)
+{
+    return s->encoder != NULL && id != NULL && strcmp(id, s->encoder_id) == 0;
+}
+
+/* A model's embedding of t (a text or token ids); *n_tok its tokens. */
 static int
 model_embed(const struct emb *q, const cJSON *t, float *v, int *n_tok)
 {
     if (cJSON_IsString(t))
-        return server__model_embed(q->s, t->valuestring, strlen(t->valuestring), v, n_tok);
-    int32_t *ids = NULL;
+        return text_embed(q->s, q->kind, t->valuestring, strlen(t->valuestring), false, v,
+                          n_tok);
     size_t n = 0;
-    int rc = 0;
-    {
-        ids = malloc((size_t)cJSON_GetArraySize(t) * sizeof(*ids) + 1);
-        rc = ids ? 0 : -ENOMEM;
-        const cJSON *x;
-        cJSON_ArrayForEach(x, t) {
-            if (ids)
-                ids[n++] = (int32_t)x->valuedouble;
-        }
-    }
-    if (rc == 0)
-        rc = model_ids(q->s, ids, n, v);
+    int32_t *ids = malloc((size_t)cJSON_GetArraySize(t) * sizeof(*ids) + 1);
+    if (ids == NULL)
+        return -ENOMEM;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, t)
+        ids[n++] = (int32_t)x->valuedouble;
+    int rc = ids_embed(q->s, q->kind, ids, n, v);
     free(ids);
     *n_tok = (int)n;
     return rc;
@@ -233,8 +285,9 @@ add_data(const struct emb *q, struct sbuf *b, float *v, long long *tokens)
     for (; t != NULL && rc == 0 && i < q->n; t = t->next, i++) {
         int n_tok = 0;
         char head[80];
-        rc = q->e ? retrieval_embed(q->e, t->valuestring, strlen(t->valuestring), v, &n_tok)
-                  : model_embed(q, t, v, &n_tok);
+        rc = q->kind == EMB_HASH
+                 ? retrieval_embed(q->e, t->valuestring, strlen(t->valuestring), v, &n_tok)
+                 : model_embed(q, t, v, &n_tok);
         if (rc < 0)
             break;
         *tokens += n_tok;
@@ -255,9 +308,11 @@ emb_work(struct op *o, void *arg)
     long long tokens = 0;
     int rc = v == NULL ? -ENOMEM : server__buf_adds(&b, "{\"object\":\"list\",\"data\":[");
     if (rc == 0 && (rc = add_data(q, &b, v, &tokens)) == 0) {
-        char tail[160];
-        snprintf(tail, sizeof(tail), "],\"model\":\"%.64s\",\"usage\":{\"prompt_tokens\":"
-                 "%lld,\"total_tokens\":%lld}}", q->e ? "hash" : q->s->model_id, tokens, tokens);
+        char tail[400];
+        const char *id = q->kind == EMB_HASH ? "hash"
+                         : q->kind == EMB_MODEL ? q->s->model_id : q->s->encoder_id;
+        snprintf(tail, sizeof(tail), "],\"model\":\"%.256s\",\"usage\":{\"prompt_tokens\":"
+                 "%lld,\"total_tokens\":%lld}}", id, tokens, tokens);
         rc = server__buf_adds(&b, tail);
     }
     free(v);
@@ -271,7 +326,8 @@ emb_work(struct op *o, void *arg)
         server__fail(&e, rc, "input", "invalid_encoding", "input: not valid UTF-8");
     else if (rc == -E2BIG)
         server__fail(&e, -EINVAL, "input", "context_length_exceeded",
-                     "input: an input has more tokens than the context (%d)", q->s->n_ctx);
+                     "input: an input has more tokens than the model's context (%d)",
+                     q->kind == EMB_ENCODER ? engine_encoder_n_ctx(q->s->encoder) : q->s->n_ctx);
     else if (rc == -ECANCELED)
         server__fail(&e, rc, NULL, "shutting_down", "the server is shutting down");
     else
@@ -288,7 +344,8 @@ server__embeddings_start(struct server *s, struct MHD_Connection *con, const cha
     q->s = s;
     int rc = server__parse_object(body, len, &q->root, e);
     if (rc == 0 && (rc = check_model(s, q->root, e)) >= 0) {
-        q->e = rc == 1 ? NULL : s->embedder;
+        q->kind = (enum emb_kind)rc;
+        q->e = q->kind == EMB_HASH ? s->embedder : NULL;
         if ((rc = check_input(q->root, q, e)) == 0)
             rc = check_format(s, q->root, q, e);
     }

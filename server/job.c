@@ -459,6 +459,9 @@ server__job_start(struct server *s, struct MHD_Connection *con, enum oai_kind ki
     j->refs = 1;
     int later = 0;
     int rc = server__parse_request(kind, body, len, tokenizer_n_vocab(s->tok), &j->req, e);
+    if (rc == 0 && server__is_encoder(s, j->req.model))
+        rc = server__fail(e, -EINVAL, "model", "invalid_value", "model: '%.200s' is an "
+                          "embedding model; it answers /v1/embeddings only", j->req.model);
     if (rc == 0)
         rc = server__select_adapters(&j->req, s->model_id, j->want, &j->n_want, e);
     if (rc == 0 && (later = adapters_now(j, e)) < 0)

@@ -148,11 +148,29 @@ adapter_card(const struct server *s, const struct adapters_entry *e)
     return m;
 }
 
+/* The --embedding-model, for /v1/embeddings only. */
+static cJSON *
+encoder_card(const struct server *s)
+{
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", s->encoder_id);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)s->started);
+    cJSON_AddStringToObject(m, "owned_by", "loraserve");
+    cJSON_AddStringToObject(m, "root", s->cfg->embedding_model);
+    cJSON_AddNullToObject(m, "parent");
+    cJSON_AddNumberToObject(m, "max_model_len", engine_encoder_n_ctx(s->encoder));
+    cJSON_AddNumberToObject(m, "dimensions", engine_encoder_dim(s->encoder));
+    return m;
+}
+
 cJSON *
 server__models_json(struct server *s)
 {
     cJSON *a = cJSON_CreateArray();
     cJSON_AddItemToArray(a, base_card(s));
+    if (s->encoder != NULL)
+        cJSON_AddItemToArray(a, encoder_card(s));
     struct adapters_entry *list = NULL;
     int n = 0;
     if (adapters_list(s->reg, &list, &n) < 0)
@@ -168,6 +186,8 @@ server__model_json(struct server *s, const char *id)
 {
     if (strcmp(id, s->model_id) == 0)
         return base_card(s);
+    if (server__is_encoder(s, id))
+        return encoder_card(s);
     struct adapters_entry *list = NULL;
     int n = 0;
     cJSON *m = NULL;
@@ -522,9 +542,9 @@ parse_load(struct server *s, const cJSON *root, struct op *o, struct oai_err *e)
         return server__fail(e, -EINVAL, nkey, "invalid_value", "%s: \"%.64s\" is not a valid "
                             "adapter name (1 to %d of A-Z a-z 0-9 . _ : -, not starting with "
                             "'.')", nkey, name, ADAPTERS_NAME_MAX);
-    if (strcmp(name, s->model_id) == 0)
-        return server__fail(e, -EINVAL, nkey, "invalid_value",
-                            "%s: '%s' is the base model's id", nkey, name);
+    if (strcmp(name, s->model_id) == 0 || server__is_encoder(s, name))
+        return server__fail(e, -EINVAL, nkey, "invalid_value", "%s: '%s' is the %s model's id",
+                            nkey, name, strcmp(name, s->model_id) == 0 ? "base" : "embedding");
     snprintf(o->name, sizeof(o->name), "%s", name);
     o->path = strdup(path);
     if (o->path == NULL)

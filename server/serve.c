@@ -46,21 +46,65 @@ pick_chat(struct server *s)
     return 0;
 }
 
-/* The file name without its directory and ".gguf". */
+/* The file name of path without its directory and ".gguf". */
+static void
+file_id(const char *path, char *id, size_t len)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    if (n > 5 && strcmp(base + n - 5, ".gguf") == 0)
+        n -= 5;
+    snprintf(id, len, "%.*s", (int)n, base);
+}
+
 static void
 default_id(struct server *s)
 {
     const char *id = s->cfg->model_id;
-    if (id != NULL) {
+    if (id != NULL)
         snprintf(s->model_id, sizeof(s->model_id), "%s", id);
-        return;
+    else
+        file_id(s->cfg->model_path, s->model_id, sizeof(s->model_id));
+}
+
+static enum engine_pooling
+pooling_of(const char *name)
+{
+    return strcmp(name, "cls") == 0 ? ENGINE_POOL_CLS
+           : strcmp(name, "last") == 0 ? ENGINE_POOL_LAST : ENGINE_POOL_MEAN;
+}
+
+/* --embedding-model: a BERT GGUF for /v1/embeddings and vector stores, by its file name. */
+static int
+open_encoder(struct server *s)
+{
+    const struct server_config *cfg = s->cfg;
+    char err[512] = "";
+    if (cfg->embedding_model == NULL)
+        return 0;
+    file_id(cfg->embedding_model, s->encoder_id, sizeof(s->encoder_id));
+    if (strcmp(s->encoder_id, s->model_id) == 0 || strcmp(s->encoder_id, "hash") == 0) {
+        fprintf(stderr, "loraserve: --embedding-model %s: its id '%s' is taken (by the served "
+                "model or the hash embedder)\n", cfg->embedding_model, s->encoder_id);
+        return -EINVAL;
     }
-    const char *base = strrchr(s->cfg->model_path, '/');
-    base = base ? base + 1 : s->cfg->model_path;
-    size_t n = strlen(base);
-    if (n > 5 && strcmp(base + n - 5, ".gguf") == 0)
-        n -= 5;
-    snprintf(s->model_id, sizeof(s->model_id), "%.*s", (int)n, base);
+    int rc = engine_encoder_open(cfg->embedding_model, cfg->threads, &s->encoder, err,
+                                 sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "loraserve: %s\n", err);
+        return rc;
+    }
+    s->encoder_pooling = cfg->embedding_pooling ? pooling_of(cfg->embedding_pooling)
+                                                : engine_encoder_pooling(s->encoder);
+    rc = retrieval_fn_new(s->encoder_id, engine_encoder_dim(s->encoder), server__encoder_embed,
+                          s, &s->encoder_embedder);
+    if (rc == 0)
+        rc = retrieval_stores_add_embedder(s->stores, s->encoder_embedder);
+    if (rc < 0)
+        fprintf(stderr, "loraserve: cannot use '%s' as an embedder: %s\n", s->encoder_id,
+                strerror(-rc));
+    return rc;
 }
 
 /* mkdir -p: path and its missing parents. 0 or -errno. */
@@ -193,6 +237,8 @@ open_all(struct server *s)
         fprintf(stderr, "loraserve: %s\n", err);
         return rc;
     }
+    if ((rc = open_encoder(s)) < 0)
+        return rc;
     return open_scheduler(s);
 }
 
@@ -248,6 +294,8 @@ server_run(const struct server_config *cfg)
     retrieval_stores_close(s.stores);
     engine_sched_free(s.sched);     /* pool work that embedded is over */
     retrieval_embedder_free(s.model_embedder);
+    retrieval_embedder_free(s.encoder_embedder);
+    engine_encoder_free(s.encoder);
     retrieval_embedder_free(s.embedder);
     engine_model_free(s.model);
     if (rc == 0)
@@ -357,6 +405,12 @@ usage(const struct cli_flag *flags)
     }
 }
 
+static bool
+pooling_valid(const char *p)
+{
+    return strcmp(p, "mean") == 0 || strcmp(p, "cls") == 0 || strcmp(p, "last") == 0;
+}
+
 static int
 check_config(const struct server_config *c, int max_body)
 {
@@ -374,8 +428,9 @@ check_config(const struct server_config *c, int max_body)
           strcmp(c->kv_type, "f32") != 0 ? "--kv-type must be auto, f16 or f32"
         : c->embedding_dim < 1 || c->embedding_dim > RETRIEVAL_DIM_MAX
             ? "--embedding-dim must be 1..8192"
-        : strcmp(c->pooling, "mean") != 0 && strcmp(c->pooling, "last") != 0
-            ? "--pooling must be mean or last"
+        : !pooling_valid(c->pooling) ? "--pooling must be mean, cls or last"
+        : c->embedding_pooling && !pooling_valid(c->embedding_pooling)
+            ? "--embedding-pooling must be mean, cls or last"
         : NULL;
     if (bad != NULL)
         fprintf(stderr, "loraserve serve: %s (see --help)\n", bad);
@@ -421,7 +476,11 @@ server_main(int argc, char **argv)
         { "--embedding-dim", NULL, CLI_INT, &c.embedding_dim,
           "dimension of the hash embedder's vectors (default 384)" },
         { "--pooling", NULL, CLI_STR, &c.pooling,
-          "the served model's embeddings: mean or last token (default mean)" },
+          "the served model's embeddings: mean, cls (first token) or last (default mean)" },
+        { "--embedding-model", NULL, CLI_STR, &c.embedding_model,
+          "BERT GGUF embedding model for /v1/embeddings and vector stores (id: file name)" },
+        { "--embedding-pooling", NULL, CLI_STR, &c.embedding_pooling,
+          "its pooling: mean, cls or last (default: the file's bert.pooling_type)" },
         { "--help", "-h", CLI_BOOL, &help, "show this help" },
         { NULL, NULL, 0, NULL, NULL },
     };

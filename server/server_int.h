@@ -296,6 +296,10 @@ struct server {
     struct adapters *reg;           /* named LoRA adapters */
     struct retrieval_embedder *embedder;    /* "hash", for /v1/embeddings */
     struct retrieval_embedder *model_embedder;  /* the served model, by its id */
+    struct engine_encoder *encoder;         /* --embedding-model, or NULL */
+    struct retrieval_embedder *encoder_embedder;    /* it, by encoder_id */
+    char encoder_id[256];                   /* its file name without .gguf */
+    enum engine_pooling encoder_pooling;
     struct retrieval_stores *stores;        /* /v1/vector_stores */
     enum chat_family chat;
     int n_ctx;
@@ -415,6 +419,10 @@ void server__op_answer_error(struct op *o, const struct oai_err *e);
  * tokenized as a prompt, through engine_sched_embed (waits: off the loop).
  */
 int server__model_embed(void *arg, const char *text, size_t len, float *out, int *n_tokens);
+/* The same with the embedding model (arg: the server); texts beyond its context are cut. */
+int server__encoder_embed(void *arg, const char *text, size_t len, float *out, int *n_tokens);
+/* Whether id names the embedding model (which cannot generate). */
+bool server__is_encoder(const struct server *s, const char *id);
 /*
  * POST /v1/embeddings (embeddings.c): checks the body and embeds on the pool
  * as server__op_call does; or an error in e.

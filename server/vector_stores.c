@@ -390,7 +390,7 @@ check_create(const cJSON *root, struct vs_req *r, struct oai_err *e)
         return bad(e, "metadata", "an object");
     const cJSON *emb = cJSON_GetObjectItem(root, "embedder");
     if (emb && !cJSON_IsNull(emb) && !cJSON_IsString(emb))
-        return bad(e, "embedder", "\"hash\" or the served model's id");
+        return bad(e, "embedder", "\"hash\", the served model's or the embedding model's id");
     const cJSON *tmpl = cJSON_GetObjectItem(root, "context_template");
     if (tmpl && !cJSON_IsNull(tmpl) && (!cJSON_IsString(tmpl) ||
                                         strlen(tmpl->valuestring) > RETRIEVAL_TEMPLATE_MAX ||
