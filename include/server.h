@@ -47,11 +47,12 @@ struct server_config {
     const char *pooling;        /* the served model's embeddings: "mean", "cls" or "last" */
     const char *embedding_model;    /* a BERT GGUF file for /v1/embeddings, or NULL */
     const char *embedding_pooling;  /* its pooling: "mean", "cls", "last"; NULL: the file's */
+    const char *admin_key;      /* NULL: open mode (no tenants, no keys checked) */
 };
 
 #define SERVER_CONFIG_INIT \
     { NULL, "127.0.0.1", 8080, 0, 0, 4, 64, 512, "./loraserve-data", 1 << 20, NULL, NULL, 30, \
-      NULL, 0, NULL, 64, 0, "auto", 384, "mean", NULL, NULL }
+      NULL, 0, NULL, 64, 0, "auto", 384, "mean", NULL, NULL, NULL }
 
 /*
  * Serves until SIGTERM or SIGINT, then stops accepting, lets running requests

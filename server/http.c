@@ -23,7 +23,7 @@
 enum route {
     ROUTE_NONE, ROUTE_HEALTH, ROUTE_MODELS, ROUTE_MODEL, ROUTE_COMPLETIONS, ROUTE_CHAT,
     ROUTE_ADAPTERS, ROUTE_ADAPTER, ROUTE_ADAPTER_LOAD, ROUTE_ADAPTER_DELETE, ROUTE_VLLM_LOAD,
-    ROUTE_VLLM_UNLOAD, ROUTE_EMBEDDINGS, ROUTE_VECTOR_STORES
+    ROUTE_VLLM_UNLOAD, ROUTE_EMBEDDINGS, ROUTE_VECTOR_STORES, ROUTE_TENANTS
 };
 
 static const struct {
@@ -48,6 +48,12 @@ static const struct {
     { "GET", "/v1/vector_stores/*", ROUTE_VECTOR_STORES },
     { "POST", "/v1/vector_stores/*", ROUTE_VECTOR_STORES },
     { "DELETE", "/v1/vector_stores/*", ROUTE_VECTOR_STORES },
+    { "GET", "/v1/tenants", ROUTE_TENANTS },
+    { "POST", "/v1/tenants", ROUTE_TENANTS },
+    { "GET", "/v1/tenants/*", ROUTE_TENANTS },
+    { "POST", "/v1/tenants/*", ROUTE_TENANTS },
+    { "PATCH", "/v1/tenants/*", ROUTE_TENANTS },
+    { "DELETE", "/v1/tenants/*", ROUTE_TENANTS },
 };
 
 /* One request, from its headers to its completion. */
@@ -55,6 +61,7 @@ struct conn {
     enum route route;
     char allow[32];             /* for 405: "GET, POST" */
     struct oai_err err;         /* err.err != 0: answer this once the body is in */
+    struct who who;             /* from the Authorization header */
     struct sbuf body;
     struct job *job;
     struct op *op;              /* an adapter change or embeddings on the pool */
@@ -100,8 +107,13 @@ reply(struct server *s, struct MHD_Connection *con, int status, char *body, cons
 static enum MHD_Result
 reply_error(struct server *s, struct MHD_Connection *con, const struct conn *c)
 {
-    return reply(s, con, server__status_from_err(c->err.err), server__error_json(&c->err),
-                 c->err.err == -EOPNOTSUPP ? c->allow : NULL);
+    struct hdr h = { NULL, NULL };
+    if (c->err.err == -EOPNOTSUPP)
+        h = (struct hdr){ "Allow", c->allow };
+    else if (c->err.err == -EACCES)
+        h = (struct hdr){ "WWW-Authenticate", "Bearer" };
+    return reply_as(s, con, server__status_from_err(c->err.err), server__error_json(&c->err),
+                    "application/json", h);
 }
 
 static char *
@@ -223,6 +235,20 @@ embeddings(struct server *s, struct MHD_Connection *con, struct conn *c)
     return rc < 0 ? reply_error(s, con, c) : MHD_YES;
 }
 
+static enum MHD_Result
+tenants(struct server *s, struct MHD_Connection *con, const char *method, const char *url,
+        struct conn *c)
+{
+    if (c->op != NULL)
+        return reply_op(s, con, c);
+    int rc = server__tenants_start(s, con, &c->who, method, url, c->body.p ? c->body.p : "",
+                                   c->body.len, &c->op, &c->err);
+    server__buf_release(&c->body);
+    if (rc == -EOPNOTSUPP)
+        snprintf(c->allow, sizeof(c->allow), "%s", server__tenants_allow(url));
+    return rc < 0 ? reply_error(s, con, c) : MHD_YES;
+}
+
 /* ---- Generate requests ------------------------------------------------ */
 
 static enum MHD_Result
@@ -314,12 +340,28 @@ route(struct conn *c, const char *method, const char *url)
                      url);
 }
 
+/* Who sent it: every route but /health needs a key once there is an admin key. */
+static void
+authenticate(struct server *s, struct MHD_Connection *con, struct conn *c)
+{
+    const char *auth = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Authorization");
+    if (server__tenants_auth(s->tenants, auth, &c->who) == 0 || c->route == ROUTE_HEALTH)
+        return;
+    if (auth == NULL)
+        server__fail(&c->err, -EACCES, NULL, "missing_api_key", "You didn't provide an API "
+                     "key. Send it in an Authorization header: 'Authorization: Bearer KEY'.");
+    else
+        server__fail(&c->err, -EACCES, NULL, "invalid_api_key", "Incorrect API key provided.");
+}
+
 /* Headers are in: route, and refuse what is known to be wrong before any body. */
 static enum MHD_Result
 on_headers(struct server *s, struct MHD_Connection *con, const char *url, const char *method,
            struct conn *c)
 {
     route(c, method, url);
+    if (c->err.err == 0)
+        authenticate(s, con, c);
     if (c->err.err == 0 && s->draining && c->route != ROUTE_HEALTH)
         server__fail(&c->err, -ECANCELED, NULL, "shutting_down", "the server is shutting down");
     const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Length");
@@ -400,6 +442,8 @@ on_request(void *cls, struct MHD_Connection *con, const char *url, const char *m
         return embeddings(s, con, c);
     case ROUTE_VECTOR_STORES:
         return vector_stores(s, con, method, url, c);
+    case ROUTE_TENANTS:
+        return tenants(s, con, method, url, c);
     default:
         return MHD_NO;
     }

@@ -41,6 +41,10 @@ server__status_from_err(int err)
     case -EBADMSG:
     case -EILSEQ:
         return 400;
+    case -EACCES:
+        return 401;
+    case -EPERM:
+        return 403;
     case -ENOENT:
         return 404;
     case -EOPNOTSUPP:

@@ -237,6 +237,13 @@ open_all(struct server *s)
         fprintf(stderr, "loraserve: %s\n", err);
         return rc;
     }
+    if ((rc = server__tenants_open(db, cfg->admin_key, &s->tenants, err, sizeof(err))) < 0) {
+        fprintf(stderr, "loraserve: %s\n", err);
+        return rc;
+    }
+    if (server__tenants_open_mode(s->tenants))
+        fprintf(stderr, "loraserve: no --admin-key: the API is open to anyone who can reach "
+                "it, with no tenants\n");
     if ((rc = open_encoder(s)) < 0)
         return rc;
     return open_scheduler(s);
@@ -292,6 +299,7 @@ server_run(const struct server_config *cfg)
         server__http_close(&s);     /* runs the pool's last work and after-work callbacks */
     adapters_close(s.reg);
     retrieval_stores_close(s.stores);
+    server__tenants_close(s.tenants);
     engine_sched_free(s.sched);     /* pool work that embedded is over */
     retrieval_embedder_free(s.model_embedder);
     retrieval_embedder_free(s.encoder_embedder);
@@ -481,6 +489,8 @@ server_main(int argc, char **argv)
           "BERT GGUF embedding model for /v1/embeddings and vector stores (id: file name)" },
         { "--embedding-pooling", NULL, CLI_STR, &c.embedding_pooling,
           "its pooling: mean, cls or last (default: the file's bert.pooling_type)" },
+        { "--admin-key", NULL, CLI_STR, &c.admin_key,
+          "the admin's API key: turns on tenants and keys (default: none, the API is open)" },
         { "--help", "-h", CLI_BOOL, &help, "show this help" },
         { NULL, NULL, 0, NULL, NULL },
     };

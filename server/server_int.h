@@ -69,7 +69,7 @@ int server__fail(struct oai_err *e, int err, const char *param, const char *code
                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /*
  * The one mapping from errors to statuses: -EINVAL, -EBADMSG, -EILSEQ 400,
- * -ENOENT 404, -EOPNOTSUPP 405, -EMSGSIZE 413, -EAGAIN 429, -ECANCELED,
+ * -EACCES 401 (no or a wrong key), -EPERM 403 (not the admin), -ENOENT 404, -EOPNOTSUPP 405, -EMSGSIZE 413, -EAGAIN 429, -ECANCELED,
  * -ENOSPC (adapter memory full), -EBUSY 503, anything else 500.
  */
 int server__status_from_err(int err);
@@ -281,6 +281,71 @@ int server__piece(const struct tokenizer *tok, int32_t id, struct sbuf *out);
 /* Tokens of c whose text has been released (logprobs to report). */
 int server__choice_n_released(const struct choice *c);
 
+/* ---- Tenants, keys and limits (tenants.c) ----------------------------- */
+
+#define TENANT_ID_MAX 32            /* "ten_" / "key_" ids, NUL included */
+#define TENANT_NAME_MAX 256
+#define TENANT_KEY_MAX 64           /* a key's text, NUL included */
+
+/* A tenant's limits; 0 means none. */
+struct tenant_limits {
+    int max_concurrent, requests_per_minute, tokens_per_minute;
+};
+
+struct tenant_info {
+    uint32_t no;                    /* 1, 2, ...: the engine's tenant number */
+    char id[TENANT_ID_MAX];         /* "ten_" + 16 hex */
+    char name[TENANT_NAME_MAX + 1];
+    struct tenant_limits limits;
+    long long created_at;
+    int n_keys;
+};
+
+/* Who sent a request: the admin (tenant 0; everyone in open mode) or a tenant. */
+struct who {
+    uint32_t tenant;
+    bool admin;
+    char id[TENANT_ID_MAX];         /* the tenant's id, "" for the admin */
+};
+
+struct tenants;
+struct server;
+struct MHD_Connection;
+struct op;
+/* Opens the tables in db; admin_key NULL or "": open mode. 0, or -errno with err. */
+int server__tenants_open(const char *db, const char *admin_key, struct tenants **out, char *err,
+                         size_t errlen);
+void server__tenants_close(struct tenants *t);     /* accepts NULL */
+bool server__tenants_open_mode(const struct tenants *t);
+/* Who an Authorization header value (or NULL) stands for: 0, or -EACCES. Any thread. */
+int server__tenants_auth(struct tenants *t, const char *authorization, struct who *out);
+/*
+ * A request of tenant (using about tokens tokens now) starts: 0, or -EAGAIN
+ * with the seconds to wait and the name of the limit that refused it. Each
+ * admitted request ends with server__tenant_done (tokens: those it made).
+ */
+int server__tenant_admit(struct tenants *t, uint32_t tenant, int tokens, int *retry_after,
+                         char *what, size_t len);
+void server__tenant_done(struct tenants *t, uint32_t tenant, int tokens);
+/* The admin API's changes (they write SQLite: call on the pool). 0, -ENOENT, -EIO, -ENOMEM. */
+int server__tenant_create(struct tenants *t, const char *name, const struct tenant_limits *lim,
+                          struct tenant_info *out);
+int server__tenant_get(struct tenants *t, const char *id, struct tenant_info *out);
+int server__tenant_list(struct tenants *t, struct tenant_info **out, int *n);  /* free() it */
+int server__tenant_update(struct tenants *t, const char *id, const struct tenant_limits *lim,
+                          struct tenant_info *out);
+int server__tenant_delete(struct tenants *t, const char *id);
+/* A new key of tenant id: key_id (TENANT_ID_MAX) and the key itself (TENANT_KEY_MAX, shown once). */
+int server__tenant_key_create(struct tenants *t, const char *id, char *key_id, char *key,
+                              long long *created_at);
+int server__tenant_key_delete(struct tenants *t, const char *id, const char *key_id);
+/* /v1/tenants and below (tenants_api.c), for the admin only; errors in e as usual. */
+int server__tenants_start(struct server *s, struct MHD_Connection *con, const struct who *who,
+                          const char *method, const char *url, const char *body, size_t len,
+                          struct op **out, struct oai_err *e);
+/* The methods a /v1/tenants path takes (for 405's Allow). */
+const char *server__tenants_allow(const char *url);
+
 /* ---- The server (serve.c, http.c, job.c) ------------------------------ */
 
 struct MHD_Daemon;
@@ -301,6 +366,7 @@ struct server {
     char encoder_id[256];                   /* its file name without .gguf */
     enum engine_pooling encoder_pooling;
     struct retrieval_stores *stores;        /* /v1/vector_stores */
+    struct tenants *tenants;                /* keys and limits */
     enum chat_family chat;
     int n_ctx;
     char model_id[256];
