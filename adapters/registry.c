@@ -34,13 +34,13 @@ struct adapter {
     struct engine_lora *lora;
     struct adapters_info info;
     struct adapter *next_drop;  /* a change's list of registry refs to drop */
-    char name[ADAPTERS_NAME_MAX + 1];
+    char name[ADAPTERS_KEY_MAX + 1];
 };
 
 /* One registered name (or, while registered is false, a first-use load in progress). */
 struct entry {
     struct entry *next;
-    char name[ADAPTERS_NAME_MAX + 1];
+    char name[ADAPTERS_KEY_MAX + 1];
     char *path;                 /* resolved; NULL in a placeholder */
     bool registered;
     int64_t version;
@@ -74,6 +74,7 @@ struct adapters {
     pthread_cond_t cond;        /* a load finished (or was dropped) */
     struct entry *head;
     uint64_t resident;          /* sum of the entries' bytes */
+    uint64_t loads, evictions;  /* versions made resident, and evicted, since open */
     uint64_t tick;
     uint64_t gen;
 };
@@ -185,6 +186,21 @@ adapters_name_valid(const char *name)
     return true;
 }
 
+bool
+adapters_key_valid(const char *key)
+{
+    const char *slash = key ? strchr(key, '/') : NULL;
+    if (slash == NULL)
+        return adapters_name_valid(key);
+    char owner[ADAPTERS_NAME_MAX + 1];
+    size_t n = (size_t)(slash - key);
+    if (n == 0 || n > ADAPTERS_NAME_MAX)
+        return false;
+    memcpy(owner, key, n);
+    owner[n] = '\0';
+    return adapters_name_valid(owner) && adapters_name_valid(slash + 1);
+}
+
 static bool
 within_roots(const struct adapters *r, const char *path)
 {
@@ -283,8 +299,8 @@ find_in_dir(const struct adapters *r, const char *name, char *out, char *err, si
 {
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s.gguf", name);
-    int rc = confine(r, name, out, err, errlen);
-    if (rc == -ENOENT)
+    int rc = strchr(name, '/') ? -ENOENT : confine(r, name, out, err, errlen);
+    if (rc == -ENOENT && !strchr(name, '/'))
         rc = confine(r, path, out, err, errlen);
     if (rc == -ENOENT)
         snprintf(err, errlen, "%s: unknown adapter", name);
@@ -456,6 +472,7 @@ evict(struct adapters *r, struct pub *p, struct entry *v, int64_t t)
     v->bytes = 0;
     v->status = ADAPTERS_EVICTED;
     v->updated_at = t;
+    r->evictions++;
 }
 
 /* Makes the planned row true in memory (under lock). */
@@ -480,6 +497,7 @@ apply(struct adapters *r, struct pub *p, const struct adapters_entry *row)
     e->path = p->path;
     p->path = old_path;     /* freed by the caller */
     p->a->version = row->version;
+    r->loads++;
     e->cur = p->a;
     p->a = NULL;
     r->resident = r->resident - e->bytes + row->bytes;
@@ -662,7 +680,7 @@ adapters_get(struct adapters *r, const char *name, struct adapter **out, char *e
              size_t errlen)
 {
     *out = NULL;
-    if (!adapters_name_valid(name)) {
+    if (!adapters_key_valid(name)) {
         snprintf(err, errlen, "%.64s: unknown adapter", name ? name : "");
         return -ENOENT;
     }
@@ -686,15 +704,27 @@ adapters_get(struct adapters *r, const char *name, struct adapter **out, char *e
     return rc;
 }
 
+bool
+adapters_has(struct adapters *r, const char *key)
+{
+    if (!adapters_key_valid(key))
+        return false;
+    pthread_mutex_lock(&r->lock);
+    const struct entry *e = find(r, key);
+    bool has = e != NULL && e->registered;
+    pthread_mutex_unlock(&r->lock);
+    return has;
+}
+
 int
 adapters_try_get(struct adapters *r, const char *name, struct adapter **out)
 {
     *out = NULL;
-    if (!adapters_name_valid(name))
+    if (!adapters_key_valid(name))
         return -ENOENT;
     pthread_mutex_lock(&r->lock);
     struct entry *e = find(r, name);
-    int rc = e != NULL || r->dir != NULL ? -EWOULDBLOCK : -ENOENT;
+    int rc = e != NULL || (r->dir != NULL && !strchr(name, '/')) ? -EWOULDBLOCK : -ENOENT;
     if (e != NULL && e->cur != NULL) {
         adapter_ref(*out = e->cur);
         touch(r, e);
@@ -712,7 +742,7 @@ adapters_load(struct adapters *r, const char *name, const char *path, bool pin,
 {
     if (out != NULL)
         *out = NULL;
-    if (!adapters_name_valid(name)) {
+    if (!adapters_key_valid(name)) {
         snprintf(err, errlen, "\"%.64s\": invalid adapter name (1 to %d of A-Z a-z 0-9 . _ "
                  ": -, not starting with '.')", name ? name : "", ADAPTERS_NAME_MAX);
         return -EINVAL;
@@ -744,7 +774,7 @@ adapters_load(struct adapters *r, const char *name, const char *path, bool pin,
 static struct entry *
 find_registered(struct adapters *r, const char *name, char *err, size_t errlen)
 {
-    struct entry *e = adapters_name_valid(name) ? find(r, name) : NULL;
+    struct entry *e = adapters_key_valid(name) ? find(r, name) : NULL;
     if (e == NULL || !e->registered) {
         snprintf(err, errlen, "%.64s: unknown adapter", name ? name : "");
         return NULL;
@@ -906,6 +936,15 @@ adapters_memory(struct adapters *r, uint64_t *resident, uint64_t *max_memory)
     pthread_mutex_lock(&r->lock);
     *resident = r->resident;
     *max_memory = r->max_memory;
+    pthread_mutex_unlock(&r->lock);
+}
+
+void
+adapters_counters(struct adapters *r, uint64_t *loads, uint64_t *evictions)
+{
+    pthread_mutex_lock(&r->lock);
+    *loads = r->loads;
+    *evictions = r->evictions;
     pthread_mutex_unlock(&r->lock);
 }
 

@@ -72,6 +72,7 @@ struct engine_kv {
     int32_t *bucket;                /* (n_bucket) first block of each hash chain */
     int n_bucket;
     int32_t lru_head, lru_tail;
+    int n_lru;                      /* blocks on the LRU list: published, held by none */
 };
 
 /* Room for n_seq sequences of n_ctx positions of type. Returns 0 or -ENOMEM. */
@@ -92,6 +93,8 @@ void engine__kv_truncate(struct engine_kv *kv, int seq, int p0);
  */
 int engine__kv_attach(struct engine_kv *kv, int seq, uint64_t lora, const int32_t *tok, int n);
 void engine__kv_publish(struct engine_kv *kv, int seq, uint64_t lora, const int32_t *tok, int n);
+/* Blocks held by sequences, and published blocks held by none (the rest are free). */
+void engine__kv_usage(const struct engine_kv *kv, int *used, int *cached);
 /* Kv head h's K and V tiles of seq's first n positions (one per block), in order. */
 void engine__kv_tiles(const struct engine_kv *kv, int layer, int seq, int h, int n,
                       bool prefetch, const void **kt, const void **vt);

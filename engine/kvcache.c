@@ -18,13 +18,14 @@
  * published under a key chained from its predecessor's: XXH3 of (previous
  * key, the request's adapters hash, the block's 16 tokens). The adapters
  * hash covers each adapter's process-unique id (a replaced adapter is a new
- * object) and scale, so K and V are never shared across adapters, versions
- * or scales. A new sequence attaches the published blocks of its prompt's
- * longest cached prefix (checking tokens and adapters, not just the hash)
- * and computes only the rest. Blocks are counted by reference; a block no
- * sequence holds stays published, in least-recently-released order, until
- * the pool needs it. A shared block is never written: positions are only
- * appended, and a truncation into one copies it first.
+ * object) and scale, and the scheduler mixes the tenant into it, so K and V
+ * are never shared across adapters, versions, scales or tenants. A new
+ * sequence attaches the published blocks of its prompt's longest cached
+ * prefix (checking tokens and adapters, not just the hash) and computes
+ * only the rest. Blocks are counted by reference; a block no sequence holds
+ * stays published, in least-recently-released order, until the pool needs
+ * it. A shared block is never written: positions are only appended, and a
+ * truncation into one copies it first.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -155,6 +156,7 @@ lru_unlink(struct engine_kv *kv, int32_t b)
         kv->meta[m->next_lru].prev = m->prev;
     else
         kv->lru_tail = m->prev;
+    kv->n_lru--;
 }
 
 static void
@@ -168,6 +170,7 @@ lru_push(struct engine_kv *kv, int32_t b)
     else
         kv->lru_head = b;
     kv->lru_tail = b;
+    kv->n_lru++;
 }
 
 static void
@@ -349,6 +352,13 @@ engine__kv_publish(struct engine_kv *kv, int seq, uint64_t lora, const int32_t *
         *head = b;
         m->published = true;
     }
+}
+
+void
+engine__kv_usage(const struct engine_kv *kv, int *used, int *cached)
+{
+    *cached = kv->n_lru;
+    *used = kv->n_blocks - kv->n_free - kv->n_lru;
 }
 
 /* ---- Tiles ------------------------------------------------------------ */

@@ -1,18 +1,34 @@
 /*
  * sched.c - continuous batching: one scheduler thread, many sequences.
  *
- * Each iteration: (1) admit queued requests into free slots, (2) drop the
- * cancelled, (3) build one batch: a decode row for every sequence that is
- * generating, then chunks of prompts still being prefilled within a row
- * budget (smaller while others are generating, so their streams keep
- * flowing), (4) run the forward pass once, (5) sample each sequence whose
- * logits came out, append the token to its request and ring its doorbell.
+ * Each iteration: (1) drop cancelled requests from the queues, admit queued
+ * requests into free slots, fairly across tenants, and preempt where one
+ * tenant holds too many slots (below), (2) drop the cancelled running ones,
+ * (3) build one batch: a decode row for every sequence that is generating,
+ * then chunks of prompts still being prefilled within a row budget (smaller
+ * while others are generating, so their streams keep flowing), (4) run the
+ * forward pass once, (5) sample each sequence whose logits came out, append
+ * the token to its request and ring its doorbell.
+ *
+ * Fairness: each tenant has a FIFO queue. A free slot goes to the waiting
+ * tenant W with the fewest running sequences, ties to the one served least
+ * recently (round-robin); one tenant is plain FIFO. While requests wait and
+ * no slot is free, the tenant V with the most running sequences loses its
+ * most recently admitted one if running(V) > running(W) + 1 (recompute
+ * preemption, as vLLM's): its full blocks go to the prefix cache, its KV is
+ * freed, and the request, output and sampler kept, goes back to the front of
+ * V's queue. Admitted again, it prefills its prompt and output (mostly from
+ * the cache) and samples on: its stream just continues. Each preemption
+ * lowers the sum of squared running counts, so the loop ends and no slot
+ * goes back and forth.
  *
  * A slot index is the sequence id in the engine_ctx. A request is shared by
  * the submitter and this thread and is freed when both have let go (refs).
- * Its output list is guarded by its own mutex; everything else about a
- * running request belongs to the scheduler thread.
+ * Its output list is guarded by its own mutex; the queues and the tenant
+ * table by the scheduler's; everything else about a running request belongs
+ * to the scheduler thread.
  */
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -29,10 +45,12 @@
 struct engine_req {
     atomic_int refs;
     atomic_bool cancel;
+    atomic_bool in_slot;              /* running (not waiting, not preempted, not over) */
+    uint64_t iter_submit;             /* the scheduler's iterations when it was queued */
+    atomic_int ttft_iters;            /* iterations from then to its first token, or -1 */
     struct engine_req *next;          /* queue link, under sched->mu */
 
     /* Immutable after submit. */
-    int32_t *prompt;
     int n_prompt;
     int max_tokens;
     bool ignore_eos;
@@ -42,9 +60,11 @@ struct engine_req {
     void *arg;
     double t_submit;
     struct engine_lora_set lora;      /* holds a reference on each adapter */
+    uint32_t tenant;
 
     /* Scheduler thread only. */
     struct engine_sampler *smp;
+    int32_t *tokens;                  /* (n_prompt + max_tokens): prompt, then each output */
 
     /* Output, under mu. */
     pthread_mutex_t mu;
@@ -57,9 +77,23 @@ struct engine_req {
 struct slot {
     struct engine_req *r;             /* NULL if free */
     int n_past;                       /* positions in the cache */
+    int n_prefill;                    /* positions to prefill: prompt + earlier output */
     int32_t last;                     /* token to evaluate next, once decoding */
-    bool decoding;                    /* prompt done */
-    uint64_t lora_hash;               /* the request's adapters, for the prefix cache */
+    bool decoding;                    /* prefill done */
+    uint64_t key;                     /* tenant and adapters, for the prefix cache */
+    uint64_t admitted;                /* when, in admissions (the newest is preempted) */
+};
+
+/*
+ * A tenant with requests waiting or running, under sched->mu. The table is
+ * searched linearly: tenants with work at one time are few.
+ */
+struct tenant {
+    uint32_t id;
+    int waiting;
+    int running;                      /* counted afresh by each admit() */
+    uint64_t served;                  /* admission stamp of its latest start; 0: none yet */
+    struct engine_req *head, *tail;   /* its queue */
 };
 
 struct engine_sched {
@@ -69,13 +103,17 @@ struct engine_sched {
     int n_vocab;
 
     pthread_t thread;
-    pthread_mutex_t mu;               /* guards the queue, n_waiting, stop */
+    pthread_mutex_t mu;               /* guards the tenants and queues, n_waiting, stop */
     pthread_cond_t cv;
-    struct engine_req *head, *tail;
+    struct tenant *tenants;           /* (cap_tenants), in order of arrival */
+    int n_tenants, cap_tenants;
+    uint64_t n_admitted;              /* admissions so far: the stamps */
     int n_waiting;
     bool stop;
     atomic_int n_running;
     _Atomic uint64_t prefix_hits;     /* prompt positions the prefix cache served */
+    _Atomic uint64_t iterations, preemptions, prompt_tokens, generated_tokens;
+    atomic_int kv_used, kv_cached;    /* after the latest iteration */
 
     struct slot *slots;               /* (n_slots) */
     int32_t *tokens, *pos, *seq;      /* (batch_rows + n_slots) */
@@ -120,7 +158,7 @@ req_unref(struct engine_req *r)
     for (int i = 0; i < r->lora.n; i++)
         engine_lora_unref(r->lora.lora[i]);
     pthread_mutex_destroy(&r->mu);
-    free(r->prompt);
+    free(r->tokens);
     free(r->toks);
     free(r);
 }
@@ -155,6 +193,7 @@ req_finish(struct engine_req *r, enum engine_finish f)
     if (r->finish == ENGINE_FINISH_NONE)
         r->finish = f;
     pthread_mutex_unlock(&r->mu);
+    atomic_store(&r->in_slot, false);
     if (r->notify != NULL)
         r->notify(r->arg);
     req_unref(r);
@@ -166,6 +205,8 @@ req_new(const struct engine_req_params *p, int n_vocab, struct engine_req **out)
     struct engine_req *r = engine__xcalloc(1, sizeof(*r));
     atomic_init(&r->refs, 2);       /* the submitter and the scheduler */
     atomic_init(&r->cancel, false);
+    atomic_init(&r->in_slot, false);
+    atomic_init(&r->ttft_iters, -1);
     pthread_mutex_init(&r->mu, NULL);
     r->n_prompt = p->n_prompt;
     r->max_tokens = p->max_tokens;
@@ -175,18 +216,20 @@ req_new(const struct engine_req_params *p, int n_vocab, struct engine_req **out)
     r->notify = p->notify;
     r->arg = p->arg;
     r->t_submit = now_s();
+    r->tenant = p->tenant;
     if (p->lora != NULL)
         r->lora = *p->lora;
     for (int i = 0; i < r->lora.n; i++)
         engine_lora_ref(r->lora.lora[i]);
-    r->prompt = engine__try_alloc((size_t)p->n_prompt, sizeof(int32_t));
-    int rc = r->prompt ? engine_sampler_new(&p->sampling, n_vocab, &r->smp) : -ENOMEM;
+    /* check_params bounds n_prompt + max_tokens by n_ctx */
+    r->tokens = engine__try_alloc((size_t)p->n_prompt + (size_t)p->max_tokens, sizeof(int32_t));
+    int rc = r->tokens ? engine_sampler_new(&p->sampling, n_vocab, &r->smp) : -ENOMEM;
     if (rc < 0) {
         atomic_store(&r->refs, 1);
         req_unref(r);
         return rc;
     }
-    memcpy(r->prompt, p->prompt, (size_t)p->n_prompt * sizeof(int32_t));
+    memcpy(r->tokens, p->prompt, (size_t)p->n_prompt * sizeof(int32_t));
     for (int i = 0; i < p->n_prompt; i++)
         engine_sampler_accept(r->smp, p->prompt[i]);
     *out = r;
@@ -270,6 +313,16 @@ logprobs(const struct engine_req *r, const float *logits, int n_vocab, struct en
         t->top_logprob[k] -= lse;
 }
 
+/* Ends slot i's request with f and gives its blocks back to the pool. */
+static void
+free_slot(struct engine_sched *S, int i, enum engine_finish f)
+{
+    req_finish(S->slots[i].r, f);
+    S->slots[i].r = NULL;
+    engine_seq_truncate(S->ctx, i, 0);
+    atomic_fetch_sub(&S->n_running, 1);
+}
+
 /* Samples the next token of slot s from its logits; finishes the request if done. */
 static void
 sample_slot(struct engine_sched *S, struct slot *s, float *logits)
@@ -291,10 +344,18 @@ sample_slot(struct engine_sched *S, struct slot *s, float *logits)
         f = ENGINE_FINISH_STOP;
     } else {
         engine_sampler_accept(r->smp, t.id);
-        if (req_push(r, &t) < 0)
+        /* Kept for a re-prefill after preemption; n_toks < max_tokens while running. */
+        r->tokens[r->n_prompt + r->n_toks] = t.id;
+        if (req_push(r, &t) < 0) {
             f = ENGINE_FINISH_ERROR;
-        else if (r->n_toks >= r->max_tokens || s->n_past >= S->p.n_ctx)
-            f = ENGINE_FINISH_LENGTH;
+        } else {
+            atomic_fetch_add_explicit(&S->generated_tokens, 1, memory_order_relaxed);
+            if (r->n_toks == 1)
+                atomic_store(&r->ttft_iters,
+                             (int)(atomic_load(&S->iterations) - r->iter_submit));
+            if (r->n_toks >= r->max_tokens || s->n_past >= S->p.n_ctx)
+                f = ENGINE_FINISH_LENGTH;
+        }
     }
     s->last = t.id;
     s->decoding = true;
@@ -303,22 +364,10 @@ sample_slot(struct engine_sched *S, struct slot *s, float *logits)
             r->notify(r->arg);
         return;
     }
-    req_finish(r, f);
-    s->r = NULL;
-    engine_seq_truncate(S->ctx, (int)(s - S->slots), 0); /* blocks back to the pool */
-    atomic_fetch_sub(&S->n_running, 1);
+    free_slot(S, (int)(s - S->slots), f);
 }
 
-/* ---- Iterations ------------------------------------------------------- */
-
-static void
-free_slot(struct engine_sched *S, int i, enum engine_finish f)
-{
-    req_finish(S->slots[i].r, f);
-    S->slots[i].r = NULL;
-    engine_seq_truncate(S->ctx, i, 0);
-    atomic_fetch_sub(&S->n_running, 1);
-}
+/* ---- Slots and the prefix cache --------------------------------------- */
 
 /*
  * What the prefix cache keys a request's K and V by besides its tokens: each
@@ -339,16 +388,46 @@ lora_hash(const struct engine_lora_set *set)
     return XXH3_64bits(v, (size_t)set->n * 2 * sizeof(uint64_t)) | 1; /* never 0: the base's */
 }
 
-/* Starts request r in free slot i, on whatever prefix of its prompt the cache holds. */
+/*
+ * The key the prefix cache gets besides the tokens: the adapters' hash, with
+ * the tenant mixed in, so tenants never share blocks (a fast first token
+ * would tell one tenant what another asked). Tenant 0 keeps the bare hash
+ * (0 for the base, as before tenants); any other key is never 0.
+ */
+static uint64_t
+cache_key(const struct engine_req *r)
+{
+    uint64_t v[2] = { lora_hash(&r->lora), r->tenant };
+    return r->tenant == 0 ? v[0] : XXH3_64bits(v, sizeof(v)) | 1;
+}
+
+/*
+ * Starts request r in free slot i, on whatever prefix of its prompt and
+ * earlier output (if it was preempted) the cache holds.
+ */
 static void
 start_slot(struct engine_sched *S, int i, struct engine_req *r)
 {
     struct slot *s = &S->slots[i];
     engine_seq_truncate(S->ctx, i, 0);
-    *s = (struct slot){ r, 0, 0, false, lora_hash(&r->lora) };
-    s->n_past = engine__kv_attach(engine__ctx_kv(S->ctx), i, s->lora_hash, r->prompt,
-                                  r->n_prompt);
+    /* n_toks: only this thread writes it, so it reads it without r->mu */
+    *s = (struct slot){ .r = r, .n_prefill = r->n_prompt + r->n_toks, .key = cache_key(r),
+                        .admitted = ++S->n_admitted };
+    s->n_past = engine__kv_attach(engine__ctx_kv(S->ctx), i, s->key, r->tokens, s->n_prefill);
     atomic_fetch_add_explicit(&S->prefix_hits, (uint64_t)s->n_past, memory_order_relaxed);
+    atomic_store(&r->in_slot, true);
+}
+
+bool
+engine_req_running(struct engine_req *r)
+{
+    return atomic_load(&r->in_slot);
+}
+
+int
+engine_req_ttft_iterations(struct engine_req *r)
+{
+    return atomic_load(&r->ttft_iters);
 }
 
 uint64_t
@@ -357,29 +436,221 @@ engine_sched_prefix_hits(struct engine_sched *S)
     return atomic_load_explicit(&S->prefix_hits, memory_order_relaxed);
 }
 
-/* Moves queued requests into free slots; waits while there is nothing to do. */
+/* ---- Tenants and their queues (under S->mu) --------------------------- */
+
+static struct tenant *
+tenant_find(struct engine_sched *S, uint32_t id)
+{
+    for (int k = 0; k < S->n_tenants; k++)
+        if (S->tenants[k].id == id)
+            return &S->tenants[k];
+    return NULL;
+}
+
+/* The tenant's entry, added if new. Moves the table: earlier pointers into it are stale. */
+static struct tenant *
+tenant_get(struct engine_sched *S, uint32_t id)
+{
+    struct tenant *t = tenant_find(S, id);
+    if (t != NULL)
+        return t;
+    if (S->n_tenants == S->cap_tenants) {
+        int cap = S->cap_tenants ? 2 * S->cap_tenants : 8;
+        struct tenant *n = engine__xcalloc((size_t)cap, sizeof(*n));
+        if (S->n_tenants > 0)
+            memcpy(n, S->tenants, (size_t)S->n_tenants * sizeof(*n));
+        free(S->tenants);
+        S->tenants = n, S->cap_tenants = cap;
+    }
+    t = &S->tenants[S->n_tenants++];
+    *t = (struct tenant){ .id = id };
+    return t;
+}
+
+/* Queues r at the back of its tenant's queue, or at the front (a preempted request). */
+static void
+queue_push(struct engine_sched *S, struct tenant *t, struct engine_req *r, bool front)
+{
+    if (front) {
+        r->next = t->head;
+        t->head = r;
+        t->tail = t->tail != NULL ? t->tail : r;
+    } else {
+        r->next = NULL;
+        *(t->tail != NULL ? &t->tail->next : &t->head) = r;
+        t->tail = r;
+    }
+    t->waiting++;
+    S->n_waiting++;
+}
+
+static struct engine_req *
+queue_pop(struct engine_sched *S, struct tenant *t)
+{
+    struct engine_req *r = t->head;
+    t->head = r->next;
+    t->tail = t->head ? t->tail : NULL;
+    r->next = NULL;
+    t->waiting--;
+    S->n_waiting--;
+    return r;
+}
+
+/* Takes cancelled requests out of the queues onto *done, to be finished without the lock. */
+static void
+sweep_cancelled(struct engine_sched *S, struct engine_req **done)
+{
+    for (int k = 0; k < S->n_tenants; k++) {
+        struct tenant *t = &S->tenants[k];
+        struct engine_req *prev = NULL;
+        for (struct engine_req **p = &t->head; *p != NULL;) {
+            struct engine_req *r = *p;
+            if (!atomic_load(&r->cancel)) {
+                prev = r, p = &r->next;
+                continue;
+            }
+            *p = r->next;
+            t->tail = t->tail == r ? prev : t->tail;
+            t->waiting--;
+            S->n_waiting--;
+            r->next = *done;
+            *done = r;
+        }
+    }
+}
+
+/* Counts each tenant's running sequences afresh; forgets tenants with none waiting either. */
+static void
+count_running(struct engine_sched *S)
+{
+    for (int k = 0; k < S->n_tenants; k++)
+        S->tenants[k].running = 0;
+    for (int i = 0; i < S->p.n_slots; i++) {
+        if (S->slots[i].r == NULL)
+            continue;
+        struct tenant *t = tenant_find(S, S->slots[i].r->tenant);
+        assert(t != NULL); /* an entry lives while its tenant runs */
+        t->running++;
+    }
+    int n = 0;
+    for (int k = 0; k < S->n_tenants; k++)
+        if (S->tenants[k].waiting > 0 || S->tenants[k].running > 0)
+            S->tenants[n++] = S->tenants[k];
+    S->n_tenants = n;
+}
+
+/* The waiting tenant with the fewest running sequences, ties to the least recently served. */
+static struct tenant *
+pick_waiting(struct engine_sched *S)
+{
+    struct tenant *best = NULL;
+    for (int k = 0; k < S->n_tenants; k++) {
+        struct tenant *t = &S->tenants[k];
+        if (t->waiting > 0 && (best == NULL || t->running < best->running ||
+                               (t->running == best->running && t->served < best->served)))
+            best = t;
+    }
+    return best;
+}
+
+/* Fills the free slots from the queues, fairest tenant first. */
+static void
+fill_slots(struct engine_sched *S)
+{
+    for (int i = 0; i < S->p.n_slots && S->n_waiting > 0; i++) {
+        if (S->slots[i].r != NULL)
+            continue;
+        struct tenant *t = pick_waiting(S);
+        start_slot(S, i, queue_pop(S, t));
+        t->running++;
+        t->served = S->slots[i].admitted;
+        atomic_fetch_add(&S->n_running, 1);
+    }
+}
+
+/*
+ * The slot to preempt for the tenant W next in line, all slots being busy:
+ * the most recently admitted sequence of the tenant V with the most running
+ * (ties: the one served last), if running(V) > running(W) + 1; else -1.
+ */
+static int
+pick_victim(struct engine_sched *S)
+{
+    const struct tenant *w = pick_waiting(S), *v = NULL;
+    for (int k = 0; k < S->n_tenants; k++) {
+        const struct tenant *t = &S->tenants[k];
+        if (v == NULL || t->running > v->running ||
+            (t->running == v->running && t->served > v->served))
+            v = t;
+    }
+    if (v->running <= w->running + 1)
+        return -1;
+    int victim = -1;
+    for (int i = 0; i < S->p.n_slots; i++) {
+        const struct slot *s = &S->slots[i];
+        assert(s->r != NULL);
+        if (s->r->tenant == v->id && (victim < 0 || s->admitted > S->slots[victim].admitted))
+            victim = i;
+    }
+    return victim;
+}
+
+/*
+ * Preempts slot i: publishes its full blocks (output included) so it may find
+ * them again, frees its KV, and queues its request at the front of its
+ * tenant's queue with its output and sampler as they are.
+ */
+static void
+preempt(struct engine_sched *S, int i)
+{
+    struct slot *s = &S->slots[i];
+    struct engine_kv *kv = engine__ctx_kv(S->ctx);
+    engine__kv_publish(kv, i, s->key, s->r->tokens, s->n_past);
+    engine_seq_truncate(S->ctx, i, 0);
+    struct tenant *t = tenant_find(S, s->r->tenant);
+    atomic_store(&s->r->in_slot, false);
+    queue_push(S, t, s->r, true);
+    t->running--;
+    s->r = NULL;
+    atomic_fetch_sub(&S->n_running, 1);
+    atomic_fetch_add_explicit(&S->preemptions, 1, memory_order_relaxed);
+}
+
+/*
+ * Drops cancelled waiting requests (onto *done), admits into free slots, and
+ * preempts until the tenants' shares are as even as the rule above wants.
+ */
+static void
+schedule(struct engine_sched *S, struct engine_req **done)
+{
+    sweep_cancelled(S, done);
+    count_running(S);
+    fill_slots(S);
+    for (int v; S->n_waiting > 0 && (v = pick_victim(S)) >= 0;) {
+        preempt(S, v);
+        fill_slots(S);
+    }
+}
+
+/* Moves queued requests into slots; waits while there is nothing to do. */
 static bool
 admit(struct engine_sched *S)
 {
+    struct engine_req *done = NULL;
     pthread_mutex_lock(&S->mu);
     for (;;) {
-        for (int i = 0; i < S->p.n_slots && S->head != NULL; i++) {
-            struct slot *s = &S->slots[i];
-            if (s->r != NULL)
-                continue;
-            struct engine_req *r = S->head;
-            S->head = r->next;
-            S->tail = S->head ? S->tail : NULL;
-            S->n_waiting--;
-            start_slot(S, i, r);
-            atomic_fetch_add(&S->n_running, 1);
-        }
-        if (S->stop || atomic_load(&S->n_running) > 0 || S->embeds != NULL)
+        schedule(S, &done);
+        if (S->stop || atomic_load(&S->n_running) > 0 || S->embeds != NULL || done != NULL)
             break;
         pthread_cond_wait(&S->cv, &S->mu);
     }
     bool stop = S->stop;
     pthread_mutex_unlock(&S->mu);
+    while (done != NULL) { /* notify runs without the lock */
+        struct engine_req *r = done;
+        done = r->next;
+        req_finish(r, ENGINE_FINISH_CANCELLED);
+    }
     return !stop;
 }
 
@@ -416,14 +687,15 @@ build_batch(struct engine_sched *S, int *n_logits)
         struct slot *s = &S->slots[i];
         if (s->r == NULL || s->decoding)
             continue;
-        int left = s->r->n_prompt - s->n_past, take = left < budget ? left : budget;
+        int left = s->n_prefill - s->n_past, take = left < budget ? left : budget;
         for (int k = 0; k < take; k++, s->n_past++) {
-            bool last = s->n_past == s->r->n_prompt - 1;
-            add_row(S, &n, s->r->prompt[s->n_past], s->n_past, i, last);
+            bool last = s->n_past == s->n_prefill - 1;
+            add_row(S, &n, s->r->tokens[s->n_past], s->n_past, i, last);
             if (last)
                 S->row_slot[(*n_logits)++] = i;
         }
         budget -= take;
+        atomic_fetch_add_explicit(&S->prompt_tokens, (uint64_t)take, memory_order_relaxed);
     }
     return n;
 }
@@ -438,7 +710,10 @@ iterate(struct engine_sched *S)
     if (n == 0)
         return;
     struct engine_batch b = { n, S->tokens, S->pos, S->seq, S->want, S->lora };
-    if (engine_decode(S->ctx, &b, S->logits) < 0) {
+    int rc = engine_decode(S->ctx, &b, S->logits);
+    /* Counted before any token of this pass shows, so a client never sees it early. */
+    atomic_fetch_add_explicit(&S->iterations, 1, memory_order_relaxed);
+    if (rc < 0) {
         for (int k = 0; k < n_logits; k++)
             if (S->slots[S->row_slot[k]].r != NULL)
                 free_slot(S, S->row_slot[k], ENGINE_FINISH_ERROR);
@@ -448,7 +723,7 @@ iterate(struct engine_sched *S)
     for (int i = 0; i < S->p.n_slots; i++) { /* prompt blocks now complete, for later requests */
         const struct slot *s = &S->slots[i];
         if (s->r != NULL && !s->decoding)
-            engine__kv_publish(kv, i, s->lora_hash, s->r->prompt, s->n_past);
+            engine__kv_publish(kv, i, s->key, s->r->tokens, s->n_past);
     }
     for (int k = 0; k < n_logits; k++)
         sample_slot(S, &S->slots[S->row_slot[k]], S->logits + (size_t)k * S->n_vocab);
@@ -536,6 +811,16 @@ engine_sched_embed(struct engine_sched *S, const int32_t *tokens, int n,
     return j.rc;
 }
 
+/* The pool's figures for engine_sched_stats, read by other threads. */
+static void
+note_kv(struct engine_sched *S)
+{
+    int used = 0, cached = 0;
+    engine__kv_usage(engine__ctx_kv(S->ctx), &used, &cached);
+    atomic_store_explicit(&S->kv_used, used, memory_order_relaxed);
+    atomic_store_explicit(&S->kv_cached, cached, memory_order_relaxed);
+}
+
 static void *
 sched_main(void *arg)
 {
@@ -543,6 +828,7 @@ sched_main(void *arg)
     while (admit(S)) {
         run_embeds(S);
         iterate(S);
+        note_kv(S);
     }
     run_embeds(S); /* nobody is left waiting */
     return NULL;
@@ -617,11 +903,22 @@ engine_sched_stop(struct engine_sched *S)
     for (int i = 0; i < S->p.n_slots; i++)
         if (S->slots[i].r != NULL)
             free_slot(S, i, ENGINE_FINISH_CANCELLED);
-    while (S->head != NULL) {
-        struct engine_req *r = S->head;
-        S->head = r->next;
+    pthread_mutex_lock(&S->mu); /* submits may still come; they see stop */
+    struct engine_req *done = NULL;
+    for (int k = 0; k < S->n_tenants; k++)
+        while (S->tenants[k].head != NULL) {
+            struct engine_req *r = queue_pop(S, &S->tenants[k]);
+            r->next = done;
+            done = r;
+        }
+    S->n_tenants = 0;
+    pthread_mutex_unlock(&S->mu);
+    for (struct engine_req *r = done, *next; r != NULL; r = next) {
+        next = r->next;
         req_finish(r, ENGINE_FINISH_CANCELLED);
     }
+    if (S->ctx != NULL)
+        note_kv(S);
 }
 
 void
@@ -642,6 +939,7 @@ engine_sched_free(struct engine_sched *S)
     free(S->row_slot);
     free(S->eog);
     free(S->logits);
+    free(S->tenants);
     free(S);
 }
 
@@ -652,6 +950,24 @@ engine_sched_load(struct engine_sched *S, int *waiting, int *running)
     *waiting = S->n_waiting;
     pthread_mutex_unlock(&S->mu);
     *running = atomic_load(&S->n_running);
+}
+
+void
+engine_sched_stats(struct engine_sched *S, struct engine_sched_stats *out)
+{
+    pthread_mutex_lock(&S->mu);
+    out->waiting = S->n_waiting;
+    pthread_mutex_unlock(&S->mu);
+    out->iterations = atomic_load_explicit(&S->iterations, memory_order_relaxed);
+    out->preemptions = atomic_load_explicit(&S->preemptions, memory_order_relaxed);
+    out->prompt_tokens = atomic_load_explicit(&S->prompt_tokens, memory_order_relaxed);
+    out->generated_tokens = atomic_load_explicit(&S->generated_tokens, memory_order_relaxed);
+    out->running = atomic_load(&S->n_running);
+    out->n_slots = S->p.n_slots;
+    out->kv_blocks_total = S->ctx != NULL ? engine__ctx_kv(S->ctx)->n_blocks : 0;
+    out->kv_blocks_used = atomic_load_explicit(&S->kv_used, memory_order_relaxed);
+    out->kv_blocks_cached = atomic_load_explicit(&S->kv_cached, memory_order_relaxed);
+    out->kv_block_size = ENGINE_KV_BLOCK;
 }
 
 static int
@@ -679,6 +995,7 @@ engine_sched_submit(struct engine_sched *S, const struct engine_req_params *p,
     struct engine_req *r = NULL;
     if (rc < 0 || (rc = req_new(p, S->n_vocab, &r)) < 0)
         return rc;
+    r->iter_submit = atomic_load(&S->iterations);
     pthread_mutex_lock(&S->mu);
     int free_slots = S->p.n_slots - atomic_load(&S->n_running);
     if (S->stop)
@@ -686,12 +1003,7 @@ engine_sched_submit(struct engine_sched *S, const struct engine_req_params *p,
     else if (S->n_waiting >= S->p.max_queue + (free_slots > 0 ? free_slots : 0))
         rc = -EAGAIN;
     if (rc == 0) {
-        if (S->tail != NULL)
-            S->tail->next = r;
-        else
-            S->head = r;
-        S->tail = r;
-        S->n_waiting++;
+        queue_push(S, tenant_get(S, p->tenant), r, false);
         pthread_cond_signal(&S->cv);
     }
     pthread_mutex_unlock(&S->mu);

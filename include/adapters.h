@@ -109,6 +109,15 @@ void adapters_close(struct adapters *r);
 
 /* Whether name is a valid adapter name: 1..128 of [A-Za-z0-9._:-], not starting with '.'. */
 bool adapters_name_valid(const char *name);
+/*
+ * The registry's functions take a key: a name, or "OWNER/NAME" (both valid
+ * names) for an adapter that belongs to OWNER (a tenant): owners' names are
+ * separate namespaces. An unknown owned key is never looked for in the
+ * adapter_dir. Whether key is registered (in any status), without loading:
+ */
+#define ADAPTERS_KEY_MAX (2 * ADAPTERS_NAME_MAX + 1)
+bool adapters_key_valid(const char *key);
+bool adapters_has(struct adapters *r, const char *key);
 
 /*
  * The current version of name, with a ref the caller owns (release with
@@ -193,6 +202,8 @@ void adapters_list_free(struct adapters_entry *list);
 
 /* Resident bytes and the budget (0: none), for /metrics. */
 void adapters_memory(struct adapters *r, uint64_t *resident, uint64_t *max_memory);
+/* Versions loaded (made resident) and evicted since open, for /metrics. Any thread. */
+void adapters_counters(struct adapters *r, uint64_t *loads, uint64_t *evictions);
 
 /* ---- One version (refcounted; any thread) ----------------------------- */
 

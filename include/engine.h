@@ -224,6 +224,16 @@ int32_t engine_sampler_sample(struct engine_sampler *s, float *logits);
  * pass, samples, and appends tokens to each request's output. Requests join
  * and leave the batch at every iteration.
  *
+ * Tenants: each has its own FIFO queue. A free slot goes to the waiting
+ * tenant with the fewest running sequences, ties to the one served least
+ * recently; with one tenant this is plain FIFO. When requests wait and no
+ * slot is free, a tenant running more than one sequence more than the
+ * tenant next in line loses its most recently admitted sequence to it
+ * (recompute preemption, as vLLM's): that request goes back to the front of
+ * its tenant's queue and, admitted again, computes its prompt and the
+ * tokens it had generated again (from the prefix cache where it can) and
+ * goes on; its output continues with no token repeated or lost.
+ *
  * A request is shared by the submitter and the scheduler: it lives until
  * engine_req_release() has been called and the scheduler is done with it.
  * Any thread may call the engine_req_* functions; notify is called on the
@@ -260,6 +270,35 @@ void engine_sched_free(struct engine_sched *s);
 void engine_sched_load(struct engine_sched *s, int *waiting, int *running);
 
 /*
+ * Counters since engine_sched_new and a snapshot of the queue and the KV
+ * pool, for metrics. prompt_tokens counts positions the forward pass
+ * prefilled: prefix-cache hits (engine_sched_prefix_hits) are not in it,
+ * recomputation after a preemption is. generated_tokens counts tokens
+ * appended to outputs (never an end-of-generation token: it is not
+ * returned).
+ *
+ * The pool has kv_blocks_total blocks of kv_block_size (16) positions,
+ * shared by the slots. A block is used (held by a sequence, running or
+ * embedding, shared or not), cached (published in the prefix cache and held
+ * by none: the pool takes it back when it needs one) or free. used / total
+ * is vLLM's "KV cache usage", which also counts cached blocks as free: they
+ * fill the pool over time, so counting them would pin usage near 1. The KV
+ * figures are those after the latest iteration.
+ *
+ * Any thread; the fields are read one by one, not as one snapshot.
+ */
+struct engine_sched_stats {
+    uint64_t iterations;        /* forward passes run (embeddings not counted) */
+    uint64_t preemptions;       /* sequences preempted for another tenant */
+    uint64_t prompt_tokens;     /* positions prefilled, see above */
+    uint64_t generated_tokens;
+    int waiting, running, n_slots;      /* requests queued, slots busy, slots */
+    int kv_blocks_total, kv_blocks_used, kv_block_size;
+    int kv_blocks_cached;       /* published, held by no sequence */
+};
+void engine_sched_stats(struct engine_sched *s, struct engine_sched_stats *out);
+
+/*
  * The embedding of tokens[0..n) (1 <= n <= the slots' context) by the served
  * model: its output-normed last hidden states, averaged over the tokens
  * (MEAN), the first token's (CLS) or the last one's (LAST), scaled to length
@@ -273,8 +312,9 @@ int engine_sched_embed(struct engine_sched *s, const int32_t *tokens, int n,
                        enum engine_pooling pool, float *out);
 /*
  * Prompt positions served from the prefix cache so far: full blocks of 16 a
- * request shares with an earlier one of the same tokens and the same
- * adapters (each adapter object, version and scale). Any thread.
+ * request shares with an earlier one of the same tenant, the same tokens and
+ * the same adapters (each adapter object, version and scale). A preempted
+ * request admitted again counts the blocks it finds again. Any thread.
  */
 uint64_t engine_sched_prefix_hits(struct engine_sched *s);
 
@@ -295,6 +335,12 @@ struct engine_req_params {
      * reference on each adapter and drops it when the request is freed.
      */
     const struct engine_lora_set *lora;
+    /*
+     * Who asks (0: the default or admin tenant). Admission is fair across
+     * tenants, and tenants never share prefix-cache blocks (the time to the
+     * first token would tell one what another asked).
+     */
+    uint32_t tenant;
 };
 
 /*
@@ -331,8 +377,20 @@ int engine_req_take(struct engine_req *r, struct engine_tok *out, int max,
                     enum engine_finish *finish);
 /* Prompt tokens evaluated and time to first token (seconds, 0 if none yet). */
 void engine_req_stats(struct engine_req *r, int *n_prompt, int *n_generated, double *ttft);
-/* Asks the scheduler to stop the request; its slot is free within one iteration. */
+/*
+ * Asks the scheduler to stop the request: within one iteration it finishes as
+ * cancelled, running or queued (also when queued again after a preemption),
+ * and its slot, if it had one, is free.
+ */
 void engine_req_cancel(struct engine_req *r);
+/* Whether the request holds a slot now (not waiting, preempted or finished). Any thread. */
+bool engine_req_running(struct engine_req *r);
+/*
+ * Forward passes from its submission to the one that gave its first token
+ * (1: the very next one), or -1 before that: time to first token in
+ * iterations, which does not depend on the machine's speed. Any thread.
+ */
+int engine_req_ttft_iterations(struct engine_req *r);
 /* Drops the submitter's reference (cancels first if still running). Accepts NULL. */
 void engine_req_release(struct engine_req *r);
 

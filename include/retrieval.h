@@ -83,6 +83,7 @@ struct retrieval_store_info {
     char *metadata;                 /* a JSON object's text, malloc'd */
     char *template;                 /* the context template, malloc'd, or NULL */
     char embedder[64];              /* the kind of embedder its vectors come from */
+    char owner[RETRIEVAL_ID_MAX];   /* the tenant it belongs to; "" the admin's, shared */
     long long created_at;           /* Unix seconds */
     long long usage_bytes;          /* document text and embeddings */
     long long n_documents, n_chunks;
@@ -107,7 +108,8 @@ int retrieval_stores_add_embedder(struct retrieval_stores *st,
                                   const struct retrieval_embedder *e);
 
 /*
- * A new store: name may be NULL, metadata a JSON object's text or NULL,
+ * A new store of owner (NULL or "": the admin's, shared by every tenant;
+ * recorded, not enforced here): name may be NULL, metadata a JSON object's text or NULL,
  * embedder NULL (the stores' first) or the kind of one they have (else
  * -ENOENT),
  * template NULL or the text a request's context is rendered into, with
@@ -116,10 +118,12 @@ int retrieval_stores_add_embedder(struct retrieval_stores *st,
  * OpenAI's 800 and 400). 0 with *out filled, -EINVAL, -EIO (err says why).
  */
 #define RETRIEVAL_TEMPLATE_MAX 4096
-int retrieval_store_create(struct retrieval_stores *st, const char *name, const char *metadata,
-                           const char *template, const char *embedder, int chunk_tokens,
-                           int chunk_overlap, struct retrieval_store_info *out, char *err,
-                           size_t errlen);
+int retrieval_store_create(struct retrieval_stores *st, const char *owner, const char *name,
+                           const char *metadata, const char *template, const char *embedder,
+                           int chunk_tokens, int chunk_overlap, struct retrieval_store_info *out,
+                           char *err, size_t errlen);
+/* Store id's owner (RETRIEVAL_ID_MAX bytes; "" shared), from memory: 0 or -ENOENT. */
+int retrieval_store_owner(struct retrieval_stores *st, const char *id, char *owner);
 /* 0 with *out, or -ENOENT. */
 int retrieval_store_get(struct retrieval_stores *st, const char *id,
                         struct retrieval_store_info *out);

@@ -19,6 +19,7 @@ struct vs_index {
     const struct retrieval_embedder *e;     /* NULL: its embedder is not here (this run) */
     char embedder[64];                      /* the embedder's kind, as recorded */
     char *template;                         /* the context template, or NULL */
+    char owner[RETRIEVAL_ID_MAX];           /* whose it is: "" shared */
     long long n, cap;
     float *vecs;                            /* (cap, dim) */
     int8_t *q8;                             /* (cap, dim) the rows as int8 (scan.c) */

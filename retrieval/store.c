@@ -20,7 +20,7 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS vector_stores (id TEXT PRIMARY KEY, name TEXT,"
     " metadata TEXT NOT NULL, created_at INTEGER NOT NULL, chunk_tokens INTEGER NOT NULL,"
     " chunk_overlap INTEGER NOT NULL, dim INTEGER NOT NULL, template TEXT,"
-    " embedder TEXT NOT NULL DEFAULT 'hash');"
+    " embedder TEXT NOT NULL DEFAULT 'hash', owner TEXT NOT NULL DEFAULT '');"
     "CREATE TABLE IF NOT EXISTS vs_documents (store TEXT NOT NULL, id TEXT NOT NULL,"
     " text TEXT NOT NULL, metadata TEXT NOT NULL, created_at INTEGER NOT NULL,"
     " n_chunks INTEGER NOT NULL, PRIMARY KEY (store, id));"
@@ -160,7 +160,7 @@ retrieval_stores_add_embedder(struct retrieval_stores *st, const struct retrieva
 
 static int
 index_new(struct retrieval_stores *st, const char *id, int dim, int chunk_tokens,
-          int chunk_overlap, const char *embedder, const char *template)
+          int chunk_overlap, const char *embedder, const char *template, const char *owner)
 {
     char *tmpl = template ? strdup(template) : NULL;
     if (template != NULL && tmpl == NULL)
@@ -178,6 +178,7 @@ index_new(struct retrieval_stores *st, const char *id, int dim, int chunk_tokens
                                       .template = tmpl };
     snprintf(p[st->n_idx].embedder, sizeof(p[st->n_idx].embedder), "%s", embedder);
     snprintf(p[st->n_idx].id, RETRIEVAL_ID_MAX, "%s", id);
+    snprintf(p[st->n_idx].owner, RETRIEVAL_ID_MAX, "%s", owner ? owner : "");
     st->n_idx++;
     return 0;
 }
@@ -188,7 +189,7 @@ load_indexes(struct retrieval_stores *st)
 {
     sqlite3_stmt *s = NULL, *c = NULL;
     int rc = sqlite3_prepare_v2(st->db, "SELECT id, dim, chunk_tokens, chunk_overlap, embedder,"
-                                " template FROM vector_stores ORDER BY created_at", -1, &s, NULL)
+                                " template, owner FROM vector_stores ORDER BY created_at", -1, &s, NULL)
                      == SQLITE_OK &&
              sqlite3_prepare_v2(st->db, "SELECT id, document, embedding FROM vs_chunks"
                                 " WHERE store = ? ORDER BY id", -1, &c, NULL) == SQLITE_OK
@@ -197,7 +198,8 @@ load_indexes(struct retrieval_stores *st)
         const char *id = (const char *)sqlite3_column_text(s, 0);
         if ((rc = index_new(st, id, sqlite3_column_int(s, 1), sqlite3_column_int(s, 2),
                             sqlite3_column_int(s, 3), (const char *)sqlite3_column_text(s, 4),
-                            (const char *)sqlite3_column_text(s, 5))) < 0)
+                            (const char *)sqlite3_column_text(s, 5),
+                            (const char *)sqlite3_column_text(s, 6))) < 0)
             break;
         struct vs_index *x = &st->idx[st->n_idx - 1];
         sqlite3_bind_text(c, 1, id, -1, SQLITE_TRANSIENT);
@@ -245,6 +247,8 @@ retrieval_stores_open(const char *path, const struct tokenizer *tok,
                      NULL);
         sqlite3_exec(st->db, "ALTER TABLE vector_stores ADD COLUMN embedder TEXT NOT NULL"
                      " DEFAULT 'hash'", NULL, NULL, NULL);
+        sqlite3_exec(st->db, "ALTER TABLE vector_stores ADD COLUMN owner TEXT NOT NULL"
+                     " DEFAULT ''", NULL, NULL, NULL);
     }
     if (rc == 0)
         rc = load_indexes(st);
@@ -294,7 +298,7 @@ dup_col(sqlite3_stmt *s, int col)
     " (SELECT count(*) FROM vs_documents d WHERE d.store = v.id),"                            \
     " (SELECT count(*) FROM vs_chunks c WHERE c.store = v.id),"                               \
     " (SELECT coalesce(sum(length(CAST(d.text AS BLOB))), 0) FROM vs_documents d"             \
-    " WHERE d.store = v.id), v.template, v.embedder FROM vector_stores v"
+    " WHERE d.store = v.id), v.template, v.embedder, v.owner FROM vector_stores v"
 
 static void
 read_info(sqlite3_stmt *s, struct retrieval_store_info *o)
@@ -311,6 +315,7 @@ read_info(sqlite3_stmt *s, struct retrieval_store_info *o)
     o->usage_bytes = sqlite3_column_int64(s, 9) + o->n_chunks * o->dim * (long long)sizeof(float);
     o->template = dup_col(s, 10);
     snprintf(o->embedder, sizeof(o->embedder), "%s", (const char *)sqlite3_column_text(s, 11));
+    snprintf(o->owner, sizeof(o->owner), "%s", (const char *)sqlite3_column_text(s, 12));
 }
 
 /* Stores matching where (one text bind, or none): 0 with *out and *n. */
@@ -397,7 +402,8 @@ retrieval__store_shape(struct retrieval_stores *st, const char *id,
 }
 
 int
-retrieval_store_create(struct retrieval_stores *st, const char *name, const char *metadata,
+retrieval_store_create(struct retrieval_stores *st, const char *owner, const char *name,
+                       const char *metadata,
                        const char *template, const char *embedder, int chunk_tokens,
                        int chunk_overlap, struct retrieval_store_info *out, char *err,
                        size_t errlen)
@@ -422,20 +428,32 @@ retrieval_store_create(struct retrieval_stores *st, const char *name, const char
     char id[RETRIEVAL_ID_MAX], sql[512];
     retrieval__make_id("vs_", id);
     snprintf(sql, sizeof(sql), "INSERT INTO vector_stores (id, name, metadata, created_at,"
-             " chunk_tokens, chunk_overlap, dim, template, embedder) VALUES (?, ?, ?, %lld, %d,"
-             " %d, %d, ?, ?)", (long long)time(NULL), chunk_tokens, chunk_overlap,
+             " chunk_tokens, chunk_overlap, dim, template, embedder, owner) VALUES (?, ?, ?,"
+             " %lld, %d, %d, %d, ?, ?, ?)", (long long)time(NULL), chunk_tokens, chunk_overlap,
              retrieval_embedder_dim(e));
     const char *binds[] = { id, name, metadata ? metadata : "{}", template,
-                            retrieval_embedder_kind(e) };
+                            retrieval_embedder_kind(e), owner ? owner : "" };
     pthread_mutex_lock(&st->lock);
-    int rc = retrieval__exec(st->db, sql, 5, binds);
+    int rc = retrieval__exec(st->db, sql, 6, binds);
     if (rc == 0 && (rc = index_new(st, id, retrieval_embedder_dim(e), chunk_tokens,
-                                   chunk_overlap, retrieval_embedder_kind(e), template)) < 0)
+                                   chunk_overlap, retrieval_embedder_kind(e), template,
+                                   owner)) < 0)
         retrieval__exec(st->db, "DELETE FROM vector_stores WHERE id = ?", 1, binds);
     if (rc < 0)
         snprintf(err, errlen, "vector stores: %s", sqlite3_errmsg(st->db));
     pthread_mutex_unlock(&st->lock);
     return rc < 0 ? rc : retrieval_store_get(st, id, out);
+}
+
+int
+retrieval_store_owner(struct retrieval_stores *st, const char *id, char *owner)
+{
+    pthread_mutex_lock(&st->lock);
+    const struct vs_index *x = retrieval__index(st, id);
+    if (x != NULL)
+        snprintf(owner, RETRIEVAL_ID_MAX, "%s", x->owner);
+    pthread_mutex_unlock(&st->lock);
+    return x == NULL ? -ENOENT : 0;
 }
 
 int

@@ -41,12 +41,15 @@ struct emb {
     const struct retrieval_embedder *e;     /* for hash; NULL for the models */
     struct retrieval_embedder *own;         /* made for dimensions=, or NULL */
     bool base64;
+    uint32_t tenant;                        /* counted by its limits until done, or 0 */
 };
 
 static void
 emb_free(void *arg)
 {
     struct emb *q = arg;
+    if (q->tenant != 0) /* it never ran */
+        server__tenant_done(q->s->tenants, q->tenant, 0);
     cJSON_Delete(q->root);
     retrieval_embedder_free(q->own);
     free(q);
@@ -307,7 +310,11 @@ emb_work(struct op *o, void *arg)
     float *v = malloc((size_t)dim_of(q) * sizeof(float));
     long long tokens = 0;
     int rc = v == NULL ? -ENOMEM : server__buf_adds(&b, "{\"object\":\"list\",\"data\":[");
-    if (rc == 0 && (rc = add_data(q, &b, v, &tokens)) == 0) {
+    rc = rc == 0 ? add_data(q, &b, v, &tokens) : rc;
+    if (q->tenant != 0) /* done before the answer goes out: the client may ask again at once */
+        server__tenant_done(q->s->tenants, q->tenant, (int)tokens);
+    q->tenant = 0;
+    if (rc == 0) {
         char tail[400];
         const char *id = q->kind == EMB_HASH ? "hash"
                          : q->kind == EMB_MODEL ? q->s->model_id : q->s->encoder_id;
@@ -336,13 +343,17 @@ emb_work(struct op *o, void *arg)
 }
 
 int
-server__embeddings_start(struct server *s, struct MHD_Connection *con, const char *body,
-                         size_t len, struct op **out, struct oai_err *e)
+server__embeddings_start(struct server *s, struct MHD_Connection *con, const struct who *who,
+                         const char *body, size_t len, struct op **out, struct oai_err *e)
 {
     *out = NULL;
+    int rc = server__limits_admit(s, who, e);
+    if (rc < 0)
+        return rc;
     struct emb *q = server__xcalloc(1, sizeof(*q));
     q->s = s;
-    int rc = server__parse_object(body, len, &q->root, e);
+    q->tenant = who->tenant;
+    rc = server__parse_object(body, len, &q->root, e);
     if (rc == 0 && (rc = check_model(s, q->root, e)) >= 0) {
         q->kind = (enum emb_kind)rc;
         q->e = q->kind == EMB_HASH ? s->embedder : NULL;

@@ -21,9 +21,9 @@
 #include "server_int.h"
 
 enum route {
-    ROUTE_NONE, ROUTE_HEALTH, ROUTE_MODELS, ROUTE_MODEL, ROUTE_COMPLETIONS, ROUTE_CHAT,
+    ROUTE_NONE, ROUTE_HEALTH, ROUTE_METRICS, ROUTE_MODELS, ROUTE_MODEL, ROUTE_COMPLETIONS, ROUTE_CHAT,
     ROUTE_ADAPTERS, ROUTE_ADAPTER, ROUTE_ADAPTER_LOAD, ROUTE_ADAPTER_DELETE, ROUTE_VLLM_LOAD,
-    ROUTE_VLLM_UNLOAD, ROUTE_EMBEDDINGS, ROUTE_VECTOR_STORES, ROUTE_TENANTS
+    ROUTE_VLLM_UNLOAD, ROUTE_EMBEDDINGS, ROUTE_VECTOR_STORES, ROUTE_TENANTS, ROUTE_EXPERIMENTS
 };
 
 static const struct {
@@ -32,6 +32,7 @@ static const struct {
     enum route route;
 } routes[] = {
     { "GET", "/health", ROUTE_HEALTH },
+    { "GET", "/metrics", ROUTE_METRICS },
     { "GET", "/v1/models", ROUTE_MODELS },
     { "GET", "/v1/models/*", ROUTE_MODEL },
     { "POST", "/v1/completions", ROUTE_COMPLETIONS },
@@ -54,6 +55,12 @@ static const struct {
     { "POST", "/v1/tenants/*", ROUTE_TENANTS },
     { "PATCH", "/v1/tenants/*", ROUTE_TENANTS },
     { "DELETE", "/v1/tenants/*", ROUTE_TENANTS },
+    { "GET", "/v1/experiments", ROUTE_EXPERIMENTS },
+    { "POST", "/v1/experiments", ROUTE_EXPERIMENTS },
+    { "GET", "/v1/experiments/*", ROUTE_EXPERIMENTS },
+    { "PATCH", "/v1/experiments/*", ROUTE_EXPERIMENTS },
+    { "DELETE", "/v1/experiments/*", ROUTE_EXPERIMENTS },
+    { "POST", "/v1/feedback", ROUTE_EXPERIMENTS },
 };
 
 /* One request, from its headers to its completion. */
@@ -74,10 +81,10 @@ struct hdr {
     const char *name, *value;
 };
 
-/* Queues body (malloc'd, consumed) with status, content type and one extra header. */
+/* Queues body (malloc'd, consumed) with status, content type and extra headers h[0..n). */
 static enum MHD_Result
-reply_as(struct server *s, struct MHD_Connection *con, int status, char *body, const char *ctype,
-         struct hdr extra)
+reply_hdrs(struct server *s, struct MHD_Connection *con, int status, char *body,
+           const char *ctype, const struct hdr *h, int n)
 {
     if (body == NULL)
         return MHD_NO;
@@ -88,13 +95,21 @@ reply_as(struct server *s, struct MHD_Connection *con, int status, char *body, c
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", ctype);
-    if (extra.name != NULL && extra.value != NULL)
-        MHD_add_response_header(r, extra.name, extra.value);
+    for (int i = 0; i < n; i++)
+        if (h[i].name != NULL && h[i].value != NULL)
+            MHD_add_response_header(r, h[i].name, h[i].value);
     if (s->draining)
         MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(con, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+static enum MHD_Result
+reply_as(struct server *s, struct MHD_Connection *con, int status, char *body, const char *ctype,
+         struct hdr extra)
+{
+    return reply_hdrs(s, con, status, body, ctype, &extra, 1);
 }
 
 /* Queues a JSON body (malloc'd, consumed) with status. */
@@ -112,6 +127,11 @@ reply_error(struct server *s, struct MHD_Connection *con, const struct conn *c)
         h = (struct hdr){ "Allow", c->allow };
     else if (c->err.err == -EACCES)
         h = (struct hdr){ "WWW-Authenticate", "Bearer" };
+    char secs[16];
+    if (c->err.err == -EAGAIN) {
+        snprintf(secs, sizeof(secs), "%d", c->err.retry_after > 0 ? c->err.retry_after : 1);
+        h = (struct hdr){ "Retry-After", secs };
+    }
     return reply_as(s, con, server__status_from_err(c->err.err), server__error_json(&c->err),
                     "application/json", h);
 }
@@ -145,11 +165,11 @@ reply_health(struct server *s, struct MHD_Connection *con)
 }
 
 static enum MHD_Result
-reply_models(struct server *s, struct MHD_Connection *con)
+reply_models(struct server *s, struct MHD_Connection *con, const struct conn *c)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
-    cJSON_AddItemToObject(o, "data", server__models_json(s));
+    cJSON_AddItemToObject(o, "data", server__models_json(s, &c->who));
     return reply(s, con, 200, print_free(o), NULL);
 }
 
@@ -157,7 +177,7 @@ static enum MHD_Result
 reply_model(struct server *s, struct MHD_Connection *con, const char *url, struct conn *c)
 {
     const char *id = url + strlen("/v1/models/");
-    cJSON *m = server__model_json(s, id);
+    cJSON *m = server__model_json(s, &c->who, id);
     if (m != NULL)
         return reply(s, con, 200, print_free(m), NULL);
     server__fail(&c->err, -ENOENT, "model", "model_not_found",
@@ -170,7 +190,7 @@ static enum MHD_Result
 reply_adapter(struct server *s, struct MHD_Connection *con, const char *url, struct conn *c)
 {
     const char *name = url + strlen("/v1/adapters/");
-    cJSON *a = server__adapter_json(s, name);
+    cJSON *a = server__adapter_json(s, &c->who, name);
     if (a != NULL)
         return reply(s, con, 200, print_free(a), NULL);
     server__fail(&c->err, -ENOENT, "name", "adapter_not_found",
@@ -200,7 +220,7 @@ change(struct server *s, struct MHD_Connection *con, const char *url, struct con
         };
         const char *name = c->route == ROUTE_ADAPTER_DELETE ? url + strlen("/v1/adapters/")
                                                             : NULL;
-        int rc = server__op_start(s, con, kinds[c->route], name, c->body.p ? c->body.p : "",
+        int rc = server__op_start(s, con, &c->who, kinds[c->route], name, c->body.p ? c->body.p : "",
                                   c->body.len, &c->op, &c->err);
         server__buf_release(&c->body);
         return rc < 0 ? reply_error(s, con, c) : MHD_YES;
@@ -214,7 +234,7 @@ vector_stores(struct server *s, struct MHD_Connection *con, const char *method, 
 {
     if (c->op != NULL)
         return reply_op(s, con, c);
-    int rc = server__vector_stores_start(s, con, method, url, c->body.p ? c->body.p : "",
+    int rc = server__vector_stores_start(s, con, &c->who, method, url, c->body.p ? c->body.p : "",
                                          c->body.len, &c->op, &c->err);
     server__buf_release(&c->body);
     if (rc == -EOPNOTSUPP) /* a method this kind of path does not take */
@@ -229,8 +249,8 @@ embeddings(struct server *s, struct MHD_Connection *con, struct conn *c)
 {
     if (c->op != NULL)
         return reply_op(s, con, c);
-    int rc = server__embeddings_start(s, con, c->body.p ? c->body.p : "", c->body.len, &c->op,
-                                      &c->err);
+    int rc = server__embeddings_start(s, con, &c->who, c->body.p ? c->body.p : "", c->body.len,
+                                      &c->op, &c->err);
     server__buf_release(&c->body);
     return rc < 0 ? reply_error(s, con, c) : MHD_YES;
 }
@@ -249,6 +269,22 @@ tenants(struct server *s, struct MHD_Connection *con, const char *method, const 
     return rc < 0 ? reply_error(s, con, c) : MHD_YES;
 }
 
+static enum MHD_Result
+experiments(struct server *s, struct MHD_Connection *con, const char *method, const char *url,
+            struct conn *c)
+{
+    if (c->op != NULL)
+        return reply_op(s, con, c);
+    int rc = server__experiments_start(s, con, &c->who, method, url,
+                                       c->body.p ? c->body.p : "", c->body.len, &c->op,
+                                       &c->err);
+    server__buf_release(&c->body);
+    if (rc == -EOPNOTSUPP)
+        snprintf(c->allow, sizeof(c->allow), "%s",
+                 strcmp(url, "/v1/experiments") == 0 ? "GET, POST" : "GET, PATCH, DELETE");
+    return rc < 0 ? reply_error(s, con, c) : MHD_YES;
+}
+
 /* ---- Generate requests ------------------------------------------------ */
 
 static enum MHD_Result
@@ -263,6 +299,8 @@ queue_stream(struct server *s, struct MHD_Connection *con, struct job *j)
     MHD_add_response_header(r, "Cache-Control", "no-cache");
     if (server__job_adapter_header(j) != NULL)
         MHD_add_response_header(r, SERVER_ADAPTER_HEADER, server__job_adapter_header(j));
+    if (server__job_variant(j) != NULL)
+        MHD_add_response_header(r, SERVER_VARIANT_HEADER, server__job_variant(j));
     if (s->draining)
         MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(con, 200, r);
@@ -273,8 +311,12 @@ queue_stream(struct server *s, struct MHD_Connection *con, struct job *j)
 static enum MHD_Result
 queue_body(struct server *s, struct MHD_Connection *con, struct job *j)
 {
-    struct hdr h = { SERVER_ADAPTER_HEADER, server__job_adapter_header(j) };
-    return reply_as(s, con, 200, server__job_body(j), "application/json", h);
+    char iters[16];
+    snprintf(iters, sizeof(iters), "%d", server__job_ttft_iterations(j));
+    struct hdr h[3] = { { SERVER_ADAPTER_HEADER, server__job_adapter_header(j) },
+                        { SERVER_VARIANT_HEADER, server__job_variant(j) },
+                        { "x-loraserve-ttft-iterations", iters } };
+    return reply_hdrs(s, con, 200, server__job_body(j), "application/json", h, 3);
 }
 
 static enum MHD_Result
@@ -282,7 +324,7 @@ generate(struct server *s, struct MHD_Connection *con, struct conn *c)
 {
     if (c->job == NULL) {
         enum oai_kind kind = c->route == ROUTE_CHAT ? OAI_CHAT : OAI_COMPLETIONS;
-        int rc = server__job_start(s, con, kind, c->body.p ? c->body.p : "", c->body.len,
+        int rc = server__job_start(s, con, &c->who, kind, c->body.p ? c->body.p : "", c->body.len,
                                    &c->job, &c->err);
         server__buf_release(&c->body);
         if (rc < 0)
@@ -340,12 +382,16 @@ route(struct conn *c, const char *method, const char *url)
                      url);
 }
 
-/* Who sent it: every route but /health needs a key once there is an admin key. */
+/*
+ * Who sent it: every route but /health and /metrics (what probes and scrapers
+ * read, as with vLLM) needs a key once there is an admin key.
+ */
 static void
 authenticate(struct server *s, struct MHD_Connection *con, struct conn *c)
 {
     const char *auth = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Authorization");
-    if (server__tenants_auth(s->tenants, auth, &c->who) == 0 || c->route == ROUTE_HEALTH)
+    if (server__tenants_auth(s->tenants, auth, &c->who) == 0 || c->route == ROUTE_HEALTH ||
+        c->route == ROUTE_METRICS)
         return;
     if (auth == NULL)
         server__fail(&c->err, -EACCES, NULL, "missing_api_key", "You didn't provide an API "
@@ -362,7 +408,7 @@ on_headers(struct server *s, struct MHD_Connection *con, const char *url, const 
     route(c, method, url);
     if (c->err.err == 0)
         authenticate(s, con, c);
-    if (c->err.err == 0 && s->draining && c->route != ROUTE_HEALTH)
+    if (c->err.err == 0 && s->draining && c->route != ROUTE_HEALTH && c->route != ROUTE_METRICS)
         server__fail(&c->err, -ECANCELED, NULL, "shutting_down", "the server is shutting down");
     const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Length");
     long long len = cl ? strtoll(cl, NULL, 10) : 0;
@@ -422,15 +468,18 @@ on_request(void *cls, struct MHD_Connection *con, const char *url, const char *m
     switch (c->route) {
     case ROUTE_HEALTH:
         return reply_health(s, con);
+    case ROUTE_METRICS:
+        return reply_as(s, con, 200, server__metrics_text(s),
+                        "text/plain; version=0.0.4; charset=utf-8", (struct hdr){ NULL, NULL });
     case ROUTE_MODELS:
-        return reply_models(s, con);
+        return reply_models(s, con, c);
     case ROUTE_MODEL:
         return reply_model(s, con, url, c);
     case ROUTE_COMPLETIONS:
     case ROUTE_CHAT:
         return generate(s, con, c);
     case ROUTE_ADAPTERS:
-        return reply(s, con, 200, server__adapters_json(s), NULL);
+        return reply(s, con, 200, server__adapters_json(s, &c->who), NULL);
     case ROUTE_ADAPTER:
         return reply_adapter(s, con, url, c);
     case ROUTE_ADAPTER_LOAD:
@@ -444,6 +493,8 @@ on_request(void *cls, struct MHD_Connection *con, const char *url, const char *m
         return vector_stores(s, con, method, url, c);
     case ROUTE_TENANTS:
         return tenants(s, con, method, url, c);
+    case ROUTE_EXPERIMENTS:
+        return experiments(s, con, method, url, c);
     default:
         return MHD_NO;
     }

@@ -47,7 +47,15 @@ struct job {
     uv_poll_t *watch;               /* client disconnects while suspended */
     /* Adapters: what was asked for, the versions got (owned refs), the engine's set. */
     struct oai_adapter want[OAI_MAX_ADAPTERS];
+    char key[OAI_MAX_ADAPTERS][ADAPTERS_KEY_MAX + 1];   /* want[i]'s registry key */
     int n_want;
+    struct who who;
+    struct who ns;                  /* whose adapter names the model is in (a shared experiment's: the admin's) */
+    bool admitted;                  /* counted by the tenant's limits */
+    bool routed, noted, gen_error;  /* by an experiment; its record left; a generation failed */
+    bool counted;                   /* in /metrics */
+    struct exp_pick pick;
+    double t_start;                 /* monotonic seconds */
     struct adapter *ads[OAI_MAX_ADAPTERS];
     struct engine_lora_set lora;
     char *adapter_header;           /* "NAME@VERSION,...", or NULL */
@@ -60,6 +68,58 @@ struct job {
     char work_msg[256];
 };
 
+static double
+mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static struct oai_usage usage(const struct job *j);
+
+/* An experiment's request has ended (done, failed or abandoned): its record. */
+static void
+exp_note(struct job *j, bool error)
+{
+    if (!j->routed || j->noted)
+        return;
+    j->noted = true;
+    struct exp_record r = { .latency = mono_s() - j->t_start, .error = error };
+    if (j->meta.id[0] != '\0')
+        snprintf(r.id, sizeof(r.id), "%s", j->meta.id);
+    else
+        snprintf(r.id, sizeof(r.id), "failed-%p-%.6f", (void *)j, j->t_start);
+    snprintf(r.owner, sizeof(r.owner), "%s", j->pick.owner);
+    snprintf(r.experiment, sizeof(r.experiment), "%s", j->pick.name);
+    snprintf(r.variant, sizeof(r.variant), "%s", j->pick.variant);
+    snprintf(r.user, sizeof(r.user), "%s", j->req.user ? j->req.user : "");
+    r.tokens = usage(j).completion_tokens;
+    int n_prompt = 0, n_gen = 0;
+    if (j->n_choices > 0 && j->choices[0].er != NULL)
+        engine_req_stats(j->choices[0].er, &n_prompt, &n_gen, &r.ttft);
+    server__experiment_record(j->srv->experiments, &r);
+}
+
+/* The request's line in /metrics, once: status as answered (499: the client left first). */
+static void
+job_count(struct job *j, int status)
+{
+    if (j->counted)
+        return;
+    j->counted = true;
+    struct oai_usage u = usage(j);
+    /* a name that served nothing is not a label: clients could make series without end */
+    const char *model = status == 404 || status == 400 ? "unknown"
+                        : j->req.model ? j->req.model : j->srv->model_id;
+    struct metric_req q = { model, j->who.id, status, u.prompt_tokens, u.completion_tokens,
+                            mono_s() - j->t_start, 0 };
+    int n_prompt = 0, n_gen = 0;
+    if (j->n_choices > 0 && j->choices[0].er != NULL)
+        engine_req_stats(j->choices[0].er, &n_prompt, &n_gen, &q.ttft);
+    server__metrics_request(j->srv->metrics, &q);
+}
+
 /* Runs on the scheduler thread: keep it short. */
 static void
 ring(void *arg)
@@ -70,9 +130,23 @@ ring(void *arg)
 
 /* ---- Lifetime --------------------------------------------------------- */
 
+/* The request no longer counts against its tenant's limits (its tokens do). */
+static void
+job_unadmit(struct job *j)
+{
+    if (!j->admitted)
+        return;
+    j->admitted = false;
+    struct oai_usage u = usage(j);
+    server__tenant_done(j->srv->tenants, j->who.tenant, u.prompt_tokens + u.completion_tokens);
+}
+
 static void
 job_free(struct job *j)
 {
+    exp_note(j, true);
+    job_count(j, j->failed ? server__status_from_err(j->err.err) : j->done ? 200 : 499);
+    job_unadmit(j);
     for (int i = 0; i < j->n_choices; i++) {
         struct choice *c = &j->choices[i];
         engine_req_release(c->er);
@@ -165,6 +239,50 @@ const char *
 server__job_adapter_header(const struct job *j)
 {
     return j->adapter_header;
+}
+
+const char *
+server__job_variant(const struct job *j)
+{
+    return j->routed ? j->pick.variant : NULL;
+}
+
+int
+server__job_ttft_iterations(const struct job *j)
+{
+    return j->n_choices > 0 && j->choices[0].er ? engine_req_ttft_iterations(j->choices[0].er)
+                                                : -1;
+}
+
+/* Appends name to list (comma-separated) unless it is there. */
+static void
+add_name(char *list, size_t len, const char *name)
+{
+    size_t n = strlen(name), at = strlen(list);
+    for (const char *p = list; (p = strstr(p, name)) != NULL; p += n)
+        if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
+            return;
+    if (at + n + 2 <= len)
+        snprintf(list + at, len - at, "%s%s", at ? "," : "", name);
+}
+
+void
+server__jobs_lora(struct server *s, char *running, size_t rlen, char *waiting, size_t wlen)
+{
+    running[0] = waiting[0] = '\0';
+    for (const struct job *j = s->jobs; j != NULL; j = j->next) {
+        bool run = false, live = j->n_choices == 0 && j->pending; /* adapters loading */
+        for (int i = 0; i < j->n_choices; i++) {
+            run |= j->choices[i].er != NULL && engine_req_running(j->choices[i].er);
+            live |= j->choices[i].finish == NULL;
+        }
+        for (int i = 0; live && i < j->n_want; i++) {
+            const char *shown = j->ads[i] ? server__adapter_shown(&j->ns,
+                                                                  adapter_name(j->ads[i]))
+                                          : j->want[i].name;
+            add_name(run ? running : waiting, run ? rlen : wlen, shown ? shown : "");
+        }
+    }
 }
 
 /* ---- Suspend and resume ----------------------------------------------- */
@@ -266,7 +384,7 @@ submit_all(struct job *j, struct oai_err *e)
         server__textout_init(&c->tx, r->stop, r->n_stop);
         struct engine_req_params ep = {
             p->ids, p->n_ids, r->max_tokens, r->sampling, r->ignore_eos, r->top_logprobs,
-            r->logprobs, ring, j->srv, &j->lora
+            r->logprobs, ring, j->srv, &j->lora, j->who.tenant
         };
         ep.sampling.seed = seed + (uint64_t)(i % r->n);
         int rc = engine_sched_submit(j->srv->sched, &ep, &c->er);
@@ -301,8 +419,9 @@ adapter_set(struct job *j, struct oai_err *e)
     struct sbuf h = SBUF_INIT;
     int rc = 0;
     for (int i = 0; i < j->n_want && rc == 0; i++) {
-        char v[ADAPTERS_NAME_MAX + 32];
-        snprintf(v, sizeof(v), "%s%s@%lld", i > 0 ? "," : "", adapter_name(j->ads[i]),
+        char v[ADAPTERS_KEY_MAX + 32];
+        const char *shown = server__adapter_shown(&j->ns, adapter_name(j->ads[i]));
+        snprintf(v, sizeof(v), "%s%s@%lld", i > 0 ? "," : "", shown ? shown : "",
                  (long long)adapter_version(j->ads[i]));
         rc = server__buf_adds(&h, v);
         j->lora.lora[i] = adapter_lora(j->ads[i]);
@@ -360,11 +479,11 @@ lookup_work(uv_work_t *w)
 {
     struct job *j = w->data;
     if (j->req.has_retrieval)
-        j->rag = server__rag_search(j->srv, &j->req);
+        j->rag = server__rag_search(j->srv, &j->who, &j->req);
     for (int i = 0; i < j->n_want && j->work_rc == 0; i++) {
         if (j->ads[i] != NULL)
             continue;
-        j->work_rc = adapters_get(j->srv->reg, j->want[i].name, &j->ads[i], j->work_msg,
+        j->work_rc = adapters_get(j->srv->reg, j->key[i], &j->ads[i], j->work_msg,
                                   sizeof(j->work_msg));
         j->work_at = i;
     }
@@ -416,7 +535,9 @@ adapters_now(struct job *j, struct oai_err *e)
 {
     bool later = false;
     for (int i = 0; i < j->n_want; i++) {
-        int rc = adapters_try_get(j->srv->reg, j->want[i].name, &j->ads[i]);
+        server__adapter_key(j->srv, &j->ns, j->want[i].name, false, j->key[i],
+                            sizeof(j->key[i]));
+        int rc = adapters_try_get(j->srv->reg, j->key[i], &j->ads[i]);
         if (rc == -EWOULDBLOCK)
             later = true;
         else if (rc < 0)
@@ -449,19 +570,33 @@ queue_lookup(struct job *j, struct oai_err *e)
 }
 
 int
-server__job_start(struct server *s, struct MHD_Connection *con, enum oai_kind kind,
-                  const char *body, size_t len, struct job **out, struct oai_err *e)
+server__job_start(struct server *s, struct MHD_Connection *con, const struct who *who,
+                  enum oai_kind kind, const char *body, size_t len, struct job **out,
+                  struct oai_err *e)
 {
     *out = NULL;
     struct job *j = server__xcalloc(1, sizeof(*j));
     j->srv = s;
+    j->who = *who;
+    j->ns = *who;
+    j->t_start = mono_s();
     j->con = con;
     j->refs = 1;
     int later = 0;
-    int rc = server__parse_request(kind, body, len, tokenizer_n_vocab(s->tok), &j->req, e);
+    int rc = server__limits_admit(s, who, e);
+    j->admitted = rc == 0;
+    if (rc == 0)
+        rc = server__parse_request(kind, body, len, tokenizer_n_vocab(s->tok), &j->req, e);
     if (rc == 0 && server__is_encoder(s, j->req.model))
         rc = server__fail(e, -EINVAL, "model", "invalid_value", "model: '%.200s' is an "
                           "embedding model; it answers /v1/embeddings only", j->req.model);
+    if (rc == 0 && server__experiment_pick(s->experiments, who, j->req.model, j->req.user,
+                                           &j->pick) == 1) {
+        j->routed = true;
+        j->req.model = j->pick.variant;     /* the response names the variant served */
+        if (j->pick.owner[0] == '\0')
+            j->ns = (struct who){ 0, true, "" };
+    }
     if (rc == 0)
         rc = server__select_adapters(&j->req, s->model_id, j->want, &j->n_want, e);
     if (rc == 0 && (later = adapters_now(j, e)) < 0)
@@ -473,6 +608,7 @@ server__job_start(struct server *s, struct MHD_Connection *con, enum oai_kind ki
         rc = later || j->req.has_retrieval ? queue_lookup(j, e) : start_generating(j, e);
     }
     if (rc < 0) {
+        job_count(j, server__status_from_err(rc));
         job_free(j);
         return rc;
     }
@@ -536,6 +672,7 @@ choice_drain(struct job *j, struct choice *c)
     if (f == ENGINE_FINISH_ERROR)
         fprintf(stderr, "loraserve: %s: generation failed after %d tokens\n", j->meta.id,
                 c->n_gen);
+    j->gen_error |= f == ENGINE_FINISH_ERROR;
     c->finish = f == ENGINE_FINISH_STOP ? "stop" : "length";
 }
 
@@ -579,6 +716,9 @@ job_drain(struct job *j)
     if (!all)
         return;
     j->done = true;
+    exp_note(j, j->gen_error);
+    job_count(j, j->gen_error ? 500 : 200);
+    job_unadmit(j);
     if (!j->req.stream)
         return;
     struct oai_usage u = usage(j);

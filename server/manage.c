@@ -29,7 +29,8 @@ struct op {
     struct op *prev, *next;         /* s->ops while the connection is suspended */
     enum op_kind kind;
     bool running, listed, pin, inplace;
-    char name[ADAPTERS_NAME_MAX + 1];
+    char name[ADAPTERS_KEY_MAX + 1];  /* the registry key */
+    const char *shown;              /* the name the client knows it by (in name) */
     char *path;                     /* as the client gave it */
     int status;                     /* the answer */
     const char *ctype;
@@ -52,11 +53,40 @@ targets_json(unsigned targets)
     return a;
 }
 
+/* ---- Whose adapters ---------------------------------------------------- */
+
+void
+server__adapter_key(const struct server *s, const struct who *who, const char *name, bool own,
+                    char *key, size_t len)
+{
+    if (!who->admin && strchr(name, '/') != NULL) {
+        snprintf(key, len, "%s", ""); /* another owner's key: no such adapter */
+        return;
+    }
+    if (!who->admin) {
+        snprintf(key, len, "%s/%s", who->id, name);
+        if (own || adapters_has(s->reg, key))
+            return;
+    }
+    snprintf(key, len, "%s", name);
+}
+
+const char *
+server__adapter_shown(const struct who *who, const char *key)
+{
+    const char *slash = strchr(key, '/');
+    if (slash == NULL || who->admin)
+        return key;
+    size_t n = strlen(who->id);
+    bool own = (size_t)(slash - key) == n && strncmp(key, who->id, n) == 0;
+    return own ? slash + 1 : NULL;
+}
+
 static cJSON *
-entry_json(const struct adapters_entry *e)
+entry_json(const struct adapters_entry *e, const char *shown)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "name", e->name);
+    cJSON_AddStringToObject(o, "name", shown);
     cJSON_AddStringToObject(o, "object", "adapter");
     cJSON_AddNumberToObject(o, "version", (double)e->version);
     cJSON_AddStringToObject(o, "path", e->path);
@@ -79,9 +109,9 @@ entry_json(const struct adapters_entry *e)
     return o;
 }
 
-/* The entry of name in a fresh snapshot, as JSON; NULL if it is not registered. */
+/* The entry of key in a fresh snapshot, as JSON (named shown); NULL if it is not registered. */
 static cJSON *
-find_entry(struct adapters *reg, const char *name)
+find_entry(struct adapters *reg, const char *key, const char *shown)
 {
     struct adapters_entry *list = NULL;
     int n = 0;
@@ -89,20 +119,23 @@ find_entry(struct adapters *reg, const char *name)
     if (adapters_list(reg, &list, &n) < 0)
         return NULL;
     for (int i = 0; i < n && o == NULL; i++)
-        if (strcmp(list[i].name, name) == 0)
-            o = entry_json(&list[i]);
+        if (strcmp(list[i].name, key) == 0)
+            o = entry_json(&list[i], shown);
     adapters_list_free(list);
     return o;
 }
 
 cJSON *
-server__adapter_json(struct server *s, const char *name)
+server__adapter_json(struct server *s, const struct who *who, const char *name)
 {
-    return find_entry(s->reg, name);
+    char key[ADAPTERS_KEY_MAX + 1];
+    server__adapter_key(s, who, name, false, key, sizeof(key));
+    const char *shown = server__adapter_shown(who, key);
+    return shown ? find_entry(s->reg, key, shown) : NULL;
 }
 
 char *
-server__adapters_json(struct server *s)
+server__adapters_json(struct server *s, const struct who *who)
 {
     struct adapters_entry *list = NULL;
     int n = 0;
@@ -111,8 +144,11 @@ server__adapters_json(struct server *s)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
     cJSON *data = cJSON_AddArrayToObject(o, "data");
-    for (int i = 0; i < n; i++)
-        cJSON_AddItemToArray(data, entry_json(&list[i]));
+    for (int i = 0; i < n; i++) {
+        const char *shown = server__adapter_shown(who, list[i].name);
+        if (shown != NULL)
+            cJSON_AddItemToArray(data, entry_json(&list[i], shown));
+    }
     adapters_list_free(list);
     char *body = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -135,10 +171,10 @@ base_card(const struct server *s)
 
 /* An adapter as vLLM lists it: parent is the base model, root its path. */
 static cJSON *
-adapter_card(const struct server *s, const struct adapters_entry *e)
+adapter_card(const struct server *s, const struct adapters_entry *e, const char *shown)
 {
     cJSON *m = cJSON_CreateObject();
-    cJSON_AddStringToObject(m, "id", e->name);
+    cJSON_AddStringToObject(m, "id", shown);
     cJSON_AddStringToObject(m, "object", "model");
     cJSON_AddNumberToObject(m, "created", (double)e->created_at);
     cJSON_AddStringToObject(m, "owned_by", "loraserve");
@@ -164,25 +200,59 @@ encoder_card(const struct server *s)
     return m;
 }
 
+/* An experiment: requests naming it go to one of its variants. */
+static cJSON *
+experiment_card(const struct server *s, const struct exp_info *x)
+{
+    cJSON *m = cJSON_CreateObject(), *v = cJSON_CreateArray();
+    cJSON_AddStringToObject(m, "id", x->name);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)x->created_at);
+    cJSON_AddStringToObject(m, "owned_by", "loraserve");
+    cJSON_AddNullToObject(m, "root");
+    cJSON_AddStringToObject(m, "parent", s->model_id);
+    cJSON_AddNumberToObject(m, "max_model_len", s->n_ctx);
+    for (int i = 0; i < x->n; i++)
+        cJSON_AddItemToArray(v, cJSON_CreateString(x->variants[i].model));
+    cJSON_AddItemToObject(m, "experiment_variants", v);
+    return m;
+}
+
+static void
+add_experiments(struct server *s, const struct who *who, cJSON *a)
+{
+    struct exp_info *all = NULL;
+    int n = 0;
+    if (server__experiment_list(s->experiments, who, &all, &n) < 0)
+        return;
+    for (int i = 0; i < n; i++)
+        cJSON_AddItemToArray(a, experiment_card(s, &all[i]));
+    free(all);
+}
+
 cJSON *
-server__models_json(struct server *s)
+server__models_json(struct server *s, const struct who *who)
 {
     cJSON *a = cJSON_CreateArray();
     cJSON_AddItemToArray(a, base_card(s));
     if (s->encoder != NULL)
         cJSON_AddItemToArray(a, encoder_card(s));
+    add_experiments(s, who, a);
     struct adapters_entry *list = NULL;
     int n = 0;
     if (adapters_list(s->reg, &list, &n) < 0)
         return a;
-    for (int i = 0; i < n; i++)
-        cJSON_AddItemToArray(a, adapter_card(s, &list[i]));
+    for (int i = 0; i < n; i++) {
+        const char *shown = server__adapter_shown(who, list[i].name);
+        if (shown != NULL)
+            cJSON_AddItemToArray(a, adapter_card(s, &list[i], shown));
+    }
     adapters_list_free(list);
     return a;
 }
 
 cJSON *
-server__model_json(struct server *s, const char *id)
+server__model_json(struct server *s, const struct who *who, const char *id)
 {
     if (strcmp(id, s->model_id) == 0)
         return base_card(s);
@@ -191,11 +261,14 @@ server__model_json(struct server *s, const char *id)
     struct adapters_entry *list = NULL;
     int n = 0;
     cJSON *m = NULL;
-    if (adapters_list(s->reg, &list, &n) < 0)
+    char key[ADAPTERS_KEY_MAX + 1];
+    server__adapter_key(s, who, id, false, key, sizeof(key));
+    const char *shown = server__adapter_shown(who, key);
+    if (shown == NULL || adapters_list(s->reg, &list, &n) < 0)
         return NULL;
     for (int i = 0; i < n && m == NULL; i++)
-        if (strcmp(list[i].name, id) == 0)
-            m = adapter_card(s, &list[i]);
+        if (strcmp(list[i].name, key) == 0)
+            m = adapter_card(s, &list[i], shown);
     adapters_list_free(list);
     return m;
 }
@@ -303,7 +376,7 @@ answer_text(struct op *o, const char *what)
     char *body = malloc(ADAPTERS_NAME_MAX + 64);
     if (body != NULL)
         snprintf(body, ADAPTERS_NAME_MAX + 64, "Success: LoRA adapter '%s' %s successfully.",
-                 o->name, what);
+                 o->shown, what);
     answer(o, 200, "text/plain; charset=utf-8", body);
 }
 
@@ -332,10 +405,10 @@ unload_failed(struct op *o, int rc, const char *msg)
     struct oai_err e;
     if (rc == -ENOENT && o->kind == OP_VLLM_UNLOAD)
         server__fail(&e, rc, "lora_name", "adapter_not_found",
-                     "The lora adapter '%s' cannot be found.", o->name);
+                     "The lora adapter '%s' cannot be found.", o->shown);
     else if (rc == -ENOENT)
         server__fail(&e, rc, "name", "adapter_not_found", "the adapter '%s' does not exist",
-                     o->name);
+                     o->shown);
     else
         server__fail(&e, rc == -ENOMEM ? rc : -EIO, NULL, NULL, "%s", msg);
     answer_error(o, &e);
@@ -358,7 +431,7 @@ op_work(uv_work_t *w)
         else if (o->kind == OP_VLLM_LOAD)
             answer_text(o, "added");
         else
-            answer_json(o, find_entry(reg, o->name));
+            answer_json(o, find_entry(reg, o->name, o->shown));
         return;
     }
     int rc = adapters_unload(reg, o->name, msg, sizeof(msg));
@@ -368,7 +441,7 @@ op_work(uv_work_t *w)
         answer_text(o, "removed");
     } else {
         cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "id", o->name);
+        cJSON_AddStringToObject(j, "id", o->shown);
         cJSON_AddStringToObject(j, "object", "adapter");
         cJSON_AddBoolToObject(j, "deleted", true);
         answer_json(o, j);
@@ -512,17 +585,30 @@ server__parse_object(const char *body, size_t len, cJSON **out, struct oai_err *
 static int
 check_vllm_load(struct server *s, struct op *o, struct oai_err *e)
 {
-    cJSON *known = o->inplace ? NULL : find_entry(s->reg, o->name);
-    if (known == NULL)
+    if (o->inplace || !adapters_has(s->reg, o->name))
         return 0;
-    cJSON_Delete(known);
     return server__fail(e, -EINVAL, "lora_name", "adapter_exists",
                         "The lora adapter '%s' has already been loaded. If you want to load "
-                        "the adapter in place, set 'load_inplace' to True.", o->name);
+                        "the adapter in place, set 'load_inplace' to True.", o->shown);
+}
+
+/* Sets o's key and shown name for name as who owns it. */
+static void
+set_name(struct server *s, const struct who *who, const char *name, struct op *o)
+{
+    server__adapter_key(s, who, name, true, o->name, sizeof(o->name));
+    o->shown = server__adapter_shown(who, o->name);
+}
+
+static bool
+name_ok(const struct who *who, const char *name)
+{
+    return who->admin ? adapters_key_valid(name) : adapters_name_valid(name);
 }
 
 static int
-parse_load(struct server *s, const cJSON *root, struct op *o, struct oai_err *e)
+parse_load(struct server *s, const struct who *who, const cJSON *root, struct op *o,
+           struct oai_err *e)
 {
     bool vllm = o->kind == OP_VLLM_LOAD;
     const char *nkey = vllm ? "lora_name" : "name", *pkey = vllm ? "lora_path" : "path";
@@ -538,14 +624,14 @@ parse_load(struct server *s, const cJSON *root, struct op *o, struct oai_err *e)
     if (name == NULL || path == NULL)
         return server__fail(e, -EINVAL, name ? pkey : nkey, "missing_required_parameter",
                             "%s: required", name ? pkey : nkey);
-    if (!adapters_name_valid(name))
+    if (!name_ok(who, name))
         return server__fail(e, -EINVAL, nkey, "invalid_value", "%s: \"%.64s\" is not a valid "
                             "adapter name (1 to %d of A-Z a-z 0-9 . _ : -, not starting with "
                             "'.')", nkey, name, ADAPTERS_NAME_MAX);
     if (strcmp(name, s->model_id) == 0 || server__is_encoder(s, name))
         return server__fail(e, -EINVAL, nkey, "invalid_value", "%s: '%s' is the %s model's id",
                             nkey, name, strcmp(name, s->model_id) == 0 ? "base" : "embedding");
-    snprintf(o->name, sizeof(o->name), "%s", name);
+    set_name(s, who, name, o);
     o->path = strdup(path);
     if (o->path == NULL)
         return server__fail(e, -ENOMEM, NULL, NULL, "out of memory");
@@ -553,7 +639,8 @@ parse_load(struct server *s, const cJSON *root, struct op *o, struct oai_err *e)
 }
 
 static int
-parse_unload(const cJSON *root, const char *url_name, struct op *o, struct oai_err *e)
+parse_unload(struct server *s, const struct who *who, const cJSON *root, const char *url_name,
+             struct op *o, struct oai_err *e)
 {
     const char *name = url_name;
     int rc = 0;
@@ -561,19 +648,19 @@ parse_unload(const cJSON *root, const char *url_name, struct op *o, struct oai_e
         return rc < 0 ? rc : server__fail(e, -EINVAL, "lora_name",
                                           "missing_required_parameter",
                                           "lora_name: required");
-    if (!adapters_name_valid(name))
+    if (!name_ok(who, name))
         return server__fail(e, -ENOENT, o->kind == OP_VLLM_UNLOAD ? "lora_name" : "name",
                             "adapter_not_found", "the adapter '%.64s' does not exist", name);
-    snprintf(o->name, sizeof(o->name), "%s", name);
+    set_name(s, who, name, o);
     return 0;
 }
 
 static int queue(struct server *s, struct op *o, struct op **out, struct oai_err *e);
 
 int
-server__op_start(struct server *s, struct MHD_Connection *con, enum op_kind kind,
-                 const char *url_name, const char *body, size_t len, struct op **out,
-                 struct oai_err *e)
+server__op_start(struct server *s, struct MHD_Connection *con, const struct who *who,
+                 enum op_kind kind, const char *url_name, const char *body, size_t len,
+                 struct op **out, struct oai_err *e)
 {
     *out = NULL;
     struct op *o = server__xcalloc(1, sizeof(*o));
@@ -583,9 +670,9 @@ server__op_start(struct server *s, struct MHD_Connection *con, enum op_kind kind
     cJSON *root = NULL;
     int rc = kind == OP_UNLOAD ? 0 : server__parse_object(body, len, &root, e);
     if (rc == 0 && (kind == OP_LOAD || kind == OP_VLLM_LOAD))
-        rc = parse_load(s, root, o, e);
+        rc = parse_load(s, who, root, o, e);
     else if (rc == 0)
-        rc = parse_unload(root, url_name, o, e);
+        rc = parse_unload(s, who, root, url_name, o, e);
     cJSON_Delete(root);
     return rc < 0 ? (op_free(o), rc) : queue(s, o, out, e);
 }

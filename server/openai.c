@@ -24,6 +24,7 @@ server__fail(struct oai_err *e, int err, const char *param, const char *code,
              const char *fmt, ...)
 {
     e->err = err;
+    e->retry_after = 0;
     snprintf(e->param, sizeof(e->param), "%s", param ? param : "");
     snprintf(e->code, sizeof(e->code), "%s", code ? code : "");
     va_list ap;
@@ -47,6 +48,8 @@ server__status_from_err(int err)
         return 403;
     case -ENOENT:
         return 404;
+    case -EEXIST:
+        return 409;
     case -EOPNOTSUPP:
         return 405;
     case -EMSGSIZE:
@@ -461,11 +464,10 @@ parse_stream(struct oai_request *r, struct oai_err *e)
 static int
 parse_misc(struct oai_request *r, struct oai_err *e)
 {
-    const char *user = NULL;
     bool echo = false;
     int rc = 0;
     if ((rc = get_string(r->root, "model", &r->model, e)) < 0 ||
-        (rc = get_string(r->root, "user", &user, e)) < 0 ||
+        (rc = get_string(r->root, "user", &r->user, e)) < 0 ||
         (rc = get_int(r->root, "n", 1, OAI_MAX_N, "an integer from 1 to 8", &r->n, e)) < 0 ||
         (rc = get_int(r->root, "max_tokens", 1, INT_MAX, "an integer >= 1", &r->max_tokens,
                       e)) < 0 ||

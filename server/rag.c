@@ -70,14 +70,21 @@ take(struct rag *g, const char *store, struct retrieval_hit *h, int n)
 }
 
 struct rag *
-server__rag_search(struct server *s, const struct oai_request *r)
+server__rag_search(struct server *s, const struct who *who, const struct oai_request *r)
 {
     struct rag *g = server__xcalloc(1, sizeof(*g));
     struct retrieval_query q = { server__request_query(r), NULL, 0, r->rtv.top_k, r->rtv.mode,
                                  0, NULL };
     for (int i = 0; i < r->rtv.n_stores && g->rc == 0; i++) {
         struct retrieval_hit *h = NULL;
+        struct oai_err e;
         int n = 0;
+        if (server__store_access(s, who, r->rtv.stores[i], false, &e) < 0) {
+            g->rc = -ENOENT;
+            snprintf(g->msg, sizeof(g->msg), "%s", e.msg);
+            break;
+        }
+        server__metrics_search(s->metrics);
         g->rc = retrieval_search(s->stores, r->rtv.stores[i], &q, &h, &n, g->msg,
                                  sizeof(g->msg));
         if (g->rc == 0 && (g->rc = take(g, r->rtv.stores[i], h, n)) < 0)

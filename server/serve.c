@@ -241,6 +241,11 @@ open_all(struct server *s)
         fprintf(stderr, "loraserve: %s\n", err);
         return rc;
     }
+    s->metrics = server__metrics_new();
+    if ((rc = server__experiments_open(db, &s->experiments, err, sizeof(err))) < 0) {
+        fprintf(stderr, "loraserve: %s\n", err);
+        return rc;
+    }
     if (server__tenants_open_mode(s->tenants))
         fprintf(stderr, "loraserve: no --admin-key: the API is open to anyone who can reach "
                 "it, with no tenants\n");
@@ -300,6 +305,8 @@ server_run(const struct server_config *cfg)
     adapters_close(s.reg);
     retrieval_stores_close(s.stores);
     server__tenants_close(s.tenants);
+    server__experiments_close(s.experiments);
+    server__metrics_free(s.metrics);
     engine_sched_free(s.sched);     /* pool work that embedded is over */
     retrieval_embedder_free(s.model_embedder);
     retrieval_embedder_free(s.encoder_embedder);

@@ -62,6 +62,7 @@ struct oai_err {
     char param[64];
     char code[40];
     char msg[320];
+    int retry_after;            /* seconds, for a 429's Retry-After (0: 1) */
 };
 
 /* Fills e and returns err. */
@@ -69,7 +70,7 @@ int server__fail(struct oai_err *e, int err, const char *param, const char *code
                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /*
  * The one mapping from errors to statuses: -EINVAL, -EBADMSG, -EILSEQ 400,
- * -EACCES 401 (no or a wrong key), -EPERM 403 (not the admin), -ENOENT 404, -EOPNOTSUPP 405, -EMSGSIZE 413, -EAGAIN 429, -ECANCELED,
+ * -EACCES 401 (no or a wrong key), -EPERM 403 (not the admin), -ENOENT 404, -EEXIST 409, -EOPNOTSUPP 405, -EMSGSIZE 413, -EAGAIN 429, -ECANCELED,
  * -ENOSPC (adapter memory full), -EBUSY 503, anything else 500.
  */
 int server__status_from_err(int err);
@@ -117,6 +118,7 @@ struct oai_request {
     enum oai_kind kind;
     cJSON *root;
     const char *model;              /* NULL: not given */
+    const char *user;               /* the end user's id, or NULL (experiments stick to it) */
     struct oai_prompt *prompts;     /* (n_prompts) */
     int n_prompts;
     struct chat_msg *msgs;          /* (n_msgs), chat only */
@@ -260,8 +262,13 @@ int server__sse_usage(struct sbuf *out, const struct oai_meta *m, const struct o
 
 struct server;
 struct rag;
-/* Pool thread: searches r's vector stores with its question (a failure is kept for apply). */
-struct rag *server__rag_search(struct server *s, const struct oai_request *r);
+struct who;
+/*
+ * Pool thread: searches r's vector stores (those who may use) with its
+ * question (a failure is kept for apply).
+ */
+struct rag *server__rag_search(struct server *s, const struct who *who,
+                               const struct oai_request *r);
 /*
  * Loop thread, before tokenizing: the search's failure in e (404 for an
  * unknown store), or the best chunks that fit put into r as its context.
@@ -343,8 +350,118 @@ int server__tenant_key_delete(struct tenants *t, const char *id, const char *key
 int server__tenants_start(struct server *s, struct MHD_Connection *con, const struct who *who,
                           const char *method, const char *url, const char *body, size_t len,
                           struct op **out, struct oai_err *e);
+/*
+ * A generation or embedding request of who starts: 0 (then
+ * server__tenant_done when it ends), or 429 in e with retry_after.
+ */
+int server__limits_admit(struct server *s, const struct who *who, struct oai_err *e);
 /* The methods a /v1/tenants path takes (for 405's Allow). */
 const char *server__tenants_allow(const char *url);
+
+/* ---- A/B experiments (experiments.c, experiments_api.c) --------------- */
+
+#define EXP_MAX_VARIANTS 8
+#define EXP_NAME_MAX 128
+
+struct exp_info {
+    char owner[TENANT_ID_MAX];      /* the tenant's id; "" the admin's, shared */
+    char name[EXP_NAME_MAX + 1];
+    struct {
+        char model[ADAPTERS_NAME_MAX + 1];  /* the base model's id or an adapter of owner's */
+        double weight;
+    } variants[EXP_MAX_VARIANTS];
+    int n;
+    bool sticky_user;               /* route by a hash of "user" when given */
+    long long created_at, updated_at;
+};
+
+/* Where a request went. */
+struct exp_pick {
+    char owner[TENANT_ID_MAX];
+    char name[EXP_NAME_MAX + 1];
+    char variant[ADAPTERS_NAME_MAX + 1];
+};
+
+/* What a routed request left behind. */
+struct exp_record {
+    char id[96];                    /* the completion's id */
+    char owner[TENANT_ID_MAX];
+    char experiment[EXP_NAME_MAX + 1];
+    char variant[ADAPTERS_NAME_MAX + 1];
+    char user[129];                 /* "" none */
+    double latency, ttft;           /* seconds */
+    int tokens;                     /* completion tokens */
+    int error;
+};
+
+/* A variant's figures (latency and TTFT of the requests without error). */
+struct exp_stats {
+    long long requests, errors, tokens;
+    double latency_mean, latency_p95, ttft_mean, ttft_p95;
+    long fb_n;                      /* feedback scores: count, mean, sum of squared deviations */
+    double fb_mean, fb_m2;
+};
+
+struct experiments;
+int server__experiments_open(const char *db, struct experiments **out, char *err,
+                             size_t errlen);
+void server__experiments_close(struct experiments *x);     /* flushes; accepts NULL */
+/*
+ * Loop: if name is an experiment who can use (its own, else a shared one),
+ * picks a variant (by user's hash when sticky, else at random): 1 with *out,
+ * else 0.
+ */
+int server__experiment_pick(struct experiments *x, const struct who *who, const char *name,
+                            const char *user, struct exp_pick *out);
+/* Loop: keeps r until the next flush (which anything reading records does first). */
+void server__experiment_record(struct experiments *x, const struct exp_record *r);
+/* The rest reads or writes SQLite: call on the pool. */
+void server__experiments_flush(struct experiments *x);
+int server__experiment_get(struct experiments *x, const struct who *who, const char *name,
+                           struct exp_info *out);
+int server__experiment_list(struct experiments *x, const struct who *who,
+                            struct exp_info **out, int *n);      /* free() it */
+/* create: -EEXIST if it exists; else -ENOENT if it does not. Sets the times. */
+int server__experiment_put(struct experiments *x, struct exp_info *e, bool create);
+int server__experiment_delete(struct experiments *x, const char *owner, const char *name);
+/* Sets the feedback of completion id (who's own request): 0 with where it went, or -ENOENT. */
+int server__experiment_feedback(struct experiments *x, const struct who *who, const char *id,
+                                double score, struct exp_pick *out);
+/* The figures of each of e's variants, into out[0..e->n). */
+int server__experiment_stats(struct experiments *x, const struct exp_info *e,
+                             struct exp_stats *out);
+char *server__exp_variants_text(const struct exp_info *x);     /* JSON; free() it */
+/* /v1/experiments... and /v1/feedback: checks, then runs on the pool as server__op_call does. */
+int server__experiments_start(struct server *s, struct MHD_Connection *con,
+                              const struct who *who, const char *method, const char *url,
+                              const char *body, size_t len, struct op **out,
+                              struct oai_err *e);
+
+/* ---- Metrics (metrics.c) ---------------------------------------------- */
+
+/* One generation request, as it ended. */
+struct metric_req {
+    const char *model;              /* what served it: the base, an adapter, a variant */
+    const char *tenant;             /* its id; "" the admin */
+    int status;                     /* the HTTP status (499: the client went away) */
+    int prompt_tokens, gen_tokens;
+    double latency, ttft;           /* seconds; ttft 0 if no token came */
+};
+
+struct metrics;
+struct metrics *server__metrics_new(void);
+void server__metrics_free(struct metrics *m);      /* accepts NULL */
+void server__metrics_request(struct metrics *m, const struct metric_req *q);    /* any thread */
+void server__metrics_search(struct metrics *m);    /* a vector store was searched; any thread */
+/* GET /metrics' body (loop thread), or NULL when out of memory; caller frees. */
+char *server__metrics_text(struct server *s);
+/*
+ * job.c, for vllm:lora_requests_info: the adapters (as their owners name
+ * them) of the jobs that are running and of those still waiting, each list
+ * comma-separated, without repeats.
+ */
+void server__jobs_lora(struct server *s, char *running, size_t rlen, char *waiting,
+                       size_t wlen);
 
 /* ---- The server (serve.c, http.c, job.c) ------------------------------ */
 
@@ -367,6 +484,8 @@ struct server {
     enum engine_pooling encoder_pooling;
     struct retrieval_stores *stores;        /* /v1/vector_stores */
     struct tenants *tenants;                /* keys and limits */
+    struct experiments *experiments;        /* A/B tests */
+    struct metrics *metrics;                /* /metrics */
     enum chat_family chat;
     int n_ctx;
     char model_id[256];
@@ -408,8 +527,9 @@ void server__http_kick(struct server *s);
  * pending (its connection stays suspended) until the pool has them; then it
  * is submitted, or failed with an error to answer.
  */
-int server__job_start(struct server *s, struct MHD_Connection *con, enum oai_kind kind,
-                      const char *body, size_t len, struct job **out, struct oai_err *e);
+int server__job_start(struct server *s, struct MHD_Connection *con, const struct who *who,
+                      enum oai_kind kind, const char *body, size_t len, struct job **out,
+                      struct oai_err *e);
 /* Takes new tokens of every job; resumes connections that have output. */
 void server__jobs_drain(struct server *s);
 /* The connection is gone or done: cancels and releases the engine requests, drops a ref. */
@@ -423,6 +543,11 @@ bool server__job_pending(const struct job *j);
 bool server__job_failed(const struct job *j, struct oai_err *e);
 /* "NAME@VERSION,..." of the adapter versions it runs on, or NULL for the base model. */
 const char *server__job_adapter_header(const struct job *j);
+/* The experiment variant it was routed to (x-loraserve-variant), or NULL. */
+const char *server__job_variant(const struct job *j);
+#define SERVER_VARIANT_HEADER "x-loraserve-variant"
+/* The first choice's time to first token in scheduler iterations (a response header), or -1. */
+int server__job_ttft_iterations(const struct job *j);
 /* The client hung up while the job was suspended. */
 bool server__job_gone(const struct job *j);
 void server__job_set_suspended(struct job *j, bool on);
@@ -439,13 +564,23 @@ void server__jobs_resume_all(struct server *s);
 
 #define SERVER_ADAPTER_HEADER "x-loraserve-adapter-version"
 
-/* The /v1/models cards: base and every adapter; one card, or NULL if id is unknown. */
-cJSON *server__models_json(struct server *s);
-cJSON *server__model_json(struct server *s, const char *id);
-/* GET /v1/adapters' body, or NULL when out of memory; caller frees. */
-char *server__adapters_json(struct server *s);
-/* One adapter's entry, or NULL if name is not registered. */
-cJSON *server__adapter_json(struct server *s, const char *name);
+/*
+ * Tenants' adapters: a tenant's adapter NAME is the registry key
+ * "TENANT_ID/NAME"; the admin's keys have no owner and are shared. For name
+ * as who uses it: the key of who's own adapter (own: always; else only if
+ * registered), else the shared one; a tenant's name with '/' gives "".
+ */
+void server__adapter_key(const struct server *s, const struct who *who, const char *name,
+                         bool own, char *key, size_t len);
+/* The name who knows key by, or NULL if it is another tenant's (the admin sees every key). */
+const char *server__adapter_shown(const struct who *who, const char *key);
+/* The /v1/models cards who sees: base and adapters; one card, or NULL if id is unknown. */
+cJSON *server__models_json(struct server *s, const struct who *who);
+cJSON *server__model_json(struct server *s, const struct who *who, const char *id);
+/* GET /v1/adapters' body for who, or NULL when out of memory; caller frees. */
+char *server__adapters_json(struct server *s, const struct who *who);
+/* One adapter's entry, or NULL if who has no adapter of that name. */
+cJSON *server__adapter_json(struct server *s, const struct who *who, const char *name);
 /* /health's "adapters" object: counts and bytes. */
 cJSON *server__adapters_health(struct server *s);
 /*
@@ -466,9 +601,9 @@ enum op_kind { OP_LOAD, OP_UNLOAD, OP_VLLM_LOAD, OP_VLLM_UNLOAD };
  * suspended until the change is done; or an error in e (answer it now).
  * url_name is the {name} of DELETE, else NULL.
  */
-int server__op_start(struct server *s, struct MHD_Connection *con, enum op_kind kind,
-                     const char *url_name, const char *body, size_t len, struct op **out,
-                     struct oai_err *e);
+int server__op_start(struct server *s, struct MHD_Connection *con, const struct who *who,
+                     enum op_kind kind, const char *url_name, const char *body, size_t len,
+                     struct op **out, struct oai_err *e);
 /*
  * Any other slow answer runs the same way: fn(o, arg) on the pool sets the
  * answer with server__op_answer (body malloc'd, taken) or
@@ -493,16 +628,26 @@ bool server__is_encoder(const struct server *s, const char *id);
  * POST /v1/embeddings (embeddings.c): checks the body and embeds on the pool
  * as server__op_call does; or an error in e.
  */
-int server__embeddings_start(struct server *s, struct MHD_Connection *con, const char *body,
-                             size_t len, struct op **out, struct oai_err *e);
+int server__embeddings_start(struct server *s, struct MHD_Connection *con, const struct who *who,
+                             const char *body, size_t len, struct op **out, struct oai_err *e);
 /*
  * /v1/vector_stores and everything under it (vector_stores.c): checks the
  * method, path and body, and runs the store call on the pool as
  * server__op_call does; or an error in e (404, 405, 400).
  */
-int server__vector_stores_start(struct server *s, struct MHD_Connection *con, const char *method,
-                                const char *url, const char *body, size_t len, struct op **out,
+int server__vector_stores_start(struct server *s, struct MHD_Connection *con,
+                                const struct who *who, const char *method, const char *url,
+                                const char *body, size_t len, struct op **out,
                                 struct oai_err *e);
+/* Whether who sees a store of owner: its own, a shared one ("" owner), or any for the admin. */
+bool server__store_visible(const struct who *who, const char *owner);
+/*
+ * Whether who may use store id (write: change it, which a shared store allows
+ * only the admin): 0, or 404 (unknown or another tenant's) / 403 in e. Takes
+ * the stores' lock: call on the pool.
+ */
+int server__store_access(struct server *s, const struct who *who, const char *id, bool write,
+                         struct oai_err *e);
 /* A request body that must be a JSON object: 0 with *out (caller deletes), or 400 in e. */
 int server__parse_object(const char *body, size_t len, cJSON **out, struct oai_err *e);
 /* A done change's answer: its status and content type, and the body (caller frees). */
@@ -511,5 +656,49 @@ char *server__op_reply(struct op *o, int *status, const char **ctype);
 void server__op_detach(struct op *o);
 /* Shutdown: resumes the connections of every running change. */
 void server__ops_resume_all(struct server *s);
+
+/* ---- Statistics for A/B experiments (stats.c) ------------------------- */
+
+/*
+ * Pure functions of their arguments: any thread. Scores are feedback in
+ * [0, 1], but nothing here depends on that.
+ */
+
+/* Welch's two-sample t-test of mean_b - mean_a (two-sided), from summary statistics. */
+struct stats_welch {
+    double diff;        /* mean_b - mean_a */
+    double t, df;       /* Welch's t and its Welch-Satterthwaite degrees of freedom */
+    double p;           /* two-sided p-value: 1 when the means are equal */
+    double lo, hi;      /* the conf (e.g. 0.95) confidence interval of diff */
+};
+/*
+ * var_* are sample variances (n - 1 in the denominator). 0 with *out filled,
+ * or -EINVAL (and *out untouched) if a mean or variance is NaN or infinite, a
+ * variance is negative, n_a or n_b < 2, conf not in (0, 1), or both variances
+ * are 0 (then t is undefined). One variance 0 is fine.
+ */
+int server__welch(double mean_a, double var_a, long n_a, double mean_b, double var_b, long n_b,
+                  double conf, struct stats_welch *out);
+/*
+ * Student's t distribution with df > 0 degrees of freedom (INFINITY: the
+ * normal): P(T <= t), better than 1e-10 relative in either tail (1e-12 for df
+ * from 1 to 1e14, |t| <= 50); a tail beyond the doubles is 0, never NaN. NaN
+ * for a NaN argument or df <= 0.
+ */
+double server__t_cdf(double t, double df);
+/*
+ * Its inverse: the t with P(T <= t) = p, for p in (0, 1), better than 1e-9
+ * relative; -+INFINITY if that t is beyond the doubles (p < 1e-308 for df = 1);
+ * NaN for p outside (0, 1), a NaN argument or df <= 0.
+ */
+double server__t_quantile(double p, double df);
+/* Running mean and sample variance (Welford), for feeding server__welch. */
+struct stats_acc {
+    long n;
+    double mean, m2;    /* m2: the sum of squared deviations from mean */
+};
+#define STATS_ACC_INIT { 0, 0, 0 }
+void server__acc_add(struct stats_acc *a, double x);
+double server__acc_var(const struct stats_acc *a);   /* sample variance, 0 if n < 2 */
 
 #endif

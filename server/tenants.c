@@ -386,17 +386,23 @@ refill(struct tenant *t, double now)
                          t->tok_bucket + dt * l->tokens_per_minute / 60.0);
 }
 
-/* Seconds until the limit that refuses t allows a request again, or 0 if none does. */
+/* Seconds until the limit that refuses t (named in *what) allows a request again, or 0. */
 static double
-refusal(const struct tenant *t)
+refusal(const struct tenant *t, const char **what)
 {
     const struct tenant_limits *l = &t->info.limits;
-    if (l->max_concurrent > 0 && t->running >= l->max_concurrent)
+    if (l->max_concurrent > 0 && t->running >= l->max_concurrent) {
+        *what = "max_concurrent";
         return 1.0;
-    if (l->requests_per_minute > 0 && t->req_bucket < 1.0)
+    }
+    if (l->requests_per_minute > 0 && t->req_bucket < 1.0) {
+        *what = "requests_per_minute";
         return (1.0 - t->req_bucket) * 60.0 / l->requests_per_minute;
-    if (l->tokens_per_minute > 0 && t->tok_bucket <= 0.0)
+    }
+    if (l->tokens_per_minute > 0 && t->tok_bucket <= 0.0) {
+        *what = "tokens_per_minute";
         return (1e-3 - t->tok_bucket) * 60.0 / l->tokens_per_minute;
+    }
     return 0.0;
 }
 
@@ -409,14 +415,11 @@ server__tenant_admit(struct tenants *T, uint32_t tenant, int tokens, int *retry_
     int rc = 0;
     if (t != NULL) {
         refill(t, mono_s());
-        double wait = refusal(t);
+        const char *limit = "";
+        double wait = refusal(t, &limit);
         if (wait > 0) {
             *retry_after = (int)ceil(wait);
-            const struct tenant_limits *l = &t->info.limits;
-            snprintf(what, len, "%s", l->max_concurrent > 0 && t->running >= l->max_concurrent
-                                       ? "max_concurrent"
-                                   : t->req_bucket < 1.0 ? "requests_per_minute"
-                                                         : "tokens_per_minute");
+            snprintf(what, len, "%s", limit);
             rc = -EAGAIN;
         } else {
             t->running++;

@@ -160,6 +160,22 @@ ten_work(struct op *o, void *arg)
         answer_json(o, tenant_json(&t));
 }
 
+/* ---- Limits (loop) ---------------------------------------------------- */
+
+int
+server__limits_admit(struct server *s, const struct who *who, struct oai_err *e)
+{
+    int wait = 0;
+    char what[32] = "";
+    if (who->tenant == 0 || server__tenant_admit(s->tenants, who->tenant, 0, &wait, what,
+                                                 sizeof(what)) == 0)
+        return 0;
+    server__fail(e, -EAGAIN, NULL, "rate_limit_exceeded", "Rate limit reached for tenant "
+                 "'%s' on %s; try again in %d s.", who->id, what, wait);
+    e->retry_after = wait;
+    return -EAGAIN;
+}
+
 /* ---- Checking the request (loop) ------------------------------------- */
 
 static int

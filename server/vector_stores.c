@@ -27,6 +27,7 @@ enum vs_kind { VS_CREATE, VS_LIST, VS_GET, VS_DELETE, VS_ADD, VS_DOCS, VS_DOC_DE
 
 struct vs_req {
     struct server *s;
+    struct who who;
     enum vs_kind kind;
     char id[RETRIEVAL_ID_MAX], doc[RETRIEVAL_ID_MAX];
     cJSON *root;                    /* the body, or NULL */
@@ -198,6 +199,10 @@ do_stores(struct op *o, struct vs_req *r, struct retrieval_stores *st)
     if (r->kind == VS_LIST && (rc = retrieval_store_list(st, &all, &n)) == 0) {
         cJSON *data = cJSON_CreateArray();
         for (int i = 0; i < n; i++) {
+            if (!server__store_visible(&r->who, all[i].owner)) {
+                retrieval_store_info_release(&all[i]);
+                continue;
+            }
             cJSON_AddItemToArray(data, store_json(&all[i]));
             retrieval_store_info_release(&all[i]);
         }
@@ -211,7 +216,8 @@ do_stores(struct op *o, struct vs_req *r, struct retrieval_stores *st)
         cJSON *tmpl = cJSON_GetObjectItem(r->root, "context_template");
         cJSON *emb = cJSON_GetObjectItem(r->root, "embedder");
         char *m = cJSON_IsObject(meta) ? cJSON_PrintUnformatted(meta) : NULL;
-        rc = retrieval_store_create(st, cJSON_IsString(name) ? name->valuestring : NULL, m,
+        rc = retrieval_store_create(st, r->who.id, cJSON_IsString(name) ? name->valuestring
+                                    : NULL, m,
                                     cJSON_IsString(tmpl) ? tmpl->valuestring : NULL,
                                     cJSON_IsString(emb) ? emb->valuestring : NULL,
                                     r->chunk_tokens, r->chunk_overlap, &v, err, sizeof(err));
@@ -311,6 +317,7 @@ do_search(struct op *o, struct vs_req *r, struct retrieval_stores *st)
     struct retrieval_hit *h = NULL;
     int n = 0;
     char err[512] = "";
+    server__metrics_search(r->s->metrics);
     int rc = retrieval_search(st, r->id, &r->q, &h, &n, err, sizeof(err));
     if (rc < 0) {
         answer_rc(o, rc, "searching", err);
@@ -320,11 +327,37 @@ do_search(struct op *o, struct vs_req *r, struct retrieval_stores *st)
     retrieval_hits_free(h, n);
 }
 
+bool
+server__store_visible(const struct who *who, const char *owner)
+{
+    return who->admin || owner[0] == '\0' || strcmp(owner, who->id) == 0;
+}
+
+int
+server__store_access(struct server *s, const struct who *who, const char *id, bool write,
+                     struct oai_err *e)
+{
+    char owner[RETRIEVAL_ID_MAX];
+    if (retrieval_store_owner(s->stores, id, owner) < 0 || !server__store_visible(who, owner))
+        return server__fail(e, -ENOENT, NULL, "not_found", "no vector store '%.64s'", id);
+    if (write && !who->admin && strcmp(owner, who->id) != 0)
+        return server__fail(e, -EPERM, NULL, "permission_denied", "the vector store '%.64s' "
+                            "is shared by the admin: tenants may search it, not change it", id);
+    return 0;
+}
+
 static void
 vs_work(struct op *o, void *arg)
 {
     struct vs_req *r = arg;
     struct retrieval_stores *st = r->s->stores;
+    struct oai_err e;
+    bool write = r->kind == VS_DELETE || r->kind == VS_ADD || r->kind == VS_DOC_DELETE;
+    if (r->kind != VS_CREATE && r->kind != VS_LIST &&
+        server__store_access(r->s, &r->who, r->id, write, &e) < 0) {
+        server__op_answer_error(o, &e);
+        return;
+    }
     switch (r->kind) {
     case VS_ADD: do_add(o, r, st); break;
     case VS_DOCS: case VS_DOC_DELETE: do_docs(o, r, st); break;
@@ -496,13 +529,14 @@ check_search(const cJSON *root, struct vs_req *r, struct oai_err *e)
 }
 
 int
-server__vector_stores_start(struct server *s, struct MHD_Connection *con, const char *method,
-                            const char *url, const char *body, size_t len, struct op **out,
-                            struct oai_err *e)
+server__vector_stores_start(struct server *s, struct MHD_Connection *con, const struct who *who,
+                            const char *method, const char *url, const char *body, size_t len,
+                            struct op **out, struct oai_err *e)
 {
     *out = NULL;
     struct vs_req *r = server__xcalloc(1, sizeof(*r));
     r->s = s;
+    r->who = *who;
     int rc = route(method, url + strlen("/v1/vector_stores"), r, e);
     bool has_body = r->kind == VS_CREATE || r->kind == VS_ADD || r->kind == VS_SEARCH;
     if (rc == 0 && has_body && (rc = server__parse_object(body, len, &r->root, e)) == 0)

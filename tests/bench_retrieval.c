@@ -239,7 +239,7 @@ main(int argc, char **argv)
     if (engine_model_open(argv[1], &m, err, sizeof(err)) < 0 ||
         retrieval_hash_new(RETRIEVAL_HASH_DIM, &e) < 0 ||
         retrieval_stores_open(db, engine_model_tokenizer(m), e, &st, err, sizeof(err)) < 0 ||
-        retrieval_store_create(st, "bench", NULL, NULL, NULL, 0, 0, &info, err, sizeof(err)) < 0) {
+        retrieval_store_create(st, NULL, "bench", NULL, NULL, NULL, 0, 0, &info, err, sizeof(err)) < 0) {
         fprintf(stderr, "bench_retrieval: %s\n", err);
         return 1;
     }

@@ -210,7 +210,14 @@ test_versions(void)
           rows[0].users == 0 && rows[0].bytes == engine_lora_bytes(adapter_lora(v2)) &&
           strcmp(rows[0].info.sha256, adapter_info(v2)->sha256) == 0);
     adapters_list_free(rows);
-    CHECK_EQ(load(r, "bad/name", gguf_path("jargon"), false, "invalid adapter name"), -EINVAL);
+    CHECK_EQ(load(r, "bad//name", gguf_path("jargon"), false, "invalid adapter name"), -EINVAL);
+    CHECK_EQ(load(r, "a/b/c", gguf_path("jargon"), false, "invalid adapter name"), -EINVAL);
+    CHECK_EQ(load(r, "/a", gguf_path("jargon"), false, "invalid adapter name"), -EINVAL);
+    /* An owner's key is a name space of its own: "t1/a" is not "a". */
+    CHECK_EQ(load(r, "t1/a", gguf_path("jargon"), false, NULL), 0);
+    CHECK(adapters_has(r, "t1/a") && adapters_has(r, "a") && !adapters_has(r, "t2/a"));
+    CHECK(adapters_key_valid("t1/a") && !adapters_key_valid("t1/") && !adapters_name_valid("t1/a"));
+    CHECK_EQ(adapters_unload(r, "t1/a", err, sizeof(err)), 0);
     CHECK_EQ(load(r, "..", gguf_path("jargon"), false, "invalid adapter name"), -EINVAL);
     CHECK_EQ(adapters_load(r, "a", NULL, false, NULL, err, sizeof(err)), -EINVAL);
     CHECK_EQ(load(r, "a", "", false, "no path given"), -EINVAL);
@@ -398,6 +405,10 @@ test_first_use(void)
     CHECK_EQ(adapters_get(r, "..", &a, err, sizeof(err)), -ENOENT);
     CHECK_EQ(adapters_get(r, "broken", &a, err, sizeof(err)), -EBADMSG);
     CHECK(a == NULL && strstr(err, "broken.gguf") != NULL);
+    /* an owner's unknown key is never looked for in the directory */
+    CHECK_EQ(adapters_try_get(r, "t1/fortunes", &a), -ENOENT);
+    CHECK_EQ(adapters_get(r, "t1/fortunes", &a, err, sizeof(err)), -ENOENT);
+    CHECK(a == NULL);
     struct adapters_entry *rows = NULL;
     int n = 0;
     CHECK_EQ(adapters_list(r, &rows, &n), 0);

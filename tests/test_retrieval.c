@@ -225,7 +225,7 @@ filled(const char *file, char *id)
     struct retrieval_stores *st = open_stores(file);
     struct retrieval_store_info info;
     char err[256];
-    CHECK_EQ(retrieval_store_create(st, "bible", "{\"lang\": \"en\"}", NULL, NULL, 0, 0, &info, err,
+    CHECK_EQ(retrieval_store_create(st, NULL, "bible", "{\"lang\": \"en\"}", NULL, NULL, 0, 0, &info, err,
                                     sizeof(err)), 0);
     strcpy(id, info.id);
     CHECK_EQ(info.chunk_tokens, 800);
@@ -344,7 +344,7 @@ test_chunking(void)
     struct retrieval_stores *st = open_stores("chunks.db");
     struct retrieval_store_info info;
     char err[256], text[4096] = "";
-    CHECK_EQ(retrieval_store_create(st, NULL, NULL, NULL, NULL, 40, 10, &info, err, sizeof(err)), 0);
+    CHECK_EQ(retrieval_store_create(st, NULL, NULL, NULL, NULL, NULL, 40, 10, &info, err, sizeof(err)), 0);
     for (int i = 0; i < 20; i++)
         strcat(text, "And the LORD spake unto Moses, saying, Speak unto the children. ");
     int32_t *ids = NULL;
@@ -362,11 +362,11 @@ test_chunking(void)
     CHECK_EQ(retrieval_store_add(st, info.id, &empty, 1, &added, err, sizeof(err)), -EINVAL);
     CHECK_EQ(retrieval_store_add(st, info.id, &badid, 1, &added, err, sizeof(err)), -EINVAL);
     CHECK_EQ(retrieval_store_add(st, "vs_nope", &d, 1, &added, err, sizeof(err)), -ENOENT);
-    CHECK_EQ(retrieval_store_create(st, NULL, NULL, NULL, NULL, 10, 10, &info, err, sizeof(err)), -EINVAL);
-    CHECK_EQ(retrieval_store_create(st, NULL, NULL, "no place for chunks", NULL, 0, 0, &info, err,
+    CHECK_EQ(retrieval_store_create(st, NULL, NULL, NULL, NULL, NULL, 10, 10, &info, err, sizeof(err)), -EINVAL);
+    CHECK_EQ(retrieval_store_create(st, NULL, NULL, NULL, "no place for chunks", NULL, 0, 0, &info, err,
                                     sizeof(err)), -EINVAL);
     struct retrieval_store_info t;
-    CHECK_EQ(retrieval_store_create(st, NULL, NULL, "Sources:\n{chunks}\nEnd.", NULL, 0, 0, &t, err,
+    CHECK_EQ(retrieval_store_create(st, NULL, NULL, NULL, "Sources:\n{chunks}\nEnd.", NULL, 0, 0, &t, err,
                                     sizeof(err)), 0);
     CHECK_STR(t.template, "Sources:\n{chunks}\nEnd.");
     retrieval_store_info_release(&t);

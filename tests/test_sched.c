@@ -1,6 +1,7 @@
 /*
  * test_sched.c - the continuous-batching scheduler: batching is invisible in
- * results, cancellation frees slots, limits are enforced, logprobs are right.
+ * results, cancellation frees slots, limits are enforced, logprobs are right,
+ * tenants are served fairly and a preempted request's output is unchanged.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -91,7 +92,7 @@ static struct engine_req_params
 greedy_params(const struct golden *g, int max_tokens)
 {
     struct engine_req_params p = { g->prompt, g->n_prompt, max_tokens, ENGINE_SAMPLING_INIT,
-                                   false, 0, false, on_notify, NULL, NULL };
+                                   false, 0, false, on_notify, NULL, NULL, 0 };
     p.sampling.temperature = 0.0f;
     return p;
 }
@@ -309,12 +310,14 @@ test_adapter_requests(void)
     engine_model_free(m);
 }
 
-/* Runs one greedy request alone; its ids must equal the golden's. */
+/* Runs one greedy request of tenant alone; its ids must equal the golden's. */
 static void
-run_golden(struct engine_sched *s, const struct golden *g, const struct engine_lora_set *set)
+run_golden(struct engine_sched *s, const struct golden *g, const struct engine_lora_set *set,
+           uint32_t tenant)
 {
     struct engine_req_params p = greedy_params(g, 32);
     p.lora = set;
+    p.tenant = tenant;
     struct engine_req *r = NULL;
     CHECK_EQ(engine_sched_submit(s, &p, &r), 0);
     int32_t ids[64];
@@ -364,7 +367,7 @@ test_prefix_cache_isolation(void)
         struct golden g;
         load_golden(steps[i].config, "long-kjv", &g);
         uint64_t before = engine_sched_prefix_hits(s);
-        run_golden(s, &g, steps[i].set);
+        run_golden(s, &g, steps[i].set, 0);
         uint64_t hits = engine_sched_prefix_hits(s) - before;
         if (hits != (uint64_t)steps[i].hits)
             fprintf(stderr, "step %zu (%s): %llu positions from the cache, want %d\n", i,
@@ -433,10 +436,10 @@ test_prefix_cache_eviction(void)
     if (s == NULL)
         return;
     const struct golden *a = &goldens[3], *b = &goldens[4]; /* long-kjv, long-mixed */
-    run_golden(s, a, NULL);
-    run_golden(s, b, NULL);
+    run_golden(s, a, NULL, 0);
+    run_golden(s, b, NULL, 0);
     uint64_t before = engine_sched_prefix_hits(s);
-    run_golden(s, a, NULL);
+    run_golden(s, a, NULL, 0);
     CHECK_EQ(engine_sched_prefix_hits(s) - before, (uint64_t)64);
     engine_sched_free(s);
     engine_model_free(m);
@@ -499,6 +502,347 @@ test_embeddings(void)
     engine_model_free(m);
 }
 
+/* ---- Tenants ---------------------------------------------------------- */
+
+static struct engine_sched_stats
+stats(struct engine_sched *s)
+{
+    struct engine_sched_stats st;
+    engine_sched_stats(s, &st);
+    return st;
+}
+
+/* A greedy request of tenant that ignores end-of-generation tokens. */
+static struct engine_req_params
+long_params(const struct golden *g, int max_tokens, uint32_t tenant)
+{
+    struct engine_req_params p = greedy_params(g, max_tokens);
+    p.ignore_eos = true;
+    p.tenant = tenant;
+    return p;
+}
+
+/* Waits (5 s at most) until r has produced n tokens; returns whether it has. */
+static bool
+wait_tokens(struct engine_req *r, int n)
+{
+    int np = 0, ng = 0;
+    double ttft = 0;
+    for (int spins = 0; spins < 50000; spins++, usleep(100)) {
+        engine_req_stats(r, &np, &ng, &ttft);
+        if (ng >= n)
+            return true;
+    }
+    return false;
+}
+
+/* Waits (5 s at most) until s has generated n tokens in all. */
+static bool
+wait_generated(struct engine_sched *s, uint64_t n)
+{
+    for (int spins = 0; spins < 50000; spins++, usleep(100))
+        if (stats(s).generated_tokens >= n)
+            return true;
+    return false;
+}
+
+/* The scheduler's iteration count when a request's first notify came (its first token). */
+struct first_seen {
+    struct engine_sched *s;
+    _Atomic uint64_t iterations;        /* 0 until then */
+};
+
+static void
+on_first(void *arg)
+{
+    struct first_seen *f = arg;
+    if (atomic_load(&f->iterations) == 0)
+        atomic_store(&f->iterations, stats(f->s).iterations);
+}
+
+/*
+ * A request submitted from another's notify at its fourth token: on the
+ * scheduler thread, between two iterations, so the count at submit is exact
+ * (a test thread may lose its core for a few iterations anywhere).
+ */
+struct trigger {
+    struct engine_sched *s;
+    struct engine_req_params p;
+    struct engine_req *q;
+    uint64_t at;                        /* iterations when q was queued */
+    int rc;
+    atomic_int calls;
+    atomic_bool done;                   /* q, at and rc are set */
+};
+
+static void
+on_trigger(void *arg)
+{
+    struct trigger *t = arg;
+    if (atomic_fetch_add(&t->calls, 1) != 3)
+        return;
+    t->at = stats(t->s).iterations;
+    t->rc = engine_sched_submit(t->s, &t->p, &t->q);
+    atomic_store(&t->done, true);
+}
+
+/*
+ * Tenant 1 fills both slots and queues six more; tenant 2's one request
+ * preempts one of tenant 1's sequences (the only preemption), has its first
+ * token in the very next iteration after its submit, and is its golden.
+ */
+static void
+test_tenant_ttft(void)
+{
+    struct engine_model *m = open_model();
+    struct engine_sched *s = m ? open_sched(m, 2, 16) : NULL;
+    if (s == NULL)
+        return;
+    struct first_seen first = { s, 0 };
+    struct trigger trig = { .s = s, .p = greedy_params(&goldens[1], 4) };
+    trig.p.tenant = 2;
+    trig.p.notify = on_first;
+    trig.p.arg = &first;
+    struct engine_req *r[8] = { 0 };
+    for (int i = 0; i < 8; i++) {
+        struct engine_req_params p = long_params(&goldens[i % 3], 200, 1);
+        if (i == 0)
+            p.notify = on_trigger, p.arg = &trig;
+        CHECK_EQ(engine_sched_submit(s, &p, &r[i]), 0);
+    }
+    for (int spins = 0; spins < 50000 && !atomic_load(&trig.done); spins++)
+        usleep(100);
+    bool done = atomic_load(&trig.done);
+    CHECK(done && trig.rc == 0);
+    if (done && trig.q != NULL) {
+        for (int spins = 0; spins < 50000 && atomic_load(&first.iterations) == 0; spins++)
+            usleep(100);   /* the token shows before its notify has run */
+        uint64_t took = atomic_load(&first.iterations) - trig.at;
+        if (took != 1)
+            fprintf(stderr, "first token after %llu iterations\n", (unsigned long long)took);
+        CHECK_EQ(took, 1);
+        CHECK_EQ(stats(s).preemptions, 1);
+        int32_t ids[8];
+        int n = 0;
+        CHECK_EQ(drain(trig.q, ids, &n, NULL), ENGINE_FINISH_LENGTH);
+        CHECK(n == 4 && memcmp(ids, goldens[1].gen, 4 * sizeof(int32_t)) == 0);
+        engine_req_release(trig.q);
+    }
+    for (int i = 0; i < 8; i++)
+        engine_req_release(r[i]);
+    engine_sched_free(s);
+    engine_model_free(m);
+}
+
+/*
+ * Tenant 1 runs five requests in two slots while tenants 2 and 3 come and go
+ * until four of them have preempted one of tenant 1's sequences, each at
+ * another point of its output (a newcomer that finds a slot just freed by a
+ * finished sequence preempts none): every tenant-1 answer is still token for
+ * token its golden,
+ * which is what it gives alone on an idle scheduler (run_golden; greedy, and
+ * the cache is f32 for this f32 model, as in the goldens). The re-prefilled
+ * output is partly found in the prefix cache (its full blocks, published
+ * when it was preempted) and partly computed again as prompt rows.
+ */
+static void
+test_preempted_equals_alone(void)
+{
+    struct engine_model *m = open_model();
+    struct engine_sched *s = m ? open_sched(m, 2, 32) : NULL;
+    if (s == NULL)
+        return;
+    struct engine_req *r[5] = { 0 };
+    for (int i = 0; i < 5; i++) {
+        struct engine_req_params p = greedy_params(&goldens[i], 32);
+        p.tenant = 1;
+        CHECK_EQ(engine_sched_submit(s, &p, &r[i]), 0);
+    }
+    int32_t ids[64];
+    int n = 0;
+    for (int k = 0; k < 8 && stats(s).preemptions < 4; k++) {
+        CHECK(wait_generated(s, stats(s).generated_tokens + 2 + 5 * (uint64_t)k));
+        struct engine_req_params p = greedy_params(&goldens[k % 3], 4);
+        p.tenant = 2 + (uint32_t)(k % 2);
+        struct engine_req *q = NULL;
+        CHECK_EQ(engine_sched_submit(s, &p, &q), 0);
+        CHECK_EQ(drain(q, ids, &n, NULL), ENGINE_FINISH_LENGTH);
+        engine_req_release(q);
+    }
+    CHECK(stats(s).preemptions >= 4);
+    for (int i = 0; i < 5; i++) {
+        const struct golden *g = &goldens[i];
+        CHECK_EQ(drain(r[i], ids, &n, NULL), g->n_gen < 32 ? ENGINE_FINISH_STOP
+                                                            : ENGINE_FINISH_LENGTH);
+        CHECK(n == g->n_gen && memcmp(ids, g->gen, (size_t)n * sizeof(int32_t)) == 0);
+        engine_req_release(r[i]);
+    }
+    engine_sched_free(s);
+    engine_model_free(m);
+}
+
+static atomic_int n_started;
+
+/* A request's first notify (its first token here): notes its place in the order. */
+static void
+on_start(void *arg)
+{
+    atomic_int *order = arg;
+    if (atomic_load(order) < 0)
+        atomic_store(order, atomic_fetch_add(&n_started, 1));
+}
+
+/*
+ * One slot, held by a third tenant while tenant 1 queues three requests and
+ * then tenant 2 three: once it is free they start alternately, 1 2 1 2 1 2,
+ * each tenant's in the order queued.
+ */
+static void
+test_tenant_admission_order(void)
+{
+    struct engine_model *m = open_model();
+    struct engine_sched *s = m ? open_sched(m, 1, 8) : NULL;
+    if (s == NULL)
+        return;
+    struct engine_req_params p = long_params(&goldens[0], 200, 3);
+    struct engine_req *blocker = NULL, *r[6] = { 0 };
+    CHECK_EQ(engine_sched_submit(s, &p, &blocker), 0);
+    CHECK(wait_tokens(blocker, 1));
+    static atomic_int order[6];
+    atomic_store(&n_started, 0);
+    for (int i = 0; i < 6; i++) {
+        atomic_store(&order[i], -1);
+        p = greedy_params(&goldens[i % 3], 4);
+        p.tenant = i < 3 ? 1 : 2;
+        p.notify = on_start;
+        p.arg = &order[i];
+        CHECK_EQ(engine_sched_submit(s, &p, &r[i]), 0);
+    }
+    engine_req_release(blocker);    /* cancels it: the slot frees */
+    for (int i = 0; i < 6; i++) {
+        int32_t ids[8];
+        int n = 0;
+        CHECK_EQ(drain(r[i], ids, &n, NULL), ENGINE_FINISH_LENGTH);
+        CHECK_EQ(atomic_load(&order[i]), i < 3 ? 2 * i : 2 * (i - 3) + 1);
+        engine_req_release(r[i]);
+    }
+    engine_sched_free(s);
+    engine_model_free(m);
+}
+
+/*
+ * The same 145-token prompt, one request after another: the cache serves 144
+ * positions to a tenant that ran it before, and none to another tenant.
+ */
+static void
+test_tenant_prefix_cache(void)
+{
+    struct engine_model *m = open_model();
+    struct engine_sched *s = m ? open_sched(m, 8, 16) : NULL; /* 128 blocks: nothing evicted */
+    if (s == NULL)
+        return;
+    static const struct {
+        uint32_t tenant;
+        int hits;
+    } steps[] = { { 1, 0 }, { 1, 144 }, { 2, 0 }, { 2, 144 }, { 0, 0 }, { 1, 144 } };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        uint64_t before = engine_sched_prefix_hits(s);
+        run_golden(s, &goldens[3], NULL, steps[i].tenant);
+        uint64_t hits = engine_sched_prefix_hits(s) - before;
+        if (hits != (uint64_t)steps[i].hits)
+            fprintf(stderr, "step %zu (tenant %u): %llu positions from the cache, want %d\n", i,
+                    steps[i].tenant, (unsigned long long)hits, steps[i].hits);
+        CHECK_EQ(hits, (uint64_t)steps[i].hits);
+    }
+    engine_sched_free(s);
+    engine_model_free(m);
+}
+
+/*
+ * A request preempted for another tenant waits in the queue; cancelled
+ * there, it finishes as cancelled at once, with the tokens it had, while
+ * the others run on (ASan: everything is freed).
+ */
+static void
+test_cancel_preempted(void)
+{
+    struct engine_model *m = open_model();
+    struct engine_sched *s = m ? open_sched(m, 2, 8) : NULL;
+    if (s == NULL)
+        return;
+    struct engine_req *r[3] = { 0 };
+    for (int i = 0; i < 3; i++) {       /* tenant 1, 1, then 2: r[1] is the newest of 1 */
+        struct engine_req_params p = long_params(&goldens[i], 200, i < 2 ? 1 : 2);
+        CHECK_EQ(engine_sched_submit(s, &p, &r[i]), 0);
+        CHECK(i == 2 || wait_tokens(r[i], 3));
+    }
+    for (int spins = 0; spins < 50000 && stats(s).preemptions == 0; spins++)
+        usleep(100);
+    CHECK_EQ(stats(s).preemptions, 1);
+    int np = 0, had = 0;
+    double ttft = 0;
+    engine_req_stats(r[1], &np, &had, &ttft);
+    CHECK(had >= 3);
+    engine_req_cancel(r[1]);
+    int32_t ids[256];
+    int n = 0;
+    CHECK_EQ(drain(r[1], ids, &n, NULL), ENGINE_FINISH_CANCELLED);
+    CHECK_EQ(n, had);
+    struct engine_sched_stats st = stats(s);
+    CHECK_EQ(st.waiting, 0);
+    CHECK_EQ(st.running, 2);            /* r[0] and r[2] were not disturbed */
+    for (int i = 0; i < 3; i++)
+        engine_req_release(r[i]);
+    for (int spins = 0; spins < 50000 && (st.running > 0 || st.kv_blocks_used > 0); spins++) {
+        usleep(100);
+        st = stats(s);
+    }
+    CHECK_EQ(st.running, 0);
+    CHECK_EQ(st.kv_blocks_used, 0);
+    engine_sched_free(s);
+    engine_model_free(m);
+}
+
+/* The counters and the pool's figures for metrics, exact for one request on its own. */
+static void
+test_stats(void)
+{
+    struct engine_model *m = open_model();
+    struct engine_sched *s = m ? open_sched(m, 2, 8) : NULL;
+    if (s == NULL)
+        return;
+    struct engine_sched_stats st = stats(s);
+    CHECK(st.iterations == 0 && st.preemptions == 0 && st.prompt_tokens == 0);
+    CHECK(st.generated_tokens == 0 && st.waiting == 0 && st.running == 0);
+    CHECK_EQ(st.n_slots, 2);
+    CHECK_EQ(st.kv_blocks_total, 2 * 256 / 16);
+    CHECK_EQ(st.kv_block_size, 16);
+    CHECK(st.kv_blocks_used == 0 && st.kv_blocks_cached == 0);
+    const struct golden *g = &goldens[3];               /* 145 prompt tokens: 3 chunks */
+    run_golden(s, g, NULL, 0);
+    for (int spins = 0; spins < 50000 && stats(s).kv_blocks_used > 0; spins++)
+        usleep(100);
+    st = stats(s);
+    CHECK_EQ(st.iterations, 3 + (g->n_gen - 1) + (g->n_gen < 32)); /* + the EOS step */
+    CHECK_EQ(st.prompt_tokens, g->n_prompt);
+    CHECK_EQ(st.generated_tokens, g->n_gen);
+    CHECK_EQ(st.kv_blocks_used, 0);
+    CHECK_EQ(st.kv_blocks_cached, g->n_prompt / 16);    /* its full prompt blocks */
+    run_golden(s, g, NULL, 0);
+    CHECK_EQ(stats(s).prompt_tokens, 2 * g->n_prompt - 144);  /* 144 from the cache */
+
+    struct engine_req_params p = long_params(&goldens[4], 100, 0);
+    struct engine_req *r = NULL;
+    CHECK_EQ(engine_sched_submit(s, &p, &r), 0);
+    CHECK(wait_tokens(r, 2));
+    st = stats(s);
+    CHECK_EQ(st.running, 1);
+    CHECK(st.kv_blocks_used >= (goldens[4].n_prompt + 1) / 16);
+    engine_req_release(r);
+    engine_sched_free(s);
+    engine_model_free(m);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -514,6 +858,12 @@ main(int argc, char **argv)
         { "prefix_cache_isolation", test_prefix_cache_isolation },
         { "prefix_cache_eviction", test_prefix_cache_eviction },
         { "prefix_cache_concurrent", test_prefix_cache_concurrent },
+        { "tenant_ttft", test_tenant_ttft },
+        { "preempted_equals_alone", test_preempted_equals_alone },
+        { "tenant_admission_order", test_tenant_admission_order },
+        { "tenant_prefix_cache", test_tenant_prefix_cache },
+        { "cancel_preempted", test_cancel_preempted },
+        { "stats", test_stats },
         { NULL, NULL },
     };
     return check_main(tests, argc, argv);
