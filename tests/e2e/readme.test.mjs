@@ -6,7 +6,8 @@
 // with a temporary data directory), and each curl line runs through bash with
 // only the port changed; a line NAME=$(...) runs once, and later lines of its
 // block see $NAME. A line without -i must answer 2xx with JSON (a
-// stream ending in [DONE]; vLLM's text for its adapter endpoints); a line
+// stream ending in [DONE]; vLLM's text for its adapter endpoints; Prometheus
+// text for /metrics); a line
 // with -i shows an HTTP response, OpenAI's error object when it is 4xx/5xx.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -58,6 +59,8 @@ function checkBody(line, r) {
     assert.equal(typeof JSON.parse(r.body).error?.message, 'string', line);
   else if (/load_lora_adapter/.test(line))
     assert.match(r.body, /^Success: /, line);
+  else if (/\/metrics/.test(line))
+    assert.match(r.body, /^# HELP \S+ /, line);
   else
     assert.equal(typeof JSON.parse(r.body), 'object', line);
 }
