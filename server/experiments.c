@@ -54,7 +54,7 @@ static const char schema[] =
     " id TEXT PRIMARY KEY, owner TEXT NOT NULL, experiment TEXT NOT NULL,"
     " variant TEXT NOT NULL, user TEXT, latency REAL NOT NULL, ttft REAL NOT NULL,"
     " tokens INTEGER NOT NULL, error INTEGER NOT NULL, feedback REAL,"
-    " created_at INTEGER NOT NULL);"
+    " created_at INTEGER NOT NULL, tenant TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX IF NOT EXISTS exp_requests_exp ON exp_requests (owner, experiment, variant);";
 
 /* ---- Variants as JSON (the table's column) ------------------------------ */
@@ -94,7 +94,7 @@ variants_parse(const char *text, struct exp_info *x)
 
 /* ---- SQLite ----------------------------------------------------------- */
 
-/* Runs sql with parameters: 't' text, 'i' long long, 'd' double, 'n' NULL-able double*. */
+/* Runs sql with parameters: 't' text (NULL binds NULL), 'i' long long, 'd' double. */
 static int
 exec(struct experiments *X, const char *sql, const char *types, ...)
 {
@@ -108,9 +108,7 @@ exec(struct experiments *X, const char *sql, const char *types, ...)
         } else if (types[i] == 'i') {
             rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, long long));
         } else {
-            double d = va_arg(ap, double);
-            rc = types[i] == 'n' && d < 0 ? sqlite3_bind_null(st, i + 1)
-                                          : sqlite3_bind_double(st, i + 1, d);
+            rc = sqlite3_bind_double(st, i + 1, va_arg(ap, double));
         }
     }
     va_end(ap);
@@ -289,10 +287,10 @@ flush_locked(struct experiments *X)
     while (p != NULL) {
         const struct exp_record *r = &p->r;
         exec(X, "INSERT OR REPLACE INTO exp_requests (id, owner, experiment, variant, user,"
-             " latency, ttft, tokens, error, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
-             " ?8, ?9, ?10)", "tttttddiii", r->id, r->owner, r->experiment, r->variant,
-             r->user[0] ? r->user : NULL, r->latency, r->ttft, (long long)r->tokens,
-             (long long)r->error, (long long)time(NULL));
+             " latency, ttft, tokens, error, created_at, tenant) VALUES (?1, ?2, ?3, ?4, ?5,"
+             " ?6, ?7, ?8, ?9, ?10, ?11)", "tttttddiiit", r->id, r->owner, r->experiment,
+             r->variant, r->user[0] ? r->user : NULL, r->latency, r->ttft, (long long)r->tokens,
+             (long long)r->error, (long long)time(NULL), r->tenant);
         struct record *next = p->next;
         free(p);
         p = next;
@@ -399,13 +397,15 @@ server__experiment_feedback(struct experiments *X, const struct who *who, const 
     pthread_mutex_lock(&X->wmu);
     flush_locked(X);
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(X->db, "SELECT owner, experiment, variant FROM exp_requests"
-                                " WHERE id = ?1", -1, &st, NULL) == SQLITE_OK ? -ENOENT : -EIO;
+    int rc = sqlite3_prepare_v2(X->db, "SELECT owner, experiment, variant, tenant FROM"
+                                " exp_requests WHERE id = ?1", -1, &st, NULL) == SQLITE_OK
+                 ? -ENOENT : -EIO;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
     if (rc == -ENOENT && sqlite3_step(st) == SQLITE_ROW) {
         const char *owner = (const char *)sqlite3_column_text(st, 0);
-        bool mine = who->admin || strcmp(owner, who->id) == 0;
-        rc = mine ? 0 : -ENOENT;
+        const char *asker = (const char *)sqlite3_column_text(st, 3);
+        /* the tenant that sent the request scores it (or the admin) */
+        rc = who->admin || strcmp(asker, who->id) == 0 ? 0 : -ENOENT;
         snprintf(out->owner, sizeof(out->owner), "%s", owner);
         snprintf(out->name, sizeof(out->name), "%s", (const char *)sqlite3_column_text(st, 1));
         snprintf(out->variant, sizeof(out->variant), "%s",

@@ -94,6 +94,7 @@ exp_note(struct job *j, bool error)
     snprintf(r.experiment, sizeof(r.experiment), "%s", j->pick.name);
     snprintf(r.variant, sizeof(r.variant), "%s", j->pick.variant);
     snprintf(r.user, sizeof(r.user), "%s", j->req.user ? j->req.user : "");
+    snprintf(r.tenant, sizeof(r.tenant), "%s", j->who.id);
     r.tokens = usage(j).completion_tokens;
     int n_prompt = 0, n_gen = 0;
     if (j->n_choices > 0 && j->choices[0].er != NULL)

@@ -389,6 +389,7 @@ struct exp_record {
     char experiment[EXP_NAME_MAX + 1];
     char variant[ADAPTERS_NAME_MAX + 1];
     char user[129];                 /* "" none */
+    char tenant[TENANT_ID_MAX];     /* who sent it ("" the admin): who may score it */
     double latency, ttft;           /* seconds */
     int tokens;                     /* completion tokens */
     int error;

@@ -188,7 +188,12 @@ test("another tenant's experiment is 404; bad definitions are 400", async () => 
   const shared = await api(ADMIN, 'POST', '/v1/experiments', { name: 'house',
     variants: [{ model: MODEL_ID, weight: 1 }] });
   assert.equal(shared.status, 200, shared.text);
-  assert.equal((await ask(keys.b, 'house', 'u')).status, 200);
+  const used = await ask(keys.b, 'house', 'u');
+  assert.equal(used.status, 200);
+  assert.equal((await api(keys.b, 'POST', '/v1/feedback', { id: used.body.id, score: 1 }))
+    .status, 200, 'a tenant scores its own request of a shared experiment');
+  assert.equal((await api(keys.a, 'POST', '/v1/feedback', { id: used.body.id, score: 0 }))
+    .status, 404, "but not another tenant's");
   assert.equal((await api(keys.b, 'PATCH', '/v1/experiments/house',
     { variants: [{ model: MODEL_ID }] })).status, 403);
 });
