@@ -121,20 +121,6 @@ comparison_json(const struct exp_info *x, const struct exp_stats *st, int i)
 }
 
 static void
-answer_json(struct op *o, cJSON *j)
-{
-    char *body = j ? cJSON_PrintUnformatted(j) : NULL;
-    cJSON_Delete(j);
-    if (body != NULL) {
-        server__op_answer(o, 200, "application/json", body);
-        return;
-    }
-    struct oai_err e;
-    server__fail(&e, -ENOMEM, NULL, NULL, "out of memory");
-    server__op_answer_error(o, &e);
-}
-
-static void
 answer_rc(struct op *o, const struct xreq *r, int rc)
 {
     struct oai_err e;
@@ -169,7 +155,7 @@ get_work(struct op *o, struct xreq *r)
     for (int i = 1; i < x.n; i++)
         cJSON_AddItemToArray(cmp, comparison_json(&x, st, i));
     cJSON_AddItemToObject(j, "comparisons", cmp);
-    answer_json(o, j);
+    server__op_answer_json(o, j);
 }
 
 static void
@@ -187,7 +173,7 @@ list_work(struct op *o, struct xreq *r)
         cJSON_AddItemToArray(data, exp_json(&all[i], &r->who, NULL));
     cJSON_AddItemToObject(j, "data", data);
     free(all);
-    answer_json(o, j);
+    server__op_answer_json(o, j);
 }
 
 static void
@@ -205,7 +191,7 @@ feedback_work(struct op *o, struct xreq *r)
     cJSON_AddNumberToObject(j, "score", r->score);
     cJSON_AddStringToObject(j, "experiment", p.name);
     cJSON_AddStringToObject(j, "variant", p.variant);
-    answer_json(o, j);
+    server__op_answer_json(o, j);
 }
 
 static void
@@ -225,13 +211,9 @@ x_work(struct op *o, void *arg)
     if (rc < 0) {
         answer_rc(o, r, rc);
     } else if (r->kind == X_DELETE) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "id", r->x.name);
-        cJSON_AddStringToObject(j, "object", "experiment.deleted");
-        cJSON_AddBoolToObject(j, "deleted", true);
-        answer_json(o, j);
+        server__op_answer_json(o, server__deleted_json(r->x.name, "experiment.deleted"));
     } else {
-        answer_json(o, exp_json(&r->x, &r->who, NULL));
+        server__op_answer_json(o, exp_json(&r->x, &r->who, NULL));
     }
 }
 

@@ -52,6 +52,7 @@ struct job {
     struct who who;
     struct who ns;                  /* whose adapter names the model is in (a shared experiment's: the admin's) */
     bool admitted;                  /* counted by the tenant's limits */
+    int charged;                    /* tokens its tenant was charged at submission */
     bool routed, noted, gen_error;  /* by an experiment; its record left; a generation failed */
     bool counted;                   /* in /metrics */
     struct exp_pick pick;
@@ -139,7 +140,8 @@ job_unadmit(struct job *j)
         return;
     j->admitted = false;
     struct oai_usage u = usage(j);
-    server__tenant_done(j->srv->tenants, j->who.tenant, u.prompt_tokens + u.completion_tokens);
+    server__tenant_done(j->srv->tenants, j->who.tenant,
+                        u.prompt_tokens + u.completion_tokens - j->charged);
 }
 
 static void
@@ -394,6 +396,10 @@ submit_all(struct job *j, struct oai_err *e)
     }
     for (int i = 0; i < r->n_prompts; i++)
         j->prompt_tokens += r->prompts[i].n_ids;
+    /* as OpenAI counts: the prompt and max_tokens at once, the unused part given back */
+    j->charged = j->prompt_tokens + j->n_choices * r->max_tokens;
+    if (j->admitted)
+        server__tenant_charge(j->srv->tenants, j->who.tenant, j->charged);
     return 0;
 }
 

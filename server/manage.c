@@ -155,47 +155,46 @@ server__adapters_json(struct server *s, const struct who *who)
     return body;
 }
 
+/* A /v1/models card as OpenAI and vLLM write it (root, parent: NULL gives null). */
+static cJSON *
+card(const char *id, long long created, const char *root, const char *parent, int max_len)
+{
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", id);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)created);
+    cJSON_AddStringToObject(m, "owned_by", "loraserve");
+    if (root != NULL)
+        cJSON_AddStringToObject(m, "root", root);
+    else
+        cJSON_AddNullToObject(m, "root");
+    if (parent != NULL)
+        cJSON_AddStringToObject(m, "parent", parent);
+    else
+        cJSON_AddNullToObject(m, "parent");
+    cJSON_AddNumberToObject(m, "max_model_len", max_len);
+    return m;
+}
+
 static cJSON *
 base_card(const struct server *s)
 {
-    cJSON *m = cJSON_CreateObject();
-    cJSON_AddStringToObject(m, "id", s->model_id);
-    cJSON_AddStringToObject(m, "object", "model");
-    cJSON_AddNumberToObject(m, "created", (double)s->started);
-    cJSON_AddStringToObject(m, "owned_by", "loraserve");
-    cJSON_AddStringToObject(m, "root", s->cfg->model_path);
-    cJSON_AddNullToObject(m, "parent");
-    cJSON_AddNumberToObject(m, "max_model_len", s->n_ctx);
-    return m;
+    return card(s->model_id, s->started, s->cfg->model_path, NULL, s->n_ctx);
 }
 
 /* An adapter as vLLM lists it: parent is the base model, root its path. */
 static cJSON *
 adapter_card(const struct server *s, const struct adapters_entry *e, const char *shown)
 {
-    cJSON *m = cJSON_CreateObject();
-    cJSON_AddStringToObject(m, "id", shown);
-    cJSON_AddStringToObject(m, "object", "model");
-    cJSON_AddNumberToObject(m, "created", (double)e->created_at);
-    cJSON_AddStringToObject(m, "owned_by", "loraserve");
-    cJSON_AddStringToObject(m, "root", e->path);
-    cJSON_AddStringToObject(m, "parent", s->model_id);
-    cJSON_AddNumberToObject(m, "max_model_len", s->n_ctx);
-    return m;
+    return card(shown, e->created_at, e->path, s->model_id, s->n_ctx);
 }
 
 /* The --embedding-model, for /v1/embeddings only. */
 static cJSON *
 encoder_card(const struct server *s)
 {
-    cJSON *m = cJSON_CreateObject();
-    cJSON_AddStringToObject(m, "id", s->encoder_id);
-    cJSON_AddStringToObject(m, "object", "model");
-    cJSON_AddNumberToObject(m, "created", (double)s->started);
-    cJSON_AddStringToObject(m, "owned_by", "loraserve");
-    cJSON_AddStringToObject(m, "root", s->cfg->embedding_model);
-    cJSON_AddNullToObject(m, "parent");
-    cJSON_AddNumberToObject(m, "max_model_len", engine_encoder_n_ctx(s->encoder));
+    cJSON *m = card(s->encoder_id, s->started, s->cfg->embedding_model, NULL,
+                    engine_encoder_n_ctx(s->encoder));
     cJSON_AddNumberToObject(m, "dimensions", engine_encoder_dim(s->encoder));
     return m;
 }
@@ -204,17 +203,10 @@ encoder_card(const struct server *s)
 static cJSON *
 experiment_card(const struct server *s, const struct exp_info *x)
 {
-    cJSON *m = cJSON_CreateObject(), *v = cJSON_CreateArray();
-    cJSON_AddStringToObject(m, "id", x->name);
-    cJSON_AddStringToObject(m, "object", "model");
-    cJSON_AddNumberToObject(m, "created", (double)x->created_at);
-    cJSON_AddStringToObject(m, "owned_by", "loraserve");
-    cJSON_AddNullToObject(m, "root");
-    cJSON_AddStringToObject(m, "parent", s->model_id);
-    cJSON_AddNumberToObject(m, "max_model_len", s->n_ctx);
+    cJSON *m = card(x->name, x->created_at, NULL, s->model_id, s->n_ctx);
+    cJSON *v = cJSON_AddArrayToObject(m, "experiment_variants");
     for (int i = 0; i < x->n; i++)
         cJSON_AddItemToArray(v, cJSON_CreateString(x->variants[i].model));
-    cJSON_AddItemToObject(m, "experiment_variants", v);
     return m;
 }
 
@@ -273,15 +265,22 @@ server__model_json(struct server *s, const struct who *who, const char *id)
     return m;
 }
 
+void
+server__adapters_count(struct server *s, int *registered, int *loaded)
+{
+    struct adapters_entry *list = NULL;
+    *registered = *loaded = 0;
+    if (adapters_list(s->reg, &list, registered) == 0)
+        for (int i = 0; i < *registered; i++)
+            *loaded += list[i].status == ADAPTERS_LOADED;
+    adapters_list_free(list);
+}
+
 cJSON *
 server__adapters_health(struct server *s)
 {
-    struct adapters_entry *list = NULL;
     int n = 0, loaded = 0;
-    if (adapters_list(s->reg, &list, &n) == 0)
-        for (int i = 0; i < n; i++)
-            loaded += list[i].status == ADAPTERS_LOADED;
-    adapters_list_free(list);
+    server__adapters_count(s, &n, &loaded);
     uint64_t resident = 0, budget = 0, live = 0, live_bytes = 0;
     adapters_memory(s->reg, &resident, &budget);
     engine_lora_live(&live, &live_bytes);
@@ -362,11 +361,28 @@ server__op_answer_error(struct op *o, const struct oai_err *e)
     answer_error(o, e);
 }
 
-static void
-answer_json(struct op *o, cJSON *j)
+void
+server__op_answer_json(struct op *o, cJSON *j)
 {
-    answer(o, 200, "application/json", j ? cJSON_PrintUnformatted(j) : NULL);
+    char *body = j ? cJSON_PrintUnformatted(j) : NULL;
     cJSON_Delete(j);
+    if (body != NULL) {
+        answer(o, 200, "application/json", body);
+        return;
+    }
+    struct oai_err e;
+    server__fail(&e, -ENOMEM, NULL, NULL, "out of memory for the answer");
+    answer_error(o, &e);
+}
+
+cJSON *
+server__deleted_json(const char *id, const char *object)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "object", object);
+    cJSON_AddBoolToObject(o, "deleted", true);
+    return o;
 }
 
 /* vLLM answers its changes with a line of plain text. */
@@ -431,7 +447,7 @@ op_work(uv_work_t *w)
         else if (o->kind == OP_VLLM_LOAD)
             answer_text(o, "added");
         else
-            answer_json(o, find_entry(reg, o->name, o->shown));
+            server__op_answer_json(o, find_entry(reg, o->name, o->shown));
         return;
     }
     int rc = adapters_unload(reg, o->name, msg, sizeof(msg));
@@ -440,11 +456,7 @@ op_work(uv_work_t *w)
     } else if (o->kind == OP_VLLM_UNLOAD) {
         answer_text(o, "removed");
     } else {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "id", o->shown);
-        cJSON_AddStringToObject(j, "object", "adapter");
-        cJSON_AddBoolToObject(j, "deleted", true);
-        answer_json(o, j);
+        server__op_answer_json(o, server__deleted_json(o->shown, "adapter"));
     }
 }
 

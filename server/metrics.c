@@ -250,12 +250,8 @@ adapters_out(struct sbuf *b, struct server *s)
     uint64_t resident = 0, budget = 0, loads = 0, evictions = 0;
     adapters_memory(s->reg, &resident, &budget);
     adapters_counters(s->reg, &loads, &evictions);
-    struct adapters_entry *list = NULL;
     int n = 0, loaded = 0;
-    if (adapters_list(s->reg, &list, &n) == 0)
-        for (int i = 0; i < n; i++)
-            loaded += list[i].status == ADAPTERS_LOADED;
-    adapters_list_free(list);
+    server__adapters_count(s, &n, &loaded);
     const struct { const char *name, *type, *help; double v; } g[] = {
         { "loraserve_adapters_registered", "gauge", "Adapters registered.", n },
         { "loraserve_adapters_loaded", "gauge", "Adapters resident in memory.", loaded },

@@ -327,13 +327,16 @@ bool server__tenants_open_mode(const struct tenants *t);
 /* Who an Authorization header value (or NULL) stands for: 0, or -EACCES. Any thread. */
 int server__tenants_auth(struct tenants *t, const char *authorization, struct who *out);
 /*
- * A request of tenant (using about tokens tokens now) starts: 0, or -EAGAIN
+ * A request of tenant (spending tokens tokens now) starts: 0, or -EAGAIN
  * with the seconds to wait and the name of the limit that refused it. Each
- * admitted request ends with server__tenant_done (tokens: those it made).
+ * admitted request ends with server__tenant_done (tokens: those it spent
+ * beyond what it was charged; negative gives the rest back).
  */
 int server__tenant_admit(struct tenants *t, uint32_t tenant, int tokens, int *retry_after,
                          char *what, size_t len);
 void server__tenant_done(struct tenants *t, uint32_t tenant, int tokens);
+/* Spends tokens (or gives them back, if negative) from tenant's tokens per minute. */
+void server__tenant_charge(struct tenants *t, uint32_t tenant, int tokens);
 /* The admin API's changes (they write SQLite: call on the pool). 0, -ENOENT, -EIO, -ENOMEM. */
 int server__tenant_create(struct tenants *t, const char *name, const struct tenant_limits *lim,
                           struct tenant_info *out);
@@ -582,6 +585,8 @@ cJSON *server__model_json(struct server *s, const struct who *who, const char *i
 char *server__adapters_json(struct server *s, const struct who *who);
 /* One adapter's entry, or NULL if who has no adapter of that name. */
 cJSON *server__adapter_json(struct server *s, const struct who *who, const char *name);
+/* Adapters registered, and resident among them. */
+void server__adapters_count(struct server *s, int *registered, int *loaded);
 /* /health's "adapters" object: counts and bytes. */
 cJSON *server__adapters_health(struct server *s);
 /*
@@ -615,6 +620,10 @@ typedef void (*server_op_fn)(struct op *o, void *arg);
 int server__op_call(struct server *s, struct MHD_Connection *con, server_op_fn fn, void *arg,
                     void (*arg_free)(void *arg), struct op **out, struct oai_err *e);
 void server__op_answer(struct op *o, int status, const char *ctype, char *body);
+/* A 200 with j's text (j deleted; NULL or no memory: a 500). */
+void server__op_answer_json(struct op *o, cJSON *j);
+/* {"id", "object", "deleted": true}, what a DELETE answers. */
+cJSON *server__deleted_json(const char *id, const char *object);
 void server__op_answer_error(struct op *o, const struct oai_err *e);
 /*
  * The served model as a retrieval_embed_fn (arg: the server): the text

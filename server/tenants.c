@@ -432,6 +432,16 @@ server__tenant_admit(struct tenants *T, uint32_t tenant, int tokens, int *retry_
 }
 
 void
+server__tenant_charge(struct tenants *T, uint32_t tenant, int tokens)
+{
+    pthread_mutex_lock(&T->mu);
+    struct tenant *t = find_no(T, tenant);
+    if (t != NULL)
+        t->tok_bucket -= tokens;
+    pthread_mutex_unlock(&T->mu);
+}
+
+void
 server__tenant_done(struct tenants *T, uint32_t tenant, int tokens)
 {
     pthread_mutex_lock(&T->mu);

@@ -58,20 +58,6 @@ tenant_json(const struct tenant_info *t)
 }
 
 static void
-answer_json(struct op *o, cJSON *j)
-{
-    char *body = j ? cJSON_PrintUnformatted(j) : NULL;
-    cJSON_Delete(j);
-    if (body != NULL) {
-        server__op_answer(o, 200, "application/json", body);
-        return;
-    }
-    struct oai_err e;
-    server__fail(&e, -ENOMEM, NULL, NULL, "out of memory");
-    server__op_answer_error(o, &e);
-}
-
-static void
 answer_rc(struct op *o, const struct ten_req *r, int rc)
 {
     struct oai_err e;
@@ -84,16 +70,6 @@ answer_rc(struct op *o, const struct ten_req *r, int rc)
         server__fail(&e, rc == -ENOMEM ? rc : -EIO, NULL, NULL, "the tenants' database "
                      "failed: %s", strerror(-rc));
     server__op_answer_error(o, &e);
-}
-
-static cJSON *
-deleted_json(const char *id, const char *object)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", id);
-    cJSON_AddStringToObject(o, "object", object);
-    cJSON_AddBoolToObject(o, "deleted", true);
-    return o;
 }
 
 static void
@@ -111,7 +87,7 @@ list_work(struct op *o, struct ten_req *r)
         cJSON_AddItemToArray(data, tenant_json(&all[i]));
     cJSON_AddItemToObject(j, "data", data);
     free(all);
-    answer_json(o, j);
+    server__op_answer_json(o, j);
 }
 
 static void
@@ -131,7 +107,7 @@ key_work(struct op *o, struct ten_req *r)
     cJSON_AddStringToObject(j, "key", key);
     cJSON_AddNumberToObject(j, "created_at", (double)created);
     OPENSSL_cleanse(key, sizeof(key));
-    answer_json(o, j);
+    server__op_answer_json(o, j);
 }
 
 static void
@@ -153,11 +129,11 @@ ten_work(struct op *o, void *arg)
     if (rc < 0)
         answer_rc(o, r, rc);
     else if (r->kind == TEN_DELETE)
-        answer_json(o, deleted_json(r->id, "tenant.deleted"));
+        server__op_answer_json(o, server__deleted_json(r->id, "tenant.deleted"));
     else if (r->kind == TEN_KEY_DELETE)
-        answer_json(o, deleted_json(r->key, "api_key.deleted"));
+        server__op_answer_json(o, server__deleted_json(r->key, "api_key.deleted"));
     else
-        answer_json(o, tenant_json(&t));
+        server__op_answer_json(o, tenant_json(&t));
 }
 
 /* ---- Limits (loop) ---------------------------------------------------- */

@@ -113,16 +113,6 @@ list_json(cJSON *data)
 }
 
 static cJSON *
-deleted_json(const char *id, const char *object)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", id);
-    cJSON_AddStringToObject(o, "object", object);
-    cJSON_AddBoolToObject(o, "deleted", true);
-    return o;
-}
-
-static cJSON *
 doc_json(const char *id, int n_chunks, const char *metadata, long long created, long long bytes)
 {
     cJSON *o = cJSON_CreateObject();
@@ -169,13 +159,6 @@ hits_json(const struct vs_req *r, const struct retrieval_hit *h, int n)
 /* ---- The calls (pool) --------------------------------------------------- */
 
 static void
-answer(struct op *o, cJSON *j)
-{
-    server__op_answer(o, 200, "application/json", j ? cJSON_PrintUnformatted(j) : NULL);
-    cJSON_Delete(j);
-}
-
-static void
 answer_rc(struct op *o, int rc, const char *what, const char *msg)
 {
     struct oai_err e;
@@ -207,7 +190,7 @@ do_stores(struct op *o, struct vs_req *r, struct retrieval_stores *st)
             retrieval_store_info_release(&all[i]);
         }
         free(all);
-        answer(o, list_json(data));
+        server__op_answer_json(o, list_json(data));
         return;
     }
     if (r->kind == VS_CREATE) {
@@ -232,7 +215,7 @@ do_stores(struct op *o, struct vs_req *r, struct retrieval_stores *st)
     } else if (r->kind == VS_GET) {
         rc = retrieval_store_get(st, r->id, &v);
     } else if (r->kind == VS_DELETE && (rc = retrieval_store_delete(st, r->id)) == 0) {
-        answer(o, deleted_json(r->id, "vector_store.deleted"));
+        server__op_answer_json(o, server__deleted_json(r->id, "vector_store.deleted"));
         return;
     }
     if (rc < 0) {
@@ -241,7 +224,7 @@ do_stores(struct op *o, struct vs_req *r, struct retrieval_stores *st)
     }
     cJSON *j = store_json(&v);
     retrieval_store_info_release(&v);
-    answer(o, j);
+    server__op_answer_json(o, j);
 }
 
 static void
@@ -269,7 +252,7 @@ do_add(struct op *o, struct vs_req *r, struct retrieval_stores *st)
         cJSON *data = cJSON_CreateArray();
         for (i = 0; i < n; i++)
             cJSON_AddItemToArray(data, doc_json(out[i].id, out[i].n_chunks, NULL, 0, 0));
-        answer(o, list_json(data));
+        server__op_answer_json(o, list_json(data));
     } else {
         answer_rc(o, rc, "adding documents", err);
     }
@@ -292,7 +275,7 @@ do_docs(struct op *o, struct vs_req *r, struct retrieval_stores *st)
         if (rc < 0)
             answer_rc(o, rc, what, "");
         else
-            answer(o, deleted_json(r->doc, "vector_store.document.deleted"));
+            server__op_answer_json(o, server__deleted_json(r->doc, "vector_store.document.deleted"));
         return;
     }
     struct retrieval_doc_info *d = NULL;
@@ -308,7 +291,7 @@ do_docs(struct op *o, struct vs_req *r, struct retrieval_stores *st)
         free(d[i].metadata);
     }
     free(d);
-    answer(o, list_json(data));
+    server__op_answer_json(o, list_json(data));
 }
 
 static void
@@ -323,7 +306,7 @@ do_search(struct op *o, struct vs_req *r, struct retrieval_stores *st)
         answer_rc(o, rc, "searching", err);
         return;
     }
-    answer(o, hits_json(r, h, n));
+    server__op_answer_json(o, hits_json(r, h, n));
     retrieval_hits_free(h, n);
 }
 

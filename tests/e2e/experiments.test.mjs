@@ -10,23 +10,14 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, LORA_DIR, MODEL_ID } from './server.mjs';
+import { startServer, LORA_DIR, MODEL_ID, callAs } from './server.mjs';
 
 const ADMIN = 'experiments-admin-key';
 let srv;
 let dataDir;
 const keys = {};
 
-const api = async (key, method, path, body) => {
-  const headers = { Authorization: `Bearer ${key}` };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const r = await fetch(srv.url + path, { method, headers,
-    body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await r.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: r.status, headers: r.headers, body: json, text };
-};
+const api = (key, method, path, body) => callAs(srv.url, key, method, path, body);
 
 const ask = (key, model, user) => api(key, 'POST', '/v1/completions',
   { model, prompt: 'And God said', max_tokens: 1, ...(user ? { user } : {}) });

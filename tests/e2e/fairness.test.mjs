@@ -7,17 +7,13 @@
 // when it runs alone.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, MODEL_ID } from './server.mjs';
+import { startServer, MODEL_ID, callAs } from './server.mjs';
 
 const ADMIN = 'fairness-admin-key';
 let srv;
 const keys = {};
 
-const api = async (key, path, body) => {
-  const r = await fetch(srv.url + path, { method: 'POST', body: JSON.stringify(body),
-    headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' } });
-  return { status: r.status, headers: r.headers, body: await r.json() };
-};
+const api = (key, path, body) => callAs(srv.url, key, 'POST', path, body);
 
 const SHORT = { model: MODEL_ID, prompt: 'Jesus wept.', max_tokens: 1, temperature: 0 };
 const LONG = { model: MODEL_ID, prompt: 'And God said, Let there be light', max_tokens: 200,

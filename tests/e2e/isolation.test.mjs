@@ -5,22 +5,13 @@
 // changeable by tenants), and retrieval in a request obeys the same rules.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, LORA_DIR, MODEL_ID } from './server.mjs';
+import { startServer, LORA_DIR, MODEL_ID, callAs } from './server.mjs';
 
 const ADMIN = 'isolation-admin-key';
 let srv;
 const keys = {};
 
-const api = async (key, method, path, body) => {
-  const headers = { Authorization: `Bearer ${key}` };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const r = await fetch(srv.url + path, { method, headers,
-    body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await r.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: r.status, headers: r.headers, body: json, text };
-};
+const api = (key, method, path, body) => callAs(srv.url, key, method, path, body);
 
 const complete = (key, model, extra = {}) => api(key, 'POST', '/v1/completions', {
   model, prompt: 'In the beginning', max_tokens: 12, temperature: 0, ...extra });

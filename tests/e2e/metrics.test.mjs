@@ -5,22 +5,13 @@
 // reads are there under their exact names, with the running adapters listed.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, LORA_DIR, MODEL_ID } from './server.mjs';
+import { startServer, LORA_DIR, MODEL_ID, callAs } from './server.mjs';
 
 const ADMIN = 'metrics-admin-key';
 let srv;
 let key;
 
-const api = async (k, method, path, body) => {
-  const headers = k ? { Authorization: `Bearer ${k}` } : {};
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const r = await fetch(srv.url + path, { method, headers,
-    body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await r.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: r.status, headers: r.headers, body: json, text };
-};
+const api = (key, method, path, body) => callAs(srv.url, key, method, path, body);
 
 // Parses the text format: { families: {name: {type, help}}, samples: [{name, labels, value}] }.
 // Throws on any line that is not a comment, a sample or blank.
@@ -141,7 +132,11 @@ test('while requests run: running/waiting gauges and the running adapters', asyn
     body: JSON.stringify({ model: 'jargon', prompt: 'And God said', max_tokens: 200,
       ignore_eos: true, stream: true }) }));
   const streams = await Promise.all(long);
-  const p = await scrape();
+  let p = await scrape();
+  for (let i = 0; i < 100 && value(p, 'vllm:kv_cache_usage_perc') === 0; i++) {
+    await new Promise((r) => setTimeout(r, 20));  // admitted at the scheduler's next step
+    p = await scrape();
+  }
   assert.ok(value(p, 'vllm:num_requests_running') >= 1);
   assert.equal(value(p, 'vllm:num_requests_running') + value(p, 'vllm:num_requests_waiting'),
     value(p, 'loraserve_running_sequences') + value(p, 'loraserve_queue_depth'));

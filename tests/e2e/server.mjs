@@ -117,10 +117,15 @@ export async function readEvents(response) {
 
 // Any method with an optional JSON body; returns { status, headers, body, text } like post().
 export async function call(url, method, path, body) {
+  return callAs(url, null, method, path, body);
+}
+
+// call() with "Authorization: Bearer key" (none when key is null).
+export async function callAs(url, key, method, path, body) {
+  const headers = body === undefined ? {} : { 'Content-Type': 'application/json' };
+  if (key) headers.Authorization = `Bearer ${key}`;
   const r = await fetch(url + path, {
-    method,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await r.text();
   let json = null;

@@ -9,22 +9,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
-import { startServer, MODEL_ID } from './server.mjs';
+import { startServer, MODEL_ID, callAs } from './server.mjs';
 
 const ADMIN = 'admin-secret-for-tests';
 let srv;
 let dataDir;
 
-const api = async (method, path, key, body) => {
-  const headers = body === undefined ? {} : { 'Content-Type': 'application/json' };
-  if (key) headers.Authorization = `Bearer ${key}`;
-  const r = await fetch(srv.url + path, { method, headers,
-    body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await r.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: r.status, headers: r.headers, body: json, text };
-};
+const api = (method, path, key, body) => callAs(srv.url, key, method, path, body);
 
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'loraserve-tenants-'));
