@@ -48,11 +48,14 @@ struct server_config {
     const char *embedding_model;    /* a BERT GGUF file for /v1/embeddings, or NULL */
     const char *embedding_pooling;  /* its pooling: "mean", "cls", "last"; NULL: the file's */
     const char *admin_key;      /* NULL: open mode (no tenants, no keys checked) */
+    int request_timeout;        /* seconds for a whole request (headers and body) to arrive */
+    int max_connections;        /* open connections at once; more are refused */
+    int max_connections_per_ip; /* 0: no per-address limit */
 };
 
 #define SERVER_CONFIG_INIT \
     { NULL, "127.0.0.1", 8080, 0, 0, 4, 64, 512, "./loraserve-data", 1 << 20, NULL, NULL, 30, \
-      NULL, 0, NULL, 64, 0, "auto", 384, "mean", NULL, NULL, NULL }
+      NULL, 0, NULL, 64, 0, "auto", 384, "mean", NULL, NULL, NULL, 60, 1024, 0 }
 
 /*
  * Serves until SIGTERM or SIGINT, then stops accepting, lets running requests

@@ -98,7 +98,7 @@ reply_hdrs(struct server *s, struct MHD_Connection *con, int status, char *body,
     for (int i = 0; i < n; i++)
         if (h[i].name != NULL && h[i].value != NULL)
             MHD_add_response_header(r, h[i].name, h[i].value);
-    if (s->draining)
+    if (s->draining || server__conn_over(con))
         MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(con, (unsigned)status, r);
     MHD_destroy_response(r);
@@ -406,6 +406,9 @@ on_headers(struct server *s, struct MHD_Connection *con, const char *url, const 
            struct conn *c)
 {
     route(c, method, url);
+    if (c->err.err == 0 && server__conn_over(con) && c->route != ROUTE_HEALTH)
+        server__fail(&c->err, -EBUSY, NULL, "too_many_connections", "the server has "
+                     "--max-connections %d connections open; try again", s->cfg->max_connections);
     if (c->err.err == 0)
         authenticate(s, con, c);
     if (c->err.err == 0 && s->draining && c->route != ROUTE_HEALTH && c->route != ROUTE_METRICS)
@@ -463,6 +466,7 @@ on_request(void *cls, struct MHD_Connection *con, const char *url, const char *m
         *upload_data_size = 0;
         return MHD_YES;
     }
+    server__conn_busy(con, true);       /* the request is in: its answer may take long */
     if (c->err.err != 0)
         return reply_error(s, con, c);
     switch (c->route) {
@@ -506,10 +510,10 @@ on_completed(void *cls, struct MHD_Connection *con, void **req_cls,
 {
     struct server *s = cls;
     struct conn *c = *req_cls;
-    (void)con;
     (void)toe;
     if (c == NULL)
         return;
+    server__conn_busy(con, false);      /* its next request's clock starts */
     if (c->job != NULL)
         server__job_close(c->job);
     if (c->op != NULL)
@@ -582,6 +586,7 @@ stop(struct server *s)
     uv_timer_stop(&s->mhd_timer);
     uv_timer_stop(&s->deadline);
     uv_timer_stop(&s->trim);
+    uv_timer_stop(&s->sweep);
     MHD_stop_daemon(s->mhd);
     s->mhd = NULL;
     uv_stop(&s->loop);
@@ -649,7 +654,12 @@ start_mhd(struct server *s)
     s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                              MHD_OPTION_NOTIFY_CONNECTION, server__conns_notify, s,
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+                              MHD_OPTION_CONNECTION_LIMIT,
+                              (unsigned)s->cfg->max_connections + 64, /* room to say 503 */
+                              MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                              (unsigned)s->cfg->max_connections_per_ip,
                               MHD_OPTION_END);
     if (s->mhd == NULL) {
         fprintf(stderr, "loraserve: cannot listen on %s port %d: %s\n", s->cfg->host,
@@ -669,10 +679,11 @@ server__http_start(struct server *s)
     uv_timer_init(&s->loop, &s->mhd_timer);
     uv_timer_init(&s->loop, &s->deadline);
     uv_timer_init(&s->loop, &s->trim);
+    uv_timer_init(&s->loop, &s->sweep);
     uv_async_init(&s->loop, &s->doorbell, on_doorbell);
     uv_signal_init(&s->loop, &s->sigterm);
     uv_signal_init(&s->loop, &s->sigint);
-    s->mhd_timer.data = s->deadline.data = s->doorbell.data = s->trim.data = s;
+    s->mhd_timer.data = s->deadline.data = s->doorbell.data = s->trim.data = s->sweep.data = s;
     s->sigterm.data = s->sigint.data = s;
     int rc = start_mhd(s);
     if (rc < 0)
@@ -688,6 +699,7 @@ server__http_start(struct server *s)
     s->poll_ready = true;
     uv_poll_start(&s->mhd_poll, UV_READABLE, on_mhd_poll);
     uv_timer_start(&s->trim, server__adapters_tick, 1000, 1000);
+    uv_timer_start(&s->sweep, server__conns_sweep, 1000, 1000);
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     return 0;
@@ -726,6 +738,7 @@ server__http_close(struct server *s)
     close_handle((uv_handle_t *)&s->mhd_timer);
     close_handle((uv_handle_t *)&s->deadline);
     close_handle((uv_handle_t *)&s->trim);
+    close_handle((uv_handle_t *)&s->sweep);
     close_handle((uv_handle_t *)&s->doorbell);
     close_handle((uv_handle_t *)&s->sigterm);
     close_handle((uv_handle_t *)&s->sigint);

@@ -441,6 +441,10 @@ check_config(const struct server_config *c, int max_body)
         : c->max_lora_rank < 1 || c->max_lora_rank > 4096 ? "--max-lora-rank must be 1..4096"
         : strcmp(c->kv_type, "auto") != 0 && strcmp(c->kv_type, "f16") != 0 &&
           strcmp(c->kv_type, "f32") != 0 ? "--kv-type must be auto, f16 or f32"
+        : c->request_timeout < 1 ? "--request-timeout must be >= 1"
+        : c->max_connections < 1 || c->max_connections > 65536
+            ? "--max-connections must be 1..65536"
+        : c->max_connections_per_ip < 0 ? "--max-connections-per-ip must be >= 0"
         : c->embedding_dim < 1 || c->embedding_dim > RETRIEVAL_DIM_MAX
             ? "--embedding-dim must be 1..8192"
         : !pooling_valid(c->pooling) ? "--pooling must be mean, cls or last"
@@ -496,6 +500,12 @@ server_main(int argc, char **argv)
           "BERT GGUF embedding model for /v1/embeddings and vector stores (id: file name)" },
         { "--embedding-pooling", NULL, CLI_STR, &c.embedding_pooling,
           "its pooling: mean, cls or last (default: the file's bert.pooling_type)" },
+        { "--request-timeout", NULL, CLI_INT, &c.request_timeout,
+          "seconds a connection has to send a whole request (default 60)" },
+        { "--max-connections", NULL, CLI_INT, &c.max_connections,
+          "open connections at once; more are refused (default 1024)" },
+        { "--max-connections-per-ip", NULL, CLI_INT, &c.max_connections_per_ip,
+          "open connections from one address (default 0: no limit)" },
         { "--admin-key", NULL, CLI_STR, &c.admin_key,
           "the admin's API key: turns on tenants and keys (default: none, the API is open)" },
         { "--help", "-h", CLI_BOOL, &help, "show this help" },

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <uv.h>
+#include <microhttpd.h>
 
 #include "adapters.h"
 #include "chat.h"
@@ -512,9 +513,27 @@ struct server {
     struct job *jobs;               /* generating requests, a doubly linked list */
     struct op *ops;                 /* adapter changes running on the pool, likewise */
     int n_inflight;                 /* requests between their headers and completion */
+    struct tconn *tconns;           /* every open connection (conns.c) */
+    int n_conns;
+    uv_timer_t sweep;               /* closes those past --request-timeout */
+    unsigned long long n_timeouts, n_timeouts_said;
     bool poll_ready, draining, stopped;
     uint64_t next_id;
 };
+
+/*
+ * conns.c: each connection must send its request whole within
+ * --request-timeout seconds of opening or of its previous answer. notify is
+ * libmicrohttpd's connection callback (cls: the server); busy stops the clock
+ * while a request is answered; sweep (a 1 s timer) shuts the late ones.
+ */
+struct tconn;
+void server__conns_notify(void *cls, struct MHD_Connection *c, void **ctx,
+                          enum MHD_ConnectionNotificationCode code);
+void server__conn_busy(struct MHD_Connection *c, bool busy);
+/* Whether c was opened beyond --max-connections (its request gets 503). */
+bool server__conn_over(struct MHD_Connection *c);
+void server__conns_sweep(uv_timer_t *timer);
 
 /* http.c: sets up the loop and the daemon, serves until drained. 0 or -errno. */
 int server__http_start(struct server *s);
