@@ -21,7 +21,7 @@
 #include "server_int.h"
 
 enum route {
-    ROUTE_NONE, ROUTE_HEALTH, ROUTE_METRICS, ROUTE_MODELS, ROUTE_MODEL, ROUTE_COMPLETIONS, ROUTE_CHAT,
+    ROUTE_NONE, ROUTE_HEALTH, ROUTE_METRICS, ROUTE_DRAIN, ROUTE_MODELS, ROUTE_MODEL, ROUTE_COMPLETIONS, ROUTE_CHAT,
     ROUTE_ADAPTERS, ROUTE_ADAPTER, ROUTE_ADAPTER_LOAD, ROUTE_ADAPTER_DELETE, ROUTE_VLLM_LOAD,
     ROUTE_VLLM_UNLOAD, ROUTE_EMBEDDINGS, ROUTE_VECTOR_STORES, ROUTE_TENANTS, ROUTE_EXPERIMENTS
 };
@@ -33,6 +33,8 @@ static const struct {
 } routes[] = {
     { "GET", "/health", ROUTE_HEALTH },
     { "GET", "/metrics", ROUTE_METRICS },
+    { "POST", "/drain", ROUTE_DRAIN },
+    { "DELETE", "/drain", ROUTE_DRAIN },
     { "GET", "/v1/models", ROUTE_MODELS },
     { "GET", "/v1/models/*", ROUTE_MODEL },
     { "POST", "/v1/completions", ROUTE_COMPLETIONS },
@@ -150,7 +152,8 @@ reply_health(struct server *s, struct MHD_Connection *con)
     int waiting = 0, running = 0;
     engine_sched_load(s->sched, &waiting, &running);
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "status", s->draining ? "shutting_down" : "ok");
+    cJSON_AddStringToObject(o, "status", s->draining ? "shutting_down"
+                                         : s->paused ? "draining" : "ok");
     cJSON_AddStringToObject(o, "model", s->model_id);
     cJSON *slots = cJSON_AddObjectToObject(o, "slots");
     cJSON_AddNumberToObject(slots, "total", s->cfg->parallel);
@@ -161,7 +164,7 @@ reply_health(struct server *s, struct MHD_Connection *con)
     cJSON *pc = cJSON_AddObjectToObject(o, "prefix_cache");
     cJSON_AddNumberToObject(pc, "hit_tokens", (double)engine_sched_prefix_hits(s->sched));
     cJSON_AddItemToObject(o, "adapters", server__adapters_health(s));
-    return reply(s, con, s->draining ? 503 : 200, print_free(o), NULL);
+    return reply(s, con, s->draining || s->paused ? 503 : 200, print_free(o), NULL);
 }
 
 static enum MHD_Result
@@ -285,6 +288,31 @@ experiments(struct server *s, struct MHD_Connection *con, const char *method, co
     return rc < 0 ? reply_error(s, con, c) : MHD_YES;
 }
 
+/*
+ * POST /drain: take no new work (503 "draining"; /health says 503 so load
+ * balancers and probes move traffic away) while what runs finishes; the
+ * server keeps running. DELETE /drain takes work again. The admin's only.
+ */
+static enum MHD_Result
+drain(struct server *s, struct MHD_Connection *con, const char *method, struct conn *c)
+{
+    if (!c->who.admin) {
+        server__fail(&c->err, -EPERM, NULL, "permission_denied", "draining needs the admin key");
+        return reply_error(s, con, c);
+    }
+    s->paused = strcmp(method, "POST") == 0;
+    fprintf(stderr, "loraserve: %s\n", s->paused ? "draining: no new work; running requests "
+            "finish" : "drain ended: taking work again");
+    int waiting = 0, running = 0;
+    engine_sched_load(s->sched, &waiting, &running);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddBoolToObject(o, "draining", s->paused);
+    cJSON_AddNumberToObject(o, "running", running);
+    cJSON_AddNumberToObject(o, "waiting", waiting);
+    cJSON_AddNumberToObject(o, "requests", s->n_inflight - 1);
+    return reply(s, con, 200, print_free(o), NULL);
+}
+
 /* ---- Generate requests ------------------------------------------------ */
 
 static enum MHD_Result
@@ -400,19 +428,31 @@ authenticate(struct server *s, struct MHD_Connection *con, struct conn *c)
         server__fail(&c->err, -EACCES, NULL, "invalid_api_key", "Incorrect API key provided.");
 }
 
+/* Who may come in: connections, the key, a drain or a shutdown (the probes always may). */
+static void
+gate(struct server *s, struct MHD_Connection *con, struct conn *c)
+{
+    bool probe = c->route == ROUTE_HEALTH || c->route == ROUTE_METRICS;
+    if (server__conn_over(con) && c->route != ROUTE_HEALTH)
+        server__fail(&c->err, -EBUSY, NULL, "too_many_connections", "the server has "
+                     "--max-connections %d connections open; try again", s->cfg->max_connections);
+    if (c->err.err == 0)
+        authenticate(s, con, c);
+    if (c->err.err == 0 && s->paused && !probe && c->route != ROUTE_DRAIN)
+        server__fail(&c->err, -EBUSY, NULL, "draining", "the server is draining (POST /drain): "
+                     "it takes no new requests; try another replica");
+    if (c->err.err == 0 && s->draining && !probe)
+        server__fail(&c->err, -ECANCELED, NULL, "shutting_down", "the server is shutting down");
+}
+
 /* Headers are in: route, and refuse what is known to be wrong before any body. */
 static enum MHD_Result
 on_headers(struct server *s, struct MHD_Connection *con, const char *url, const char *method,
            struct conn *c)
 {
     route(c, method, url);
-    if (c->err.err == 0 && server__conn_over(con) && c->route != ROUTE_HEALTH)
-        server__fail(&c->err, -EBUSY, NULL, "too_many_connections", "the server has "
-                     "--max-connections %d connections open; try again", s->cfg->max_connections);
     if (c->err.err == 0)
-        authenticate(s, con, c);
-    if (c->err.err == 0 && s->draining && c->route != ROUTE_HEALTH && c->route != ROUTE_METRICS)
-        server__fail(&c->err, -ECANCELED, NULL, "shutting_down", "the server is shutting down");
+        gate(s, con, c);
     const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Length");
     long long len = cl ? strtoll(cl, NULL, 10) : 0;
     if (c->err.err == 0 && len > s->cfg->max_body)
@@ -472,6 +512,8 @@ on_request(void *cls, struct MHD_Connection *con, const char *url, const char *m
     switch (c->route) {
     case ROUTE_HEALTH:
         return reply_health(s, con);
+    case ROUTE_DRAIN:
+        return drain(s, con, method, c);
     case ROUTE_METRICS:
         return reply_as(s, con, 200, server__metrics_text(s),
                         "text/plain; version=0.0.4; charset=utf-8", (struct hdr){ NULL, NULL });

@@ -518,6 +518,7 @@ struct server {
     uv_timer_t sweep;               /* closes those past --request-timeout */
     unsigned long long n_timeouts, n_timeouts_said;
     bool poll_ready, draining, stopped;
+    bool paused;                    /* POST /drain: no new work, keeps running */
     uint64_t next_id;
 };
 
