@@ -540,17 +540,64 @@ server__request_query(const struct oai_request *r)
     return NULL;
 }
 
+/* context, then a blank line and base if there is one (malloc'd), or NULL. */
+static char *
+joined(const char *context, const char *base)
+{
+    size_t len = strlen(context) + (base ? strlen(base) + 2 : 0) + 1;
+    char *text = malloc(len);
+    if (text != NULL)
+        snprintf(text, len, "%s%s%s", context, base ? "\n\n" : "", base ? base : "");
+    return text;
+}
+
+/* The text the context goes before: a chat's system message (NULL if none), or the prompt. */
+static const char *
+inject_base(const struct oai_request *r, bool *sys)
+{
+    bool chat = r->kind == OAI_CHAT;
+    *sys = chat && r->n_msgs > 0 && strcmp(r->msgs[0].role, "system") == 0;
+    return chat ? (*sys ? r->msgs[0].content : NULL) : r->prompts[0].text;
+}
+
+int
+server__request_measure(const struct oai_request *r, const struct tokenizer *tok,
+                        enum chat_family fam, const char *context, int *n_tokens)
+{
+    bool sys = false, chat = r->kind == OAI_CHAT;
+    char *first = joined(context, inject_base(r, &sys)), *text = NULL;
+    struct chat_msg *m = chat ? malloc((size_t)(r->n_msgs + 1) * sizeof(*m)) : NULL;
+    int rc = first == NULL || (chat && m == NULL) ? -ENOMEM : 0;
+    if (rc == 0 && chat) {          /* the messages as server__request_inject would leave them */
+        memcpy(m + !sys, r->msgs, (size_t)r->n_msgs * sizeof(*m));
+        m[0] = (struct chat_msg){ .role = "system", .content = first };
+        int32_t bos = tokenizer_bos(tok), eos = tokenizer_eos(tok);
+        char err[256];
+        rc = chat_apply(fam, m, (size_t)(r->n_msgs + !sys), true,
+                        bos >= 0 ? tokenizer_token_text(tok, bos) : NULL,
+                        eos >= 0 ? tokenizer_token_text(tok, eos) : NULL, &text, err,
+                        sizeof(err));
+    }
+    int32_t *ids = NULL;
+    size_t n = 0;
+    const char *t = chat ? text : first;
+    if (rc == 0)
+        rc = tokenizer_encode(tok, t, strlen(t), true, chat, &ids, &n);
+    *n_tokens = (int)n;
+    free(ids);
+    free(text);
+    free(m);
+    free(first);
+    return rc;
+}
+
 int
 server__request_inject(struct oai_request *r, const char *context)
 {
-    bool chat = r->kind == OAI_CHAT;
-    bool sys = chat && r->n_msgs > 0 && strcmp(r->msgs[0].role, "system") == 0;
-    const char *base = chat ? (sys ? r->msgs[0].content : NULL) : r->prompts[0].text;
-    size_t len = strlen(context) + (base ? strlen(base) + 2 : 0) + 1;
-    char *text = malloc(len);
+    bool chat = r->kind == OAI_CHAT, sys = false;
+    char *text = joined(context, inject_base(r, &sys));
     if (text == NULL)
         return -ENOMEM;
-    snprintf(text, len, "%s%s%s", context, base ? "\n\n" : "", base ? base : "");
     if (chat && !sys) {
         struct chat_msg *m = realloc(r->msgs, (size_t)(r->n_msgs + 1) * sizeof(*m));
         if (m == NULL) {

@@ -143,17 +143,21 @@ split_template(const char *t, struct sbuf *head, const char **tail)
     *tail = at + strlen("{chunks}");
 }
 
-/* The context: the template with the best hits, numbered, while they fit budget tokens. */
+/*
+ * The context: the template with the best hits, numbered, at most max of
+ * them and while they fit budget tokens by an estimate; *n_shown: how many.
+ */
 static int
 render(struct rag *g, const struct oai_request *r, const struct tokenizer *tok, int budget,
-       struct sbuf *out)
+       int max, struct sbuf *out, int *n_shown)
 {
     const char *tail = NULL;
     split_template(g->template ? g->template : DEFAULT_TEMPLATE, out, &tail);
     int rc = out->p == NULL && out->len > 0 ? -ENOMEM : 0, shown = 0;
     int used = (out->p ? count(tok, out->p) : 0) + count(tok, tail);
+    cJSON_DeleteItemFromObject(g->json, "chunks");
     cJSON *chunks = cJSON_AddArrayToObject(g->json, "chunks");
-    for (int i = 0; i < g->n && shown < r->rtv.top_k && rc == 0; i++) {
+    for (int i = 0; i < g->n && shown < r->rtv.top_k && shown < max && rc == 0; i++) {
         size_t len = strlen(g->hits[i].h.text) + 96;
         char *entry = malloc(len);
         if (entry == NULL)
@@ -169,7 +173,30 @@ render(struct rag *g, const struct oai_request *r, const struct tokenizer *tok, 
         }
         free(entry);
     }
+    *n_shown = shown;
     return rc < 0 ? rc : server__buf_adds(out, tail);
+}
+
+/*
+ * The context with as many of the best chunks as fit: the estimate's number
+ * first, then one fewer at a time until the prompt as the model will see it
+ * (measured exactly) leaves room tokens in the context. *shown 0: none fit.
+ */
+static int
+fit(struct server *s, struct rag *g, const struct oai_request *r, int room, struct sbuf *ctx,
+    int *shown)
+{
+    int budget = s->n_ctx - room - base_tokens(r, s->tok), max = r->rtv.top_k, rc = 0;
+    for (;;) {
+        server__buf_release(ctx);
+        if ((rc = render(g, r, s->tok, budget, max, ctx, shown)) < 0 || *shown == 0)
+            return rc;
+        int n = 0;
+        rc = server__request_measure(r, s->tok, s->chat, ctx->p, &n);
+        if (rc < 0 || n + room <= s->n_ctx)
+            return rc == -ENOMEM ? rc : 0;
+        max = *shown - 1;
+    }
 }
 
 int
@@ -183,10 +210,9 @@ server__rag_apply(struct server *s, struct rag *g, struct oai_request *r, struct
     g->json = cJSON_CreateObject();
     int room = r->max_tokens > 0 ? r->max_tokens : (s->n_ctx / 4 < ANSWER_ROOM ? s->n_ctx / 4
                                                                                : ANSWER_ROOM);
-    int budget = s->n_ctx - room - base_tokens(r, s->tok);
     struct sbuf ctx = SBUF_INIT;
-    int rc = g->json ? render(g, r, s->tok, budget, &ctx) : -ENOMEM;
-    if (rc == 0 && cJSON_GetArraySize(cJSON_GetObjectItem(g->json, "chunks")) > 0)
+    int shown = 0, rc = g->json ? fit(s, g, r, room, &ctx, &shown) : -ENOMEM;
+    if (rc == 0 && shown > 0)
         rc = server__request_inject(r, ctx.p);
     server__buf_release(&ctx);
     return rc < 0 ? server__fail(e, -ENOMEM, NULL, NULL, "out of memory for the context") : 0;

@@ -150,6 +150,13 @@ struct oai_request {
  * server__request_tokenize. 0 or -ENOMEM.
  */
 int server__request_inject(struct oai_request *r, const char *context);
+/*
+ * How many tokens r's (first) prompt would have with context injected, as
+ * server__request_inject and server__request_tokenize would make it (the
+ * chat template, BOS and all): 0 with *n_tokens, or -ENOMEM, -EINVAL.
+ */
+int server__request_measure(const struct oai_request *r, const struct tokenizer *tok,
+                            enum chat_family fam, const char *context, int *n_tokens);
 /* The text retrieval searches with: the last user message, or the prompt. */
 const char *server__request_query(const struct oai_request *r);
 
@@ -359,6 +366,8 @@ int server__tenants_start(struct server *s, struct MHD_Connection *con, const st
  * server__tenant_done when it ends), or 429 in e with retry_after.
  */
 int server__limits_admit(struct server *s, const struct who *who, struct oai_err *e);
+int server__tenants_check(struct server *s, const struct who *who, const char *method,
+                          const char *url, const char *body, size_t len, struct oai_err *e);
 /* The methods a /v1/tenants path takes (for 405's Allow). */
 const char *server__tenants_allow(const char *url);
 
@@ -440,6 +449,9 @@ char *server__exp_variants_text(const struct exp_info *x);     /* JSON; free() i
 int server__experiments_start(struct server *s, struct MHD_Connection *con,
                               const struct who *who, const char *method, const char *url,
                               const char *body, size_t len, struct op **out,
+                              struct oai_err *e);
+int server__experiments_check(struct server *s, const struct who *who, const char *method,
+                              const char *url, const char *body, size_t len,
                               struct oai_err *e);
 
 /* ---- Metrics (metrics.c) ---------------------------------------------- */
@@ -630,6 +642,8 @@ enum op_kind { OP_LOAD, OP_UNLOAD, OP_VLLM_LOAD, OP_VLLM_UNLOAD };
 int server__op_start(struct server *s, struct MHD_Connection *con, const struct who *who,
                      enum op_kind kind, const char *url_name, const char *body, size_t len,
                      struct op **out, struct oai_err *e);
+int server__op_check(struct server *s, const struct who *who, enum op_kind kind,
+                     const char *url_name, const char *body, size_t len, struct oai_err *e);
 /*
  * Any other slow answer runs the same way: fn(o, arg) on the pool sets the
  * answer with server__op_answer (body malloc'd, taken) or
@@ -661,6 +675,12 @@ bool server__is_encoder(const struct server *s, const char *id);
 int server__embeddings_start(struct server *s, struct MHD_Connection *con, const struct who *who,
                              const char *body, size_t len, struct op **out, struct oai_err *e);
 /*
+ * The *_check functions run exactly the checks their *_start function makes
+ * of a request (path and body) and answer 0 or the error in e, without
+ * queueing any work: for the fuzz targets (tests/fuzz) and tests.
+ */
+int server__embeddings_check(struct server *s, const char *body, size_t len, struct oai_err *e);
+/*
  * /v1/vector_stores and everything under it (vector_stores.c): checks the
  * method, path and body, and runs the store call on the pool as
  * server__op_call does; or an error in e (404, 405, 400).
@@ -668,6 +688,9 @@ int server__embeddings_start(struct server *s, struct MHD_Connection *con, const
 int server__vector_stores_start(struct server *s, struct MHD_Connection *con,
                                 const struct who *who, const char *method, const char *url,
                                 const char *body, size_t len, struct op **out,
+                                struct oai_err *e);
+int server__vector_stores_check(struct server *s, const struct who *who, const char *method,
+                                const char *url, const char *body, size_t len,
                                 struct oai_err *e);
 /* Whether who sees a store of owner: its own, a shared one ("" owner), or any for the admin. */
 bool server__store_visible(const struct who *who, const char *owner);

@@ -92,6 +92,24 @@ test('chunks that would not fit the context are left out', async () => {
   assert.ok(r.body.usage.prompt_tokens + 200 <= 256);
 });
 
+test('at the edge of the context, a chunk is kept only if the whole prompt still fits', async () => {
+  // the model's context is 256; these sizes leave a few tokens more or less than a chunk needs,
+  // where an estimate of the prompt (no BOS, the chat template's tokens) used to err
+  for (const max of [160, 170, 180, 190, 200, 210, 220]) {
+    const c = await post(srv.url, '/v1/completions', { prompt: 'And what is a hacker?',
+      max_tokens: max, retrieval: { vector_store_ids: [store], top_k: 2 } });
+    assert.equal(c.status, 200, `completion, max_tokens ${max}: ${c.text}`);
+    const m = await post(srv.url, '/v1/chat/completions', { max_tokens: max - 80, messages: [
+      { role: 'user', content: 'What is a computer program?' },
+      { role: 'assistant', content: 'A thing of the LORD.' },
+      { role: 'user', content: 'And what is a hacker?' }],
+    retrieval: { vector_store_ids: [store], top_k: 2 } });
+    assert.equal(m.status, 200, `chat, max_tokens ${max - 80}: ${m.text}`);
+    for (const r of [c, m])
+      assert.ok(r.body.usage.prompt_tokens + r.body.usage.completion_tokens <= 256);
+  }
+});
+
 test("a store's context template frames the chunks", async () => {
   const c = await post(srv.url, '/v1/vector_stores', { name: 'framed',
     context_template: 'SOURCES BEGIN{chunks}SOURCES END. Answer briefly.' });
