@@ -97,7 +97,13 @@ write_doc(struct retrieval_stores *st, const char *store, const struct retrieval
     return rc;
 }
 
-/* The batch in one transaction, then the rows in memory (lock held). */
+/*
+ * The batch in one transaction, then the rows in memory (lock held).
+ * BEGIN IMMEDIATE, as everywhere a change starts: a plain BEGIN takes its write
+ * lock only at the first write, and if another connection (the registry, the
+ * tenants) writes then, SQLite answers SQLITE_BUSY at once, whatever the busy
+ * timeout; IMMEDIATE waits for the lock up front.
+ */
 static int
 commit_batch(struct retrieval_stores *st, const char *store, const struct retrieval_doc *docs,
              int n, struct vs_chunk **chunks, const int *counts, struct retrieval_doc_added *out)
@@ -109,7 +115,7 @@ commit_batch(struct retrieval_stores *st, const char *store, const struct retrie
     for (int i = 0; i < n; i++)
         total += counts[i];
     long long *ids = malloc((size_t)(total ? total : 1) * sizeof(*ids));
-    int rc = ids == NULL ? -ENOMEM : retrieval__exec(st->db, "BEGIN", 0, NULL);
+    int rc = ids == NULL ? -ENOMEM : retrieval__exec(st->db, "BEGIN IMMEDIATE", 0, NULL);
     for (int i = 0, at = 0; i < n && rc == 0; at += counts[i++]) {
         if (docs[i].id == NULL)
             retrieval__make_id("doc_", out[i].id);
@@ -120,8 +126,10 @@ commit_batch(struct retrieval_stores *st, const char *store, const struct retrie
     }
     if (rc == 0)
         rc = retrieval__exec(st->db, "COMMIT", 0, NULL);
-    else if (ids != NULL)
+    if (rc < 0 && ids != NULL) { /* the reason first: ROLLBACK would overwrite it */
+        snprintf(st->why, sizeof(st->why), "%s", sqlite3_errmsg(st->db));
         retrieval__exec(st->db, "ROLLBACK", 0, NULL);
+    }
     for (int i = 0, at = 0; i < n && rc == 0; at += counts[i++]) {
         retrieval__index_drop_doc(x, out[i].id);
         for (int k = 0; k < counts[i] && rc == 0; k++)
@@ -150,7 +158,7 @@ retrieval_store_add(struct retrieval_stores *st, const char *id,
         rc = commit_batch(st, id, docs, n, chunks, counts, out);
         if (rc < 0)
             snprintf(err, errlen, "vector store '%s': %s", id, rc == -ENOENT ? "deleted"
-                     : rc == -ENOMEM ? "out of memory" : sqlite3_errmsg(st->db));
+                     : rc == -ENOMEM ? "out of memory" : st->why);
         pthread_mutex_unlock(&st->lock);
     }
     for (int i = 0; chunks != NULL && i < n; i++)
@@ -203,7 +211,7 @@ retrieval_doc_delete(struct retrieval_stores *st, const char *id, const char *do
     const char *b[] = { id, doc_id };
     pthread_mutex_lock(&st->lock);
     struct vs_index *x = retrieval__index(st, id);
-    int rc = x == NULL ? -ENOENT : retrieval__exec(st->db, "BEGIN", 0, NULL);
+    int rc = x == NULL ? -ENOENT : retrieval__exec(st->db, "BEGIN IMMEDIATE", 0, NULL);
     if (rc == 0 && (rc = retrieval__exec(st->db, "DELETE FROM vs_chunks WHERE store = ? AND"
                                          " document = ?", 2, b)) == 0 &&
         (rc = retrieval__exec(st->db, "DELETE FROM vs_documents WHERE store = ? AND id = ?",

@@ -36,6 +36,7 @@ struct retrieval_stores {
     int n_e;
     struct vs_index *idx;                   /* (n_idx) one per store */
     int n_idx;
+    char why[256];                          /* the last failed change's SQLite message */
 };
 
 /*

@@ -475,7 +475,7 @@ retrieval_store_delete(struct retrieval_stores *st, const char *id)
     const char *b[] = { id };
     pthread_mutex_lock(&st->lock);
     struct vs_index *x = retrieval__index(st, id);
-    int rc = x == NULL ? -ENOENT : retrieval__exec(st->db, "BEGIN", 0, NULL);
+    int rc = x == NULL ? -ENOENT : retrieval__exec(st->db, "BEGIN IMMEDIATE", 0, NULL);
     if (rc == 0 &&
         (rc = retrieval__exec(st->db, "DELETE FROM vs_chunks WHERE store = ?", 1, b)) == 0 &&
         (rc = retrieval__exec(st->db, "DELETE FROM vs_documents WHERE store = ?", 1, b)) == 0 &&

@@ -283,7 +283,7 @@ flush_locked(struct experiments *X)
     pthread_mutex_unlock(&X->mu);
     if (p == NULL)
         return;
-    exec(X, "BEGIN", "");
+    exec(X, "BEGIN IMMEDIATE", "");
     while (p != NULL) {
         const struct exp_record *r = &p->r;
         exec(X, "INSERT OR REPLACE INTO exp_requests (id, owner, experiment, variant, user,"
@@ -373,7 +373,7 @@ server__experiment_delete(struct experiments *X, const char *owner, const char *
     int rc = find(X, owner, name) ? 0 : -ENOENT;
     pthread_mutex_unlock(&X->mu);
     if (rc == 0)
-        rc = exec(X, "BEGIN", "");
+        rc = exec(X, "BEGIN IMMEDIATE", "");
     if (rc == 0 && (rc = exec(X, "DELETE FROM exp_requests WHERE owner = ?1 AND"
                               " experiment = ?2", "tt", owner, name)) == 0 &&
         (rc = exec(X, "DELETE FROM experiments WHERE owner = ?1 AND name = ?2", "tt", owner,
