@@ -67,3 +67,38 @@ clean:
 .SECONDARY:
 .PHONY: all test asan tsan bench clean deps
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# ---- soak
+# A soak test bounded in time (tests/soak.mjs): 64 clients for SOAK_SECONDS
+# against the built server, then its pass criteria; soak-asan runs it against
+# the ASan + UBSan build (make asan's flags and directory).
+SOAK_SECONDS ?= 60
+soak: all | node_modules
+	LORASERVE_BIN=$(BUILD)/loraserve SOAK_SECONDS=$(SOAK_SECONDS) node tests/soak.mjs
+soak-asan: | node_modules
+	$(MAKE) BUILD=build/asan OPT="-O1 -g" \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" build/asan/loraserve
+	LORASERVE_SANITIZER=address LORASERVE_BIN=build/asan/loraserve SOAK_SECONDS=$(SOAK_SECONDS) node tests/soak.mjs
+.PHONY: soak soak-asan
+
+# ---- fuzzing
+# libFuzzer targets (tests/fuzz/fuzz_*.c, one per parser of untrusted bytes) with ASan + UBSan.
+# fuzz-build compiles the library with clang and coverage in build/fuzz and links each
+# target there; fuzz then replays tests/fuzz/regress/, fuzzes each target for FUZZ_SECONDS
+# on a copy of its seed corpus, FUZZ_JOBS at a time, and fails on any crash, leak or
+# timeout, naming the reproducer (tests/fuzz/run.sh).
+FUZZ_SECONDS ?= 30
+FUZZ_JOBS    ?= 2
+FUZZ_CC      ?= clang
+FUZZ_BUILD   := build/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+fuzz-build:
+	$(MAKE) -j2 BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OPT="-O1 -g" \
+	  SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)
+fuzz: fuzz-build
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_JOBS) $(FUZZ_TARGETS)
+# Made only by fuzz-build's make, where BUILD is $(FUZZ_BUILD) and CC is clang.
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(LIB)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(LIB) $(LDLIBS)
+.PHONY: fuzz fuzz-build

@@ -14,10 +14,34 @@ int adapters__load_gguf(const struct engine_model *m, const char *path, int max_
 int adapters__load_peft(const struct engine_model *m, const char *dir, int max_rank,
                         struct engine_lora **out, struct adapters_info *info, char *err,
                         size_t errlen);
+/*
+ * What adapters__load_peft does once it has mapped the files: the same checks
+ * of adapter_config.json in cfg[0..cfg_len) and of the safetensors in
+ * st[0..st_len), and the same adapter. dir only names the files in messages.
+ * The buffers are borrowed for the call. For the fuzz targets and tests.
+ */
+int adapters__load_peft_bytes(const struct engine_model *m, const char *dir, const void *cfg,
+                              size_t cfg_len, const void *st, size_t st_len, int max_rank,
+                              struct engine_lora **out, struct adapters_info *info, char *err,
+                              size_t errlen);
+/*
+ * What adapters__load_gguf does once it has parsed the file: the same checks of
+ * a GGUF-LoRA's metadata and tensors against m. path names it in messages; g
+ * is borrowed for the call.
+ */
+int adapters__load_gguf_parsed(const struct engine_model *m, const struct gguf *g,
+                               const char *path, int max_rank, struct engine_lora **out,
+                               struct adapters_info *info, char *err, size_t errlen);
 
 /* "blk.N.attn_q" style base names -> layer and target; false if not an adaptable weight. */
 bool adapters__parse_target(const char *name, size_t len, int *layer,
                             enum engine_lora_target *t);
+
+/*
+ * Keeps an error message on one line whatever bytes a name in it came with:
+ * control characters become '?' (as engine/gguf.c does).
+ */
+void adapters__one_line(char *s);
 
 /* sha256 of buf[0..len) followed by buf2[0..len2) (buf2 may be NULL) as lowercase hex. */
 void adapters__sha256_hex(const void *buf, size_t len, const void *buf2, size_t len2,

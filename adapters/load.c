@@ -22,6 +22,14 @@
 #include "adapters_int.h"
 
 void
+adapters__one_line(char *s)
+{
+    for (; *s != '\0'; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            *s = '?';
+}
+
+void
 adapters__sha256_hex(const void *buf, size_t len, const void *buf2, size_t len2, char hex[65])
 {
     unsigned char md[32];
@@ -119,6 +127,7 @@ static int
 fail(struct gctx *c, int rc, const char *msg, const char *name)
 {
     snprintf(c->err, c->errlen, "%s: %s%s%s", c->path, name ? name : "", name ? ": " : "", msg);
+    adapters__one_line(c->err);
     return rc;
 }
 
@@ -246,9 +255,21 @@ adapters__load_gguf(const struct engine_model *m, const char *path, int max_rank
     int rc = gguf_open(path, &g, err, errlen);
     if (rc < 0)
         return rc;
+    rc = adapters__load_gguf_parsed(m, g, path, max_rank, out, info, err, errlen);
+    gguf_free(g);
+    return rc;
+}
+
+int
+adapters__load_gguf_parsed(const struct engine_model *m, const struct gguf *g,
+                           const char *path, int max_rank, struct engine_lora **out,
+                           struct adapters_info *info, char *err, size_t errlen)
+{
+    *out = NULL;
     memset(info, 0, sizeof(*info));
     snprintf(info->format, sizeof(info->format), "gguf");
     struct gctx c = { m, g, path, max_rank, 0.0f, NULL, info, err, errlen };
+    int rc = 0;
     if ((rc = check_header(&c)) == 0 && (rc = engine_lora_new(m, &c.l)) == 0)
         rc = load_tensors(&c);
     if (rc == 0) {
@@ -261,7 +282,6 @@ adapters__load_gguf(const struct engine_model *m, const char *path, int max_rank
         c.l = NULL;
     }
     engine_lora_unref(c.l);
-    gguf_free(g);
     return rc;
 }
 

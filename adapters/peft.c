@@ -81,6 +81,7 @@ fail(struct pctx *c, int rc, const char *file, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     snprintf(c->err, c->errlen, "%s: %s", file, msg);
+    adapters__one_line(c->err);
     return rc;
 }
 
@@ -553,14 +554,24 @@ load_weights(struct pctx *c)
 
 /* ---- Files ------------------------------------------------------------ */
 
+/* The two files' names in dir, as messages show them. */
 static int
-map_files(struct pctx *c, const char *dir)
+set_paths(struct pctx *c, const char *dir)
 {
     if ((size_t)snprintf(c->cfg_path, sizeof(c->cfg_path), "%s/adapter_config.json", dir) >=
             sizeof(c->cfg_path) ||
         (size_t)snprintf(c->st_path, sizeof(c->st_path), "%s/adapter_model.safetensors", dir) >=
             sizeof(c->st_path))
         return fail(c, -ENAMETOOLONG, dir, "path is too long");
+    return 0;
+}
+
+static int
+map_files(struct pctx *c, const char *dir)
+{
+    int rc = set_paths(c, dir);
+    if (rc < 0)
+        return rc;
     struct stat st;
     if (stat(c->cfg_path, &st) != 0)
         return fail(c, -EINVAL, dir, "not a PEFT adapter directory (no adapter_config.json)");
@@ -572,10 +583,55 @@ map_files(struct pctx *c, const char *dir)
     if (stat(c->st_path, &st) != 0 && stat(bin, &st) == 0)
         return fail(c, -EINVAL, bin, "pickled weights are not supported; save the adapter "
                     "with safe_serialization=True (adapter_model.safetensors)");
-    int rc = adapters__map(c->cfg_path, &c->cfg_buf, &c->cfg_len, c->err, c->errlen);
+    rc = adapters__map(c->cfg_path, &c->cfg_buf, &c->cfg_len, c->err, c->errlen);
     if (rc == 0)
         rc = adapters__map(c->st_path, &c->st_buf, &c->st_len, c->err, c->errlen);
     return rc == -ENOENT ? -EINVAL : rc;
+}
+
+/* A context for loading onto m; NULL when out of memory. */
+static struct pctx *
+pctx_new(const struct engine_model *m, int max_rank, struct adapters_info *info, char *err,
+         size_t errlen)
+{
+    memset(info, 0, sizeof(*info));
+    snprintf(info->format, sizeof(info->format), "peft");
+    struct pctx *c = calloc(1, sizeof(*c));
+    if (c != NULL)
+        *c = (struct pctx){ .m = m, .hp = engine_model_hparams(m), .max_rank = max_rank,
+                            .info = info, .err = err, .errlen = errlen };
+    return c;
+}
+
+/* The config and the weights, in memory: the adapter in *out, or an error in c->err. */
+static int
+load_bytes(struct pctx *c, struct engine_lora **out)
+{
+    int rc = parse_config(c);
+    if (rc == 0)
+        rc = adapters__st_parse(c->st_buf, c->st_len, c->st_path, &c->st, c->err, c->errlen);
+    if (rc == 0)
+        rc = load_weights(c);
+    if (rc == 0) {
+        adapters__sha256_hex(c->cfg_buf, c->cfg_len, c->st_buf, c->st_len, c->info->sha256);
+        c->info->file_bytes = c->cfg_len + c->st_len;
+        c->info->alpha = (float)c->alpha;
+        c->info->rslora = c->rslora;
+        *out = c->l;
+        c->l = NULL;
+    }
+    return rc;
+}
+
+/* Frees c and what it holds, but not the buffers. */
+static void
+pctx_free(struct pctx *c)
+{
+    engine_lora_unref(c->l);
+    adapters__st_free(c->st);
+    pcre2_code_free(c->target_re);
+    cJSON_Delete(c->cfg);
+    free(c);
 }
 
 int
@@ -584,36 +640,42 @@ adapters__load_peft(const struct engine_model *m, const char *dir, int max_rank,
                     size_t errlen)
 {
     *out = NULL;
-    memset(info, 0, sizeof(*info));
-    snprintf(info->format, sizeof(info->format), "peft");
-    struct pctx *c = calloc(1, sizeof(*c));
+    struct pctx *c = pctx_new(m, max_rank, info, err, errlen);
     if (c == NULL) {
         snprintf(err, errlen, "%s: out of memory", dir);
         return -ENOMEM;
     }
-    *c = (struct pctx){ .m = m, .hp = engine_model_hparams(m), .max_rank = max_rank,
-                        .info = info, .err = err, .errlen = errlen };
     int rc = map_files(c, dir);
     if (rc == 0)
-        rc = parse_config(c);
-    if (rc == 0)
-        rc = adapters__st_parse(c->st_buf, c->st_len, c->st_path, &c->st, err, errlen);
-    if (rc == 0)
-        rc = load_weights(c);
-    if (rc == 0) {
-        adapters__sha256_hex(c->cfg_buf, c->cfg_len, c->st_buf, c->st_len, info->sha256);
-        info->file_bytes = c->cfg_len + c->st_len;
-        info->alpha = (float)c->alpha;
-        info->rslora = c->rslora;
-        *out = c->l;
-        c->l = NULL;
-    }
-    engine_lora_unref(c->l);
-    adapters__st_free(c->st);
-    pcre2_code_free(c->target_re);
-    cJSON_Delete(c->cfg);
+        rc = load_bytes(c, out);
     adapters__unmap(c->cfg_buf, c->cfg_len);
     adapters__unmap(c->st_buf, c->st_len);
-    free(c);
+    pctx_free(c);
+    return rc;
+}
+
+int
+adapters__load_peft_bytes(const struct engine_model *m, const char *dir, const void *cfg,
+                          size_t cfg_len, const void *st, size_t st_len, int max_rank,
+                          struct engine_lora **out, struct adapters_info *info, char *err,
+                          size_t errlen)
+{
+    *out = NULL;
+    struct pctx *c = pctx_new(m, max_rank, info, err, errlen);
+    if (c == NULL) {
+        snprintf(err, errlen, "%s: out of memory", dir);
+        return -ENOMEM;
+    }
+    int rc = set_paths(c, dir);
+    if (rc == 0 && cfg_len > MAX_CONFIG_BYTES)
+        rc = fail(c, -EINVAL, c->cfg_path, "%zu bytes is above the limit of %u", cfg_len,
+                  MAX_CONFIG_BYTES);
+    c->cfg_buf = cfg;
+    c->cfg_len = cfg_len;
+    c->st_buf = st;
+    c->st_len = st_len;
+    if (rc == 0)
+        rc = load_bytes(c, out);
+    pctx_free(c);
     return rc;
 }

@@ -44,6 +44,7 @@ fail(const struct pctx *c, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     snprintf(c->err, c->errlen, "%s: %s", c->name, msg);
+    adapters__one_line(c->err);
     return -EBADMSG;
 }
 

@@ -178,7 +178,10 @@ char *engine__xstrdup(const char *s);
 /* Allocation of a size that comes from input: NULL on failure or overflow. */
 void *engine__try_alloc(size_t n, size_t size);
 
-/* Formats "prefix: message" into err (snprintf-like, always NUL-terminated). */
+/*
+ * Formats "prefix: message" into err (snprintf-like, always NUL-terminated), on
+ * one line: control characters become '?'.
+ */
 void engine__err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

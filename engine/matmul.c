@@ -15,6 +15,7 @@
  */
 #include <assert.h>
 #include <cblas.h>
+#include <cpuid.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -28,6 +29,14 @@
 
 static _Atomic(const struct engine_variant *) active;
 
+/* F16C, read from CPUID (leaf 1, ECX): clang's __builtin_cpu_supports does not know it. */
+static bool
+has_f16c(void)
+{
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+
 static bool
 cpu_has(const struct engine_variant *v)
 {
@@ -38,11 +47,9 @@ cpu_has(const struct engine_variant *v)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16") &&
-               __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+               __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     if (v == &engine__variant_avx2)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     return true;
 }
 

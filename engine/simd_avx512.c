@@ -42,22 +42,6 @@ hsum_ps512(__m512 v)
     return hsum_ps256(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
 }
 
-ALWAYS_INLINE int
-hsum_epi32_256(__m256i v)
-{
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
-
-ALWAYS_INLINE int
-hsum_epi32_512(__m512i v)
-{
-    return hsum_epi32_256(_mm256_add_epi32(_mm512_castsi512_si256(v),
-                                           _mm512_extracti64x4_epi64(v, 1)));
-}
-
 ALWAYS_INLINE float
 f16(uint16_t h)
 {
@@ -1154,12 +1138,12 @@ const struct engine_variant engine__variant_avx512 = {
     .gemm_tile4_f16 = gemm_tile4_f16,
     .act = { [ENGINE_ACT_Q8A] = act_q8a, [ENGINE_ACT_Q8K] = act_q8k },
     .type = {
-        [GGUF_T_F32] = { ENGINE_ACT_F32, gemv_f32, dequant_f32, 8 },
-        [GGUF_T_F16] = { ENGINE_ACT_F32, gemv_f16, dequant_f16, 8 },
-        [GGUF_T_BF16] = { ENGINE_ACT_F32, gemv_bf16, dequant_bf16, 8 },
+        [GGUF_T_F32] = { ENGINE_ACT_F32, gemv_f32, dequant_f32, 8, NULL },
+        [GGUF_T_F16] = { ENGINE_ACT_F32, gemv_f16, dequant_f16, 8, NULL },
+        [GGUF_T_BF16] = { ENGINE_ACT_F32, gemv_bf16, dequant_bf16, 8, NULL },
         [GGUF_T_Q8_0] = { ENGINE_ACT_Q8A, gemv_q8_0, dequant_q8_0, 24, gemv_q8_0_x16 },
         [GGUF_T_Q4_0] = { ENGINE_ACT_Q8A, gemv_q4_0, dequant_q4_0, 16, gemv_q4_0_x16 },
-        [GGUF_T_Q4_K] = { ENGINE_ACT_Q8K, gemv_q4_k, dequant_q4_k, 96 },
-        [GGUF_T_Q6_K] = { ENGINE_ACT_Q8K, gemv_q6_k, dequant_q6_k, ENGINE_GEMM_NEVER },
+        [GGUF_T_Q4_K] = { ENGINE_ACT_Q8K, gemv_q4_k, dequant_q4_k, 96, NULL },
+        [GGUF_T_Q6_K] = { ENGINE_ACT_Q8K, gemv_q6_k, dequant_q6_k, ENGINE_GEMM_NEVER, NULL },
     },
 };

@@ -85,7 +85,7 @@ static void
 eog_exceptions(struct tokenizer *t)
 {
     int32_t ret, call, calls, flush, end, tool, s;
-    bool has_call = eog_has(t, "<|call|>", &call) | eog_has(t, "<|calls|>", &calls);
+    bool has_call = eog_has(t, "<|call|>", &call) || eog_has(t, "<|calls|>", &calls);
     bool has_return = eog_has(t, "<|return|>", &ret), has_flush = eog_has(t, "<|flush|>", &flush);
     if (eog_has(t, "<|end|>", &end) && has_call && (has_return || has_flush)) {
         t->eog[end] = 0;

@@ -20,6 +20,7 @@
  * what the official clients ask for and decode).
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,8 +160,8 @@ check_format(struct server *s, const cJSON *root, struct emb *q, struct oai_err 
         return server__fail(e, -EINVAL, "dimensions", "invalid_value", "dimensions: '%s' "
                             "gives %d", q->kind == EMB_MODEL ? s->model_id : s->encoder_id,
                             model_dim);
-    if (!cJSON_IsNumber(d) || d->valuedouble != (double)(int)d->valuedouble ||
-        d->valueint < 1 || d->valueint > RETRIEVAL_DIM_MAX)
+    double x = cJSON_IsNumber(d) ? d->valuedouble : NAN;  /* in range before any cast to int */
+    if (!(x >= 1 && x <= RETRIEVAL_DIM_MAX) || x != floor(x))
         return server__fail(e, -EINVAL, "dimensions", "invalid_value",
                             "dimensions: an integer from 1 to %d", RETRIEVAL_DIM_MAX);
     if (q->kind != EMB_HASH || d->valueint == retrieval_embedder_dim(s->embedder))
@@ -342,6 +343,30 @@ emb_work(struct op *o, void *arg)
     server__op_answer_error(o, &e);
 }
 
+/* The checks of the body: 0 with q filled, or an error in e. */
+static int
+check_body(struct server *s, const char *body, size_t len, struct emb *q, struct oai_err *e)
+{
+    int rc = server__parse_object(body, len, &q->root, e);
+    if (rc == 0 && (rc = check_model(s, q->root, e)) >= 0) {
+        q->kind = (enum emb_kind)rc;
+        q->e = q->kind == EMB_HASH ? s->embedder : NULL;
+        if ((rc = check_input(q->root, q, e)) == 0)
+            rc = check_format(s, q->root, q, e);
+    }
+    return rc;
+}
+
+int
+server__embeddings_check(struct server *s, const char *body, size_t len, struct oai_err *e)
+{
+    struct emb *q = server__xcalloc(1, sizeof(*q));
+    q->s = s;
+    int rc = check_body(s, body, len, q, e);
+    emb_free(q);
+    return rc;
+}
+
 int
 server__embeddings_start(struct server *s, struct MHD_Connection *con, const struct who *who,
                          const char *body, size_t len, struct op **out, struct oai_err *e)
@@ -353,13 +378,7 @@ server__embeddings_start(struct server *s, struct MHD_Connection *con, const str
     struct emb *q = server__xcalloc(1, sizeof(*q));
     q->s = s;
     q->tenant = who->tenant;
-    rc = server__parse_object(body, len, &q->root, e);
-    if (rc == 0 && (rc = check_model(s, q->root, e)) >= 0) {
-        q->kind = (enum emb_kind)rc;
-        q->e = q->kind == EMB_HASH ? s->embedder : NULL;
-        if ((rc = check_input(q->root, q, e)) == 0)
-            rc = check_format(s, q->root, q, e);
-    }
+    rc = check_body(s, body, len, q, e);
     if (rc < 0) {
         emb_free(q);
         return rc;

@@ -368,16 +368,11 @@ check_owner(struct xreq *r, struct oai_err *e)
     return 0;
 }
 
-int
-server__experiments_start(struct server *s, struct MHD_Connection *con, const struct who *who,
-                          const char *method, const char *url, const char *body, size_t len,
-                          struct op **out, struct oai_err *e)
+/* The checks of the method, path and body: 0 with r filled, or an error in e. */
+static int
+check_request(const char *method, const char *url, const char *body, size_t len,
+              struct xreq *r, struct oai_err *e)
 {
-    *out = NULL;
-    struct xreq *r = server__xcalloc(1, sizeof(*r));
-    r->s = s;
-    r->who = *who;
-    snprintf(r->x.owner, sizeof(r->x.owner), "%s", who->id);
     int rc = strcmp(url, "/v1/feedback") == 0 ? (r->kind = X_FEEDBACK, 0)
                                                : parse_path(r, method, url, e);
     if (rc == 0 && (r->kind == X_PATCH || r->kind == X_DELETE))
@@ -386,6 +381,38 @@ server__experiments_start(struct server *s, struct MHD_Connection *con, const st
         rc = parse_body(r, body, len, e);
     if (rc == 0 && r->kind == X_FEEDBACK)
         rc = parse_feedback(r, body, len, e);
+    return rc;
+}
+
+/* A new request of who's to s, before its checks. */
+static struct xreq *
+xreq_new(struct server *s, const struct who *who)
+{
+    struct xreq *r = server__xcalloc(1, sizeof(*r));
+    r->s = s;
+    r->who = *who;
+    snprintf(r->x.owner, sizeof(r->x.owner), "%s", who->id);
+    return r;
+}
+
+int
+server__experiments_check(struct server *s, const struct who *who, const char *method,
+                          const char *url, const char *body, size_t len, struct oai_err *e)
+{
+    struct xreq *r = xreq_new(s, who);
+    int rc = check_request(method, url, body, len, r, e);
+    free(r);
+    return rc;
+}
+
+int
+server__experiments_start(struct server *s, struct MHD_Connection *con, const struct who *who,
+                          const char *method, const char *url, const char *body, size_t len,
+                          struct op **out, struct oai_err *e)
+{
+    *out = NULL;
+    struct xreq *r = xreq_new(s, who);
+    int rc = check_request(method, url, body, len, r, e);
     if (rc < 0) {
         free(r);
         return rc;

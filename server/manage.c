@@ -587,9 +587,12 @@ server__parse_object(const char *body, size_t len, cJSON **out, struct oai_err *
     if (*out == NULL)
         return server__fail(e, -EBADMSG, NULL, "invalid_json",
                             "the request body is not valid JSON");
-    if (!cJSON_IsObject(*out))
+    if (!cJSON_IsObject(*out)) {
+        cJSON_Delete(*out);
+        *out = NULL;
         return server__fail(e, -EINVAL, NULL, "invalid_json",
                             "the request body must be a JSON object");
+    }
     return 0;
 }
 
@@ -667,6 +670,21 @@ parse_unload(struct server *s, const struct who *who, const cJSON *root, const c
     return 0;
 }
 
+/* The checks of a change of o->kind: 0 with o's name and path set, or an error in e. */
+static int
+parse_op(struct server *s, const struct who *who, const char *url_name, const char *body,
+         size_t len, struct op *o, struct oai_err *e)
+{
+    cJSON *root = NULL;
+    int rc = o->kind == OP_UNLOAD ? 0 : server__parse_object(body, len, &root, e);
+    if (rc == 0 && (o->kind == OP_LOAD || o->kind == OP_VLLM_LOAD))
+        rc = parse_load(s, who, root, o, e);
+    else if (rc == 0)
+        rc = parse_unload(s, who, root, url_name, o, e);
+    cJSON_Delete(root);
+    return rc;
+}
+
 static int queue(struct server *s, struct op *o, struct op **out, struct oai_err *e);
 
 int
@@ -679,14 +697,20 @@ server__op_start(struct server *s, struct MHD_Connection *con, const struct who 
     o->s = s;
     o->con = con;
     o->kind = kind;
-    cJSON *root = NULL;
-    int rc = kind == OP_UNLOAD ? 0 : server__parse_object(body, len, &root, e);
-    if (rc == 0 && (kind == OP_LOAD || kind == OP_VLLM_LOAD))
-        rc = parse_load(s, who, root, o, e);
-    else if (rc == 0)
-        rc = parse_unload(s, who, root, url_name, o, e);
-    cJSON_Delete(root);
+    int rc = parse_op(s, who, url_name, body, len, o, e);
     return rc < 0 ? (op_free(o), rc) : queue(s, o, out, e);
+}
+
+int
+server__op_check(struct server *s, const struct who *who, enum op_kind kind,
+                 const char *url_name, const char *body, size_t len, struct oai_err *e)
+{
+    struct op *o = server__xcalloc(1, sizeof(*o));
+    o->s = s;
+    o->kind = kind;
+    int rc = parse_op(s, who, url_name, body, len, o, e);
+    op_free(o);
+    return rc;
 }
 
 int

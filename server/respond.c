@@ -32,12 +32,42 @@ server__piece(const struct tokenizer *tok, int32_t id, struct sbuf *out)
     return rc;
 }
 
+/*
+ * A JSON string of s[0..n), which holds a NUL (s[n] is one too, as in a struct
+ * sbuf): a cJSON string would end at the first, so this is raw JSON text with
+ * each NUL written as \u0000.
+ */
+static cJSON *
+nul_text_json(const char *s, size_t n)
+{
+    struct sbuf raw = SBUF_INIT;
+    int rc = server__buf_adds(&raw, "\"");
+    for (size_t i = 0; rc == 0; i++) {
+        cJSON *part = cJSON_CreateString(s + i);    /* up to the next NUL */
+        char *q = part ? cJSON_PrintUnformatted(part) : NULL;   /* "part", escaped */
+        rc = q ? server__buf_add(&raw, q + 1, strlen(q) - 2) : -ENOMEM;
+        free(q);
+        cJSON_Delete(part);
+        i += strlen(s + i);
+        if (i == n)
+            break;
+        if (rc == 0)
+            rc = server__buf_adds(&raw, "\\u0000");
+    }
+    cJSON *j = rc == 0 && server__buf_adds(&raw, "\"") == 0 ? cJSON_CreateRaw(raw.p) : NULL;
+    server__buf_release(&raw);
+    return j;
+}
+
 /* A JSON string of s[0..n), made valid UTF-8. */
 static cJSON *
 text_json(const char *s, size_t n)
 {
     struct sbuf b = SBUF_INIT;
-    cJSON *j = server__utf8_sanitize(&b, s, n) == 0 ? cJSON_CreateString(b.p ? b.p : "") : NULL;
+    cJSON *j = NULL;
+    if (server__utf8_sanitize(&b, s, n) == 0)
+        j = b.len > 0 && memchr(b.p, '\0', b.len) != NULL ? nul_text_json(b.p, b.len)
+                                                         : cJSON_CreateString(b.p ? b.p : "");
     server__buf_release(&b);
     return j;
 }

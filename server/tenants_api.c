@@ -281,23 +281,43 @@ parse_path(struct ten_req *r, const char *method, const char *url, struct oai_er
     return 0;
 }
 
-int
-server__tenants_start(struct server *s, struct MHD_Connection *con, const struct who *who,
-                      const char *method, const char *url, const char *body, size_t len,
-                      struct op **out, struct oai_err *e)
+/* The checks of who, the method, path and body: 0 with r filled, or an error in e. */
+static int
+check_request(struct server *s, const struct who *who, const char *method, const char *url,
+              const char *body, size_t len, struct ten_req *r, struct oai_err *e)
 {
-    *out = NULL;
     if (server__tenants_open_mode(s->tenants))
         return server__fail(e, -EINVAL, NULL, "auth_disabled", "the server runs open (no "
                             "--admin-key): there are no tenants or keys");
     if (!who->admin)
         return server__fail(e, -EPERM, NULL, "permission_denied", "the tenants API needs the "
                             "admin key");
-    struct ten_req *r = server__xcalloc(1, sizeof(*r));
-    r->s = s;
     int rc = parse_path(r, method, url, e);
     if (rc == 0 && (r->kind == TEN_CREATE || r->kind == TEN_PATCH))
         rc = parse_body(r, body, len, e);
+    return rc;
+}
+
+int
+server__tenants_check(struct server *s, const struct who *who, const char *method,
+                      const char *url, const char *body, size_t len, struct oai_err *e)
+{
+    struct ten_req *r = server__xcalloc(1, sizeof(*r));
+    r->s = s;
+    int rc = check_request(s, who, method, url, body, len, r, e);
+    free(r);
+    return rc;
+}
+
+int
+server__tenants_start(struct server *s, struct MHD_Connection *con, const struct who *who,
+                      const char *method, const char *url, const char *body, size_t len,
+                      struct op **out, struct oai_err *e)
+{
+    *out = NULL;
+    struct ten_req *r = server__xcalloc(1, sizeof(*r));
+    r->s = s;
+    int rc = check_request(s, who, method, url, body, len, r, e);
     if (rc < 0) {
         free(r);
         return rc;

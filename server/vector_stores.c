@@ -511,6 +511,32 @@ check_search(const cJSON *root, struct vs_req *r, struct oai_err *e)
     return rc;
 }
 
+/* The checks of the method, path and body: 0 with r filled, or an error in e. */
+static int
+check_request(const char *method, const char *url, const char *body, size_t len,
+              struct vs_req *r, struct oai_err *e)
+{
+    int rc = route(method, url + strlen("/v1/vector_stores"), r, e);
+    bool has_body = r->kind == VS_CREATE || r->kind == VS_ADD || r->kind == VS_SEARCH;
+    if (rc == 0 && has_body && (rc = server__parse_object(body, len, &r->root, e)) == 0)
+        rc = r->kind == VS_CREATE ? check_create(r->root, r, e)
+             : r->kind == VS_ADD   ? check_docs(r->root, e)
+                                   : check_search(r->root, r, e);
+    return rc;
+}
+
+int
+server__vector_stores_check(struct server *s, const struct who *who, const char *method,
+                            const char *url, const char *body, size_t len, struct oai_err *e)
+{
+    struct vs_req *r = server__xcalloc(1, sizeof(*r));
+    r->s = s;
+    r->who = *who;
+    int rc = check_request(method, url, body, len, r, e);
+    vs_free(r);
+    return rc;
+}
+
 int
 server__vector_stores_start(struct server *s, struct MHD_Connection *con, const struct who *who,
                             const char *method, const char *url, const char *body, size_t len,
@@ -520,12 +546,7 @@ server__vector_stores_start(struct server *s, struct MHD_Connection *con, const 
     struct vs_req *r = server__xcalloc(1, sizeof(*r));
     r->s = s;
     r->who = *who;
-    int rc = route(method, url + strlen("/v1/vector_stores"), r, e);
-    bool has_body = r->kind == VS_CREATE || r->kind == VS_ADD || r->kind == VS_SEARCH;
-    if (rc == 0 && has_body && (rc = server__parse_object(body, len, &r->root, e)) == 0)
-        rc = r->kind == VS_CREATE ? check_create(r->root, r, e)
-             : r->kind == VS_ADD   ? check_docs(r->root, e)
-                                   : check_search(r->root, r, e);
+    int rc = check_request(method, url, body, len, r, e);
     if (rc < 0) {
         vs_free(r);
         return rc;

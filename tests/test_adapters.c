@@ -403,6 +403,9 @@ static const struct bad_peft bad_peft[] = {
     { "unknown dtype", .header = "{" T(QA, "Q9", "[1,256]", "[0,1024]") ","
       T(QB, "F32", "[256,1]", "[1024,2048]") "}", .rc = -EBADMSG,
       .msg = "dtype Q9 is not supported (F32, F16, BF16)" },
+    { "newline in a dtype", .header = "{" T(QA, "\\nF32", "[1,256]", "[0,1024]") ","
+      T(QB, "F32", "[256,1]", "[1024,2048]") "}", .rc = -EBADMSG,
+      .msg = "dtype ?F32 is not supported" },      /* one line (fuzz_safetensors) */
     { "integer dtype", .header = "{" T(QA, "I64", "[1,128]", "[0,1024]") ","
       T(QB, "F32", "[256,1]", "[1024,2048]") "}", .rc = -EBADMSG, .msg = "dtype I64" },
     { "duplicate name", .header = "{" T(QA, "F32", "[1,256]", "[0,1024]") ","
@@ -428,6 +431,8 @@ static const struct bad_peft bad_peft[] = {
       .rc = -EINVAL, .msg = "r 128 is above the maximum rank 64" },
     { "config embed_tokens", .config = "{\"r\":1,\"target_modules\":[\"q_proj\","
       "\"embed_tokens\"]}", .rc = -EINVAL, .msg = "target module \"embed_tokens\" is not one" },
+    { "config newline in a module", .config = "{\"r\":1,\"target_modules\":[\"q_proj\\n\"]}",
+      .rc = -EINVAL, .msg = "target module \"q_proj?\" is not one" },     /* fuzz_peft */
     { "config lm_head regex", .config = "{\"r\":1,\"target_modules\":\".*(q_proj|lm_head)\"}",
       .rc = -EINVAL, .msg = "target_modules matches lm_head" },
     { "config bad regex", .config = "{\"r\":1,\"target_modules\":\"(q_proj\"}", .rc = -EINVAL,

@@ -328,6 +328,47 @@ test_parse_bytes(void)
     }
 }
 
+/* The other endpoints' bodies: a JSON object, else 400 with no tree left over. */
+static void
+test_parse_object(void)
+{
+    static const char *const bad[] = { "", "[1]", "\"x\"", "{\"a\":", "{\"a\":\"\xff\"}" };
+    static const int rc[] = { -EBADMSG, -EINVAL, -EINVAL, -EBADMSG, -EILSEQ };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cJSON *o = (cJSON *)1;
+        struct oai_err e;
+        CHECK_EQ(server__parse_object(bad[i], strlen(bad[i]), &o, &e), rc[i]);
+        CHECK(o == NULL && e.err == rc[i] && server__status_from_err(rc[i]) == 400);
+    }
+    cJSON *o = NULL;
+    struct oai_err e;
+    CHECK_EQ(server__parse_object("{\"a\":1}", 7, &o, &e), 0);
+    CHECK(cJSON_IsObject(o));
+    cJSON_Delete(o);
+}
+
+/* POST /v1/embeddings' "dimensions": an integer 1..8192, never cast to int before that. */
+static void
+test_embeddings_dimensions(void)
+{
+    struct server s;
+    memset(&s, 0, sizeof(s));
+    snprintf(s.model_id, sizeof(s.model_id), "kjv");
+    CHECK_EQ(retrieval_hash_new(384, &s.embedder), 0);
+    static const char *const bad[] = { "0", "-1", "1.5", "8193", "1e300", "-1e300", "\"8\"" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char body[128];
+        snprintf(body, sizeof(body), "{\"input\":\"x\",\"dimensions\":%s}", bad[i]);
+        struct oai_err e;
+        CHECK_EQ(server__embeddings_check(&s, body, strlen(body), &e), -EINVAL);
+        CHECK_STR(e.param, "dimensions");
+    }
+    struct oai_err e;
+    const char *good = "{\"input\":[\"x\",\"y\"],\"dimensions\":8192}";
+    CHECK_EQ(server__embeddings_check(&s, good, strlen(good), &e), 0);
+    retrieval_embedder_free(s.embedder);
+}
+
 /* ---- Errors ----------------------------------------------------------- */
 
 static void
@@ -544,6 +585,13 @@ test_sse_chunks(void)
     CHECK(strstr(out.p, "usage") == NULL);
     server__buf_release(&out);
     server__buf_release(&c.text);
+
+    /* A NUL in the text (a <0x00> token) is \u0000: the text after it is kept (fuzz_textout). */
+    server__buf_add(&c.text, "a\0b\"\0", 5);
+    CHECK_EQ(server__sse_chunk(&out, &m, &c, OAI_CHUNK_TEXT, 0, NULL), 0);
+    CHECK(strstr(out.p, "\"text\":\"a\\u0000b\\\"\\u0000\",\"logprobs\"") != NULL);
+    server__buf_release(&out);
+    server__buf_release(&c.text);
 }
 
 static void
@@ -622,6 +670,8 @@ main(int argc, char **argv)
         { "parse_chat_parts", test_parse_chat_parts },
         { "select_adapters", test_select_adapters },
         { "parse_bytes", test_parse_bytes },
+        { "parse_object", test_parse_object },
+        { "embeddings_dimensions", test_embeddings_dimensions },
         { "error_mapping", test_error_mapping },
         { "tokenize_and_context", test_tokenize_and_context },
         { "stop_across_tokens", test_stop_across_tokens },

@@ -464,6 +464,8 @@ test_bad_byte_tokens(void)
     expect_error(spm_writer(toks, sc, ty, 4), "token 3 '<0x1>'");
     toks[3] = "<0x0A>x";
     expect_error(spm_writer(toks, sc, ty, 4), "token 3 '<0x0A>x'");
+    toks[3] = "<0x0A\n"; /* the message stays on one line (fuzz_gguf) */
+    expect_error(spm_writer(toks, sc, ty, 4), "token 3 '<0x0A?'");
     toks[3] = "<0x0a>"; /* lower-case hex is fine */
     struct tokenizer *t = NULL;
     char err[256];
