@@ -634,6 +634,13 @@ pctx_free(struct pctx *c)
     free(c);
 }
 
+static int
+no_memory(const char *dir, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "%s: out of memory", dir);
+    return -ENOMEM;
+}
+
 int
 adapters__load_peft(const struct engine_model *m, const char *dir, int max_rank,
                     struct engine_lora **out, struct adapters_info *info, char *err,
@@ -641,10 +648,8 @@ adapters__load_peft(const struct engine_model *m, const char *dir, int max_rank,
 {
     *out = NULL;
     struct pctx *c = pctx_new(m, max_rank, info, err, errlen);
-    if (c == NULL) {
-        snprintf(err, errlen, "%s: out of memory", dir);
-        return -ENOMEM;
-    }
+    if (c == NULL)
+        return no_memory(dir, err, errlen);
     int rc = map_files(c, dir);
     if (rc == 0)
         rc = load_bytes(c, out);
@@ -662,10 +667,8 @@ adapters__load_peft_bytes(const struct engine_model *m, const char *dir, const v
 {
     *out = NULL;
     struct pctx *c = pctx_new(m, max_rank, info, err, errlen);
-    if (c == NULL) {
-        snprintf(err, errlen, "%s: out of memory", dir);
-        return -ENOMEM;
-    }
+    if (c == NULL)
+        return no_memory(dir, err, errlen);
     int rc = set_paths(c, dir);
     if (rc == 0 && cfg_len > MAX_CONFIG_BYTES)
         rc = fail(c, -EINVAL, c->cfg_path, "%zu bytes is above the limit of %u", cfg_len,

@@ -79,6 +79,17 @@ mono_s(void)
 
 static struct oai_usage usage(const struct job *j);
 
+/* The first choice's time to first token in seconds (0 if none came). */
+static double
+job_ttft(const struct job *j)
+{
+    int n_prompt = 0, n_gen = 0;
+    double ttft = 0;
+    if (j->n_choices > 0 && j->choices[0].er != NULL)
+        engine_req_stats(j->choices[0].er, &n_prompt, &n_gen, &ttft);
+    return ttft;
+}
+
 /* An experiment's request has ended (done, failed or abandoned): its record. */
 static void
 exp_note(struct job *j, bool error)
@@ -97,9 +108,7 @@ exp_note(struct job *j, bool error)
     snprintf(r.user, sizeof(r.user), "%s", j->req.user ? j->req.user : "");
     snprintf(r.tenant, sizeof(r.tenant), "%s", j->who.id);
     r.tokens = usage(j).completion_tokens;
-    int n_prompt = 0, n_gen = 0;
-    if (j->n_choices > 0 && j->choices[0].er != NULL)
-        engine_req_stats(j->choices[0].er, &n_prompt, &n_gen, &r.ttft);
+    r.ttft = job_ttft(j);
     server__experiment_record(j->srv->experiments, &r);
 }
 
@@ -115,10 +124,7 @@ job_count(struct job *j, int status)
     const char *model = status == 404 || status == 400 ? "unknown"
                         : j->req.model ? j->req.model : j->srv->model_id;
     struct metric_req q = { model, j->who.id, status, u.prompt_tokens, u.completion_tokens,
-                            mono_s() - j->t_start, 0 };
-    int n_prompt = 0, n_gen = 0;
-    if (j->n_choices > 0 && j->choices[0].er != NULL)
-        engine_req_stats(j->choices[0].er, &n_prompt, &n_gen, &q.ttft);
+                            mono_s() - j->t_start, job_ttft(j) };
     server__metrics_request(j->srv->metrics, &q);
 }
 
