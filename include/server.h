@@ -51,15 +51,17 @@ struct server_config {
     int request_timeout;        /* seconds for a whole request (headers and body) to arrive */
     int max_connections;        /* open connections at once; more are refused */
     int max_connections_per_ip; /* 0: no per-address limit */
+    int drain;                  /* seconds after SIGTERM still serving, /health 503, then stop */
 };
 
 #define SERVER_CONFIG_INIT \
     { NULL, "127.0.0.1", 8080, 0, 0, 4, 64, 512, "./loraserve-data", 1 << 20, NULL, NULL, 30, \
-      NULL, 0, NULL, 64, 0, "auto", 384, "mean", NULL, NULL, NULL, 60, 1024, 0 }
+      NULL, 0, NULL, 64, 0, "auto", 384, "mean", NULL, NULL, NULL, 60, 1024, 0, 0 }
 
 /*
- * Serves until SIGTERM or SIGINT, then stops accepting, lets running requests
- * finish for up to shutdown_timeout seconds and returns 0. Returns a negative
+ * Serves until SIGTERM or SIGINT (and drain seconds after it, with /health
+ * 503), then stops accepting, lets running requests finish for up to
+ * shutdown_timeout seconds and returns 0. Returns a negative
  * errno (one line on stderr) if the model, the scheduler or the listening
  * socket cannot be set up. Call from the main thread, once at a time.
  */

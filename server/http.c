@@ -100,7 +100,7 @@ reply_hdrs(struct server *s, struct MHD_Connection *con, int status, char *body,
     for (int i = 0; i < n; i++)
         if (h[i].name != NULL && h[i].value != NULL)
             MHD_add_response_header(r, h[i].name, h[i].value);
-    if (s->draining || server__conn_over(con))
+    if (s->draining || s->leaving || s->paused || server__conn_over(con))
         MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(con, (unsigned)status, r);
     MHD_destroy_response(r);
@@ -152,7 +152,7 @@ reply_health(struct server *s, struct MHD_Connection *con)
     int waiting = 0, running = 0;
     engine_sched_load(s->sched, &waiting, &running);
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "status", s->draining ? "shutting_down"
+    cJSON_AddStringToObject(o, "status", s->draining || s->leaving ? "shutting_down"
                                          : s->paused ? "draining" : "ok");
     cJSON_AddStringToObject(o, "model", s->model_id);
     cJSON *slots = cJSON_AddObjectToObject(o, "slots");
@@ -164,7 +164,8 @@ reply_health(struct server *s, struct MHD_Connection *con)
     cJSON *pc = cJSON_AddObjectToObject(o, "prefix_cache");
     cJSON_AddNumberToObject(pc, "hit_tokens", (double)engine_sched_prefix_hits(s->sched));
     cJSON_AddItemToObject(o, "adapters", server__adapters_health(s));
-    return reply(s, con, s->draining || s->paused ? 503 : 200, print_free(o), NULL);
+    return reply(s, con, s->draining || s->leaving || s->paused ? 503 : 200, print_free(o),
+                 NULL);
 }
 
 static enum MHD_Result
@@ -329,7 +330,7 @@ queue_stream(struct server *s, struct MHD_Connection *con, struct job *j)
         MHD_add_response_header(r, SERVER_ADAPTER_HEADER, server__job_adapter_header(j));
     if (server__job_variant(j) != NULL)
         MHD_add_response_header(r, SERVER_VARIANT_HEADER, server__job_variant(j));
-    if (s->draining)
+    if (s->draining || s->leaving || s->paused)
         MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(con, 200, r);
     MHD_destroy_response(r);
@@ -644,23 +645,48 @@ on_deadline(uv_timer_t *t)
     stop(s);
 }
 
+/* Stops accepting connections; what runs gets --shutdown-timeout seconds. */
 static void
-on_signal(uv_signal_t *h, int signum)
+shut(struct server *s, const char *why)
 {
-    struct server *s = h->data;
-    if (s->draining) {
-        fprintf(stderr, "loraserve: second signal; stopping now\n");
-        on_deadline(&s->deadline);
-        return;
-    }
     s->draining = true;
     fprintf(stderr, "loraserve: %s: no new connections; waiting for %d requests (at most %d s)\n",
-            strsignal(signum), s->n_inflight, s->cfg->shutdown_timeout);
+            why, s->n_inflight, s->cfg->shutdown_timeout);
     MHD_socket fd = MHD_quiesce_daemon(s->mhd);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
     uv_timer_start(&s->deadline, on_deadline, (uint64_t)s->cfg->shutdown_timeout * 1000, 0);
     run_mhd(s);
+}
+
+static void
+on_drain_over(uv_timer_t *t)
+{
+    shut(t->data, "drain over");
+}
+
+/*
+ * The first signal: with --drain, keep serving for that long while /health
+ * answers 503 and answers close their connections, so balancers move away
+ * before the listener closes; then shut(). A second signal stops at once.
+ */
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+    struct server *s = h->data;
+    if (s->draining || s->leaving) {
+        fprintf(stderr, "loraserve: second signal; stopping now\n");
+        on_deadline(&s->deadline);
+        return;
+    }
+    if (s->cfg->drain == 0) {
+        shut(s, strsignal(signum));
+        return;
+    }
+    s->leaving = true;
+    fprintf(stderr, "loraserve: %s: draining for %d s (serving; /health 503), then stopping\n",
+            strsignal(signum), s->cfg->drain);
+    uv_timer_start(&s->deadline, on_drain_over, (uint64_t)s->cfg->drain * 1000, 0);
 }
 
 /* ---- Start and close -------------------------------------------------- */

@@ -438,6 +438,7 @@ check_config(const struct server_config *c, int max_body)
         : c->batch < 1 || c->batch > 65536 ? "--batch must be 1..65536"
         : max_body < 1 ? "--max-body must be >= 1"
         : c->shutdown_timeout < 0 ? "--shutdown-timeout must be >= 0"
+        : c->drain < 0 || c->drain > 3600 ? "--drain must be 0..3600"
         : c->max_lora_rank < 1 || c->max_lora_rank > 4096 ? "--max-lora-rank must be 1..4096"
         : strcmp(c->kv_type, "auto") != 0 && strcmp(c->kv_type, "f16") != 0 &&
           strcmp(c->kv_type, "f32") != 0 ? "--kv-type must be auto, f16 or f32"
@@ -481,6 +482,9 @@ server_main(int argc, char **argv)
           "model id in the API (default: file name without .gguf)" },
         { "--shutdown-timeout", NULL, CLI_INT, &c.shutdown_timeout,
           "seconds to finish requests after SIGTERM (default 30)" },
+        { "--drain", NULL, CLI_INT, &c.drain,
+          "seconds after SIGTERM still serving with /health 503, before the\n"
+          "                             listener closes (default 0)" },
         { "--adapter", NULL, CLI_LIST, &adapters,
           "NAME=PATH: adapter (GGUF-LoRA file or PEFT dir) loaded at start;\n"
           "                             repeatable; the variable takes NAME=PATH,NAME=PATH" },

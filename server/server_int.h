@@ -513,7 +513,7 @@ struct server {
     uv_timer_t mhd_timer;           /* libmicrohttpd's timeouts */
     uv_async_t doorbell;            /* rung by the scheduler thread */
     uv_signal_t sigterm, sigint;
-    uv_timer_t deadline;            /* end of the shutdown grace period */
+    uv_timer_t deadline;            /* end of --drain, then of the shutdown grace period */
     uv_timer_t trim;                /* returns freed adapter memory to the system */
     uv_work_t trim_work;
     bool trim_running, trim_again;
@@ -531,6 +531,7 @@ struct server {
     unsigned long long n_timeouts, n_timeouts_said;
     bool poll_ready, draining, stopped;
     bool paused;                    /* POST /drain: no new work, keeps running */
+    bool leaving;                   /* SIGTERM with --drain: serving, /health 503, then stop */
     uint64_t next_id;
 };
 

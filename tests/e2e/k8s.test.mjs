@@ -18,7 +18,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { BIN, SHARED, LORA_DIR } from './server.mjs';
+import { BIN, SHARED, LORA_DIR, until } from './server.mjs';
 
 const K8S = resolve('deploy/k8s');
 const CLUSTER_SCOPED = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding',
@@ -208,11 +208,13 @@ test('the grace period outlasts the drain; the pods are hardened', () => {
   const spec = server.spec.template.spec;
   const shutdown = Number(setting(container, '--shutdown-timeout', 'LORASERVE_SHUTDOWN_TIMEOUT'));
   assert.ok(shutdown > 0, 'set the shutdown timeout explicitly');
+  const drain = Number(setting(container, '--drain', 'LORASERVE_DRAIN') || 0);
+  assert.ok(drain > 0, 'drain: the endpoints must drop the pod before its listener closes');
   const pre = container.lifecycle?.preStop?.exec?.command || [];
   const preSleep = pre[0] === 'sleep' ? Number(pre[1]) : 0;
-  assert.ok(spec.terminationGracePeriodSeconds > shutdown + preSleep,
+  assert.ok(spec.terminationGracePeriodSeconds > shutdown + drain + preSleep,
     `terminationGracePeriodSeconds ${spec.terminationGracePeriodSeconds} <= ` +
-    `${preSleep} s preStop + ${shutdown} s --shutdown-timeout`);
+    `${preSleep} s preStop + ${drain} s --drain + ${shutdown} s --shutdown-timeout`);
 
   for (const d of deployments) {
     const ps = d.spec.template.spec;
@@ -402,8 +404,13 @@ test('the binary runs with the Deployment settings and serves what the pool rout
       assert.match(metrics, new RegExp(`^${name}\\{`, 'm'), `/metrics lacks ${name}`);
     }
     assert.match(metrics, /^vllm:lora_requests_info\{max_lora="\d+",running_lora_adapters="[^"]*",waiting_lora_adapters="[^"]*"\}/m);
-  } finally {
+    // The pod's end: readiness fails at SIGTERM while it still serves, then it exits 0.
     proc.kill('SIGTERM');
+    await until(() => /draining for \d+ s/.test(stderr));
+    assert.equal((await fetch(url + container.readinessProbe.httpGet.path)).status, 503);
+    assert.equal((await fetch(`${url}/v1/models`, { headers: auth })).status, 200);
+  } finally {
+    if (!/draining for/.test(stderr)) proc.kill('SIGTERM');
     const code = await exited;
     rmSync(root, { recursive: true, force: true });
     assert.equal(code, 0, stderr);
