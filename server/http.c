@@ -20,51 +20,6 @@
 
 #include "server_int.h"
 
-enum route {
-    ROUTE_NONE, ROUTE_HEALTH, ROUTE_METRICS, ROUTE_DRAIN, ROUTE_MODELS, ROUTE_MODEL, ROUTE_COMPLETIONS, ROUTE_CHAT,
-    ROUTE_ADAPTERS, ROUTE_ADAPTER, ROUTE_ADAPTER_LOAD, ROUTE_ADAPTER_DELETE, ROUTE_VLLM_LOAD,
-    ROUTE_VLLM_UNLOAD, ROUTE_EMBEDDINGS, ROUTE_VECTOR_STORES, ROUTE_TENANTS, ROUTE_EXPERIMENTS
-};
-
-static const struct {
-    const char *method;
-    const char *path;           /* a trailing '*' matches any rest */
-    enum route route;
-} routes[] = {
-    { "GET", "/health", ROUTE_HEALTH },
-    { "GET", "/metrics", ROUTE_METRICS },
-    { "POST", "/drain", ROUTE_DRAIN },
-    { "DELETE", "/drain", ROUTE_DRAIN },
-    { "GET", "/v1/models", ROUTE_MODELS },
-    { "GET", "/v1/models/*", ROUTE_MODEL },
-    { "POST", "/v1/completions", ROUTE_COMPLETIONS },
-    { "POST", "/v1/chat/completions", ROUTE_CHAT },
-    { "GET", "/v1/adapters", ROUTE_ADAPTERS },
-    { "POST", "/v1/adapters", ROUTE_ADAPTER_LOAD },
-    { "GET", "/v1/adapters/*", ROUTE_ADAPTER },
-    { "DELETE", "/v1/adapters/*", ROUTE_ADAPTER_DELETE },
-    { "POST", "/v1/load_lora_adapter", ROUTE_VLLM_LOAD },
-    { "POST", "/v1/unload_lora_adapter", ROUTE_VLLM_UNLOAD },
-    { "POST", "/v1/embeddings", ROUTE_EMBEDDINGS },
-    { "GET", "/v1/vector_stores", ROUTE_VECTOR_STORES },
-    { "POST", "/v1/vector_stores", ROUTE_VECTOR_STORES },
-    { "GET", "/v1/vector_stores/*", ROUTE_VECTOR_STORES },
-    { "POST", "/v1/vector_stores/*", ROUTE_VECTOR_STORES },
-    { "DELETE", "/v1/vector_stores/*", ROUTE_VECTOR_STORES },
-    { "GET", "/v1/tenants", ROUTE_TENANTS },
-    { "POST", "/v1/tenants", ROUTE_TENANTS },
-    { "GET", "/v1/tenants/*", ROUTE_TENANTS },
-    { "POST", "/v1/tenants/*", ROUTE_TENANTS },
-    { "PATCH", "/v1/tenants/*", ROUTE_TENANTS },
-    { "DELETE", "/v1/tenants/*", ROUTE_TENANTS },
-    { "GET", "/v1/experiments", ROUTE_EXPERIMENTS },
-    { "POST", "/v1/experiments", ROUTE_EXPERIMENTS },
-    { "GET", "/v1/experiments/*", ROUTE_EXPERIMENTS },
-    { "PATCH", "/v1/experiments/*", ROUTE_EXPERIMENTS },
-    { "DELETE", "/v1/experiments/*", ROUTE_EXPERIMENTS },
-    { "POST", "/v1/feedback", ROUTE_EXPERIMENTS },
-};
-
 /* One request, from its headers to its completion. */
 struct conn {
     enum route route;
@@ -378,31 +333,13 @@ generate(struct server *s, struct MHD_Connection *con, struct conn *c)
 
 /* ---- Routing and bodies ----------------------------------------------- */
 
-static bool
-path_matches(const char *pattern, const char *url)
-{
-    size_t n = strlen(pattern);
-    if (pattern[n - 1] == '*')
-        return strncmp(pattern, url, n - 1) == 0 && url[n - 1] != '\0';
-    return strcmp(pattern, url) == 0;
-}
-
 /* Picks the route, or fills c->err with 404 / 405. */
 static void
 route(struct conn *c, const char *method, const char *url)
 {
-    if (strcmp(method, "HEAD") == 0)
-        method = "GET";
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        if (!path_matches(routes[i].path, url))
-            continue;
-        if (strcmp(routes[i].method, method) == 0) {
-            c->route = routes[i].route;
-            return;
-        }
-        size_t n = strlen(c->allow);
-        snprintf(c->allow + n, sizeof(c->allow) - n, "%s%s", n ? ", " : "", routes[i].method);
-    }
+    c->route = server__route(method, url, c->allow, sizeof(c->allow));
+    if (c->route != ROUTE_NONE)
+        return;
     if (c->allow[0] != '\0')
         server__fail(&c->err, -EOPNOTSUPP, NULL, "method_not_allowed",
                      "%s is not allowed on %.200s (use %s)", method, url, c->allow);

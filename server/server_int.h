@@ -535,6 +535,20 @@ struct server {
     uint64_t next_id;
 };
 
+/* routes.c: the routes of the HTTP API. */
+enum route {
+    ROUTE_NONE, ROUTE_HEALTH, ROUTE_METRICS, ROUTE_DRAIN, ROUTE_MODELS, ROUTE_MODEL,
+    ROUTE_COMPLETIONS, ROUTE_CHAT, ROUTE_ADAPTERS, ROUTE_ADAPTER, ROUTE_ADAPTER_LOAD,
+    ROUTE_ADAPTER_DELETE, ROUTE_VLLM_LOAD, ROUTE_VLLM_UNLOAD, ROUTE_EMBEDDINGS,
+    ROUTE_VECTOR_STORES, ROUTE_TENANTS, ROUTE_EXPERIMENTS
+};
+
+/*
+ * The route of method (HEAD counts as GET) on url, or ROUTE_NONE; then allow
+ * holds the methods the path takes ("GET, POST"), or "" if no route has it.
+ */
+enum route server__route(const char *method, const char *url, char *allow, size_t allow_size);
+
 /*
  * conns.c: each connection must send its request whole within
  * --request-timeout seconds of opening or of its previous answer. notify is

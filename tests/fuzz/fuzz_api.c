@@ -2,8 +2,8 @@
  * fuzz_api.c - the bodies of every request that is not a generation, through
  * the checks the server runs on the loop before it queues any work: the input
  * is one line "METHOD URL" (or "METHOD URL tenant": sent with a tenant's key,
- * else the admin's), then the body. The URL routes as server/http.c routes
- * it to server__op_check (POST /v1/adapters, DELETE /v1/adapters/NAME,
+ * else the admin's), then the body. The URL routes by server/routes.c's table (as
+ * the server routes) to server__op_check (POST /v1/adapters, DELETE /v1/adapters/NAME,
  * vLLM's load_lora_adapter and unload_lora_adapter),
  * server__embeddings_check, server__vector_stores_check,
  * server__tenants_check, server__experiments_check (and /v1/feedback), or
@@ -252,47 +252,48 @@ embed(const cJSON *root)
                                        &n_tok) == 0);
 }
 
-/* ---- Routing, as server/http.c routes ---------------------------------- */
+/* ---- Routing, by server/http.c's table (server__route) --------------- */
 
 static int
-prefix(const char *url, const char *p)
+generate(enum oai_kind kind, const char *body, size_t len, struct oai_err *e)
 {
-    size_t n = strlen(p);
-    return strncmp(url, p, n) == 0 && url[n] != '\0';
+    struct oai_request r;
+    int rc = server__parse_request(kind, body, len, tokenizer_n_vocab(srv.tok), &r, e);
+    server__request_release(&r);
+    return rc;
 }
 
+/* The checks http.c runs on the body of url's route; 1: a route without a body. */
 static int
 route(const char *method, const char *url, const struct who *who, const char *body,
       size_t len, struct oai_err *e)
 {
-    bool post = strcmp(method, "POST") == 0, del = strcmp(method, "DELETE") == 0;
-    if (post && strcmp(url, "/v1/adapters") == 0)
+    char allow[32];
+    switch (server__route(method, url, allow, sizeof(allow))) {
+    case ROUTE_ADAPTER_LOAD:
         return server__op_check(&srv, who, OP_LOAD, NULL, body, len, e);
-    if (del && prefix(url, "/v1/adapters/"))
+    case ROUTE_ADAPTER_DELETE:
         return server__op_check(&srv, who, OP_UNLOAD, url + strlen("/v1/adapters/"), body,
                                 len, e);
-    if (post && strcmp(url, "/v1/load_lora_adapter") == 0)
+    case ROUTE_VLLM_LOAD:
         return server__op_check(&srv, who, OP_VLLM_LOAD, NULL, body, len, e);
-    if (post && strcmp(url, "/v1/unload_lora_adapter") == 0)
+    case ROUTE_VLLM_UNLOAD:
         return server__op_check(&srv, who, OP_VLLM_UNLOAD, NULL, body, len, e);
-    if (post && strcmp(url, "/v1/embeddings") == 0)
+    case ROUTE_EMBEDDINGS:
         return server__embeddings_check(&srv, body, len, e);
-    if (strcmp(url, "/v1/vector_stores") == 0 || prefix(url, "/v1/vector_stores/"))
+    case ROUTE_VECTOR_STORES:
         return server__vector_stores_check(&srv, who, method, url, body, len, e);
-    if (strcmp(url, "/v1/tenants") == 0 || prefix(url, "/v1/tenants/"))
+    case ROUTE_TENANTS:
         return server__tenants_check(&srv, who, method, url, body, len, e);
-    if (strcmp(url, "/v1/experiments") == 0 || prefix(url, "/v1/experiments/") ||
-        (post && strcmp(url, "/v1/feedback") == 0))
+    case ROUTE_EXPERIMENTS:
         return server__experiments_check(&srv, who, method, url, body, len, e);
-    bool chat = strcmp(url, "/v1/chat/completions") == 0;
-    if (post && (chat || strcmp(url, "/v1/completions") == 0)) {
-        struct oai_request r;
-        int rc = server__parse_request(chat ? OAI_CHAT : OAI_COMPLETIONS, body, len,
-                                       tokenizer_n_vocab(srv.tok), &r, e);
-        server__request_release(&r);
-        return rc;
+    case ROUTE_COMPLETIONS:
+        return generate(OAI_COMPLETIONS, body, len, e);
+    case ROUTE_CHAT:
+        return generate(OAI_CHAT, body, len, e);
+    default:
+        return 1;
     }
-    return 1;   /* not a route with a body */
 }
 
 /* After a body passed its route's checks. */
