@@ -47,11 +47,13 @@ asan:
 tsan:
 	LORASERVE_SANITIZER=thread $(MAKE) BUILD=build/tsan OPT="-O1 -g" SAN="-fsanitize=thread" test
 
-# Installs the Debian packages the build and tests need (sudo when not root).
+# Installs the Debian packages the build (deploy/debian-packages) and the tests
+# (deploy/debian-packages-test: fuzzing, the corpus, nginx for the TLS proxy test) need.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 deps:
 	$(SUDO) apt-get update -qq
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive xargs -a deploy/debian-packages apt-get install -y -qq --no-install-recommends
+	cat deploy/debian-packages deploy/debian-packages-test | \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive xargs apt-get install -y -qq --no-install-recommends
 
 bench: all $(BUILD)/tests/bench $(BUILD)/tests/bench_retrieval
 	$(BUILD)/tests/bench $(BUILD)/loraserve

@@ -5,7 +5,7 @@
 // fewest documents), in a question's frame. With the hash
 // embedder in hybrid mode the right document must be in the top 3 for every
 // question; vector and keyword modes are reported alongside. (bible-kjv is in
-// deploy/debian-packages, which make deps and .ci/run install.)
+// deploy/debian-packages-test, which make deps and .ci/run install.)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';

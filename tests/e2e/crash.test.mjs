@@ -1,7 +1,7 @@
 // crash.test.mjs - SIGKILL in the middle of a large ingest, three times: after
 // each restart every batch of documents is there whole or not at all, the
 // store searches, and the database passes PRAGMA integrity_check (sqlite3,
-// from deploy/debian-packages).
+// from deploy/debian-packages-test).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
