@@ -9,11 +9,13 @@
 // stream ending in [DONE]; vLLM's text for its adapter endpoints; Prometheus
 // text for /metrics); a line
 // with -i shows an HTTP response, OpenAI's error object when it is 4xx/5xx.
+// The server's flag table lists exactly the flags and variables of
+// `loraserve serve --help`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { startServer } from './server.mjs';
+import { startServer, BIN } from './server.mjs';
 
 // [{ serve: argv after `serve`, curls: [line] }] in README order; an assignment
 // line NAME=$(...) is kept as a curl entry starting with NAME=.
@@ -96,4 +98,23 @@ test('README: the server commands and curl lines work as printed', async (t) => 
       await srv.stop();
     }
   }
+});
+
+test('README: the flag table is loraserve serve --help, flag for flag', () => {
+  const help = execFileSync(BIN, ['serve', '--help'], { encoding: 'utf8' });
+  const longFlags = (s) => (s.match(/--[a-z0-9-]+/g) || []).sort().join(' ');
+  const fromHelp = {};  // variable -> its entry's long flags
+  let flags = null;
+  for (const line of help.split('\n')) {
+    if (/^ {2}-/.test(line)) flags = longFlags(line.slice(0, 29));
+    const v = /\[(LORASERVE_[A-Z_]+)\]/.exec(line);
+    if (v && flags !== null) fromHelp[v[1]] = flags;
+  }
+  const fromReadme = {};
+  const rows = /^\| (`--[^|]*)\| `(LORASERVE_[A-Z_]+)`/gm;
+  for (const m of readFileSync('README.md', 'utf8').matchAll(rows)) {
+    fromReadme[m[2]] = longFlags(m[1]);
+  }
+  assert.ok(Object.keys(fromHelp).length >= 20, 'the variables were read from --help');
+  assert.deepEqual(fromReadme, fromHelp);
 });
