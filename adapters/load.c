@@ -209,8 +209,9 @@ add_pair(struct gctx *c, const struct gguf_tensor *a)
     float *fa = to_f32(c, a, &rc), *fb = fa ? to_f32(c, b, &rc) : NULL;
     char e[256] = "";
     float scale = c->alpha > 0.0f ? c->alpha / (float)r : 1.0f;
-    if (fb != NULL && (rc = engine_lora_add(c->l, layer, t, (int)r, scale, k, n_out, fa, fb, e,
-                                            sizeof(e))) < 0)
+    bool f16 = a->type == GGUF_T_F16 && b->type == GGUF_T_F16;     /* kept as f16 */
+    if (fb != NULL && (rc = engine_lora_add(c->l, layer, t, (int)r, scale, k, n_out, fa, fb,
+                                            f16, e, sizeof(e))) < 0)
         fail(c, rc, e, NULL);
     free(fa);
     free(fb);

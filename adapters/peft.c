@@ -494,8 +494,9 @@ add_pair(struct pctx *c, const struct wname *w, const struct adapters_st_tensor 
         rc = fail(c, -ENOMEM, c->st_path, "out of memory");
     } else {
         char e[256] = "";
-        rc = engine_lora_add(c->l, w->layer, w->t, rank, scale, a->shape[1], n_out, fa, fb, e,
-                             sizeof(e));
+        bool f16 = a->type == GGUF_T_F16 && b->type == GGUF_T_F16;     /* kept as f16 */
+        rc = engine_lora_add(c->l, w->layer, w->t, rank, scale, a->shape[1], n_out, fa, fb,
+                             f16, e, sizeof(e));
         if (rc < 0)
             fail(c, rc, c->st_path, "%s (%.64s)", e, w->key);
     }

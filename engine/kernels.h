@@ -352,6 +352,8 @@ struct engine_variant {
     /* y[c] += sum_q t[q] * bt[q * ldb + c], c < w (a LoRA B step, vec_simd.h) */
     void (*rank_update)(int rank, const float *t, const float *bt, size_t ldb, int64_t w,
                         float *y);
+    void (*rank_update_f16)(int rank, const float *t, const uint16_t *bt, size_t ldb,
+                            int64_t w, float *y);         /* the same, B in f16 */
     engine_pack_x_fn gemm_pack_x;
     engine_pack_w_fn gemm_pack_w;
     engine_tile_fn gemm_tile;

@@ -2,7 +2,8 @@
  * lora.c - low-rank adapters as the forward pass applies them, unmerged:
  *     y = W x + sum over the row's adapters of s * B (A x)
  * An engine_lora holds, per layer and target projection, A (rank rows of k)
- * and B (n_out rows of rank) in f32 with its own scale (alpha / rank, or
+ * and B (n_out rows of rank) in f32, or in f16 when the file had them so (the
+ * kernels sum the same products in the same order either way), with its own scale (alpha / rank, or
  * alpha / sqrt(rank) for rsLoRA). It is built once by a
  * loader (adapters/), then immutable and refcounted: a running request holds
  * a reference, so a replaced or unloaded adapter's memory goes when the
@@ -18,9 +19,10 @@
 
 struct lora_mat {
     int rank;                   /* 0: this target has no adapter */
+    bool f16;                   /* a and bt hold f16, else f32 */
     float scale;                /* alpha / rank (or rsLoRA's alpha / sqrt(rank)) */
-    float *a;                   /* (rank, k) */
-    float *bt;                  /* (rank, n_out): B transposed, so the B step adds rows */
+    void *a;                    /* (rank, k) */
+    void *bt;                   /* (rank, n_out): B transposed, so the B step adds rows */
 };
 
 struct engine_lora {
@@ -89,10 +91,20 @@ all_finite(const float *v, size_t n)
     return true;
 }
 
+/* Element e of a matrix of mat, from f32. */
+static void
+put(const struct lora_mat *mat, void *p, size_t e, float v)
+{
+    if (mat->f16)
+        ((uint16_t *)p)[e] = engine__f32_to_f16(v);
+    else
+        ((float *)p)[e] = v;
+}
+
 int
 engine_lora_add(struct engine_lora *l, int layer, enum engine_lora_target t, int rank,
                 float scale, int64_t k, int64_t n_out, const float *a, const float *b,
-                char *err, size_t errlen)
+                bool f16, char *err, size_t errlen)
 {
     const struct engine_model *m = l->m;
     if (layer < 0 || layer >= m->hp.n_layer || (unsigned)t >= ENGINE_LORA_N_TARGETS) {
@@ -115,22 +127,25 @@ engine_lora_add(struct engine_lora *l, int layer, enum engine_lora_target t, int
                     engine_lora_target_name(t));
         return -EINVAL;
     }
-    mat->a = engine__try_alloc(na, sizeof(float));
-    mat->bt = engine__try_alloc(nb, sizeof(float));
+    size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
+    mat->a = engine__try_alloc(na, es);
+    mat->bt = engine__try_alloc(nb, es);
     if (mat->a == NULL || mat->bt == NULL) {
         free(mat->a), free(mat->bt);
         mat->a = mat->bt = NULL;
         return -ENOMEM;
     }
-    memcpy(mat->a, a, na * sizeof(float));
+    mat->f16 = f16;
+    for (size_t e = 0; e < na; e++)
+        put(mat, mat->a, e, a[e]);
     for (int64_t c = 0; c < n_out; c++)
         for (int q = 0; q < rank; q++)
-            mat->bt[(size_t)q * (size_t)n_out + (size_t)c] =
-                b[(size_t)c * (size_t)rank + (size_t)q];
+            put(mat, mat->bt, (size_t)q * (size_t)n_out + (size_t)c,
+                b[(size_t)c * (size_t)rank + (size_t)q]);
     mat->rank = rank;
     mat->scale = scale;
-    l->bytes += (na + nb) * sizeof(float);
-    atomic_fetch_add_explicit(&live_bytes, (na + nb) * sizeof(float), memory_order_relaxed);
+    l->bytes += (na + nb) * es;
+    atomic_fetch_add_explicit(&live_bytes, (na + nb) * es, memory_order_relaxed);
     return 0;
 }
 
@@ -297,7 +312,7 @@ lora_a_task(int ith, int nth, void *arg)
 {
     (void)ith, (void)nth;
     struct lora_job *j = arg;
-    engine_gemv_fn gemv = engine__variant()->type[GGUF_T_F32].gemv;
+    const struct engine_variant *v = engine__variant();
     size_t xs = (size_t)j->k * sizeof(float);
     int u;
     while (claim(j, j->n * j->p->n, &u)) {
@@ -308,7 +323,9 @@ lora_a_task(int ith, int nth, void *arg)
             continue;
         const float *xg = g->n > 1 ? j->p->xg + g->xoff : j->x + (size_t)g->row[0] * j->k;
         float *t = j->p->t + j->toff[i] + g->toff;
-        gemv(j->k, mat->a, xs, mat->rank, xg, xs, g->n, t, mat->rank);
+        enum gguf_ttype ty = mat->f16 ? GGUF_T_F16 : GGUF_T_F32;
+        size_t as = (size_t)j->k * (mat->f16 ? sizeof(uint16_t) : sizeof(float));
+        v->type[ty].gemv(j->k, mat->a, as, mat->rank, xg, xs, g->n, t, mat->rank);
         for (int r = 0; r < g->n; r++)
             for (int q = 0; q < mat->rank; q++)
                 t[(size_t)r * mat->rank + q] *= g->scale[r] * mat->scale;
@@ -327,9 +344,16 @@ lora_b_slice(struct lora_job *j, int i, int64_t c0, int64_t c1)
         if (mat->rank == 0)
             continue;
         const float *t = j->p->t + j->toff[i] + g->toff;
-        for (int r = 0; r < g->n; r++)
-            v->rank_update(mat->rank, t + (size_t)r * mat->rank, mat->bt + c0, (size_t)n_out,
-                           c1 - c0, j->y[i] + (size_t)g->row[r] * n_out + c0);
+        for (int r = 0; r < g->n; r++) {
+            const float *tr = t + (size_t)r * mat->rank;
+            float *yr = j->y[i] + (size_t)g->row[r] * n_out + c0;
+            if (mat->f16)
+                v->rank_update_f16(mat->rank, tr, (const uint16_t *)mat->bt + c0,
+                                   (size_t)n_out, c1 - c0, yr);
+            else
+                v->rank_update(mat->rank, tr, (const float *)mat->bt + c0, (size_t)n_out,
+                               c1 - c0, yr);
+        }
     }
 }
 

@@ -791,6 +791,7 @@ const struct engine_variant engine__variant_scalar = {
     .silu_mul = silu_mul,
     .rmsnorm = rmsnorm,
     .rank_update = rank_update,
+    .rank_update_f16 = rank_update_f16,
     .act = { [ENGINE_ACT_Q8A] = act_q8a, [ENGINE_ACT_Q8K] = act_q8k },
     .type = {
         [GGUF_T_F32] = { ENGINE_ACT_F32, gemv_f32, dequant_f32, 4, NULL },

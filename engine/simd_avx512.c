@@ -1131,6 +1131,7 @@ const struct engine_variant engine__variant_avx512 = {
     .silu_mul = silu_mul,
     .rmsnorm = rmsnorm,
     .rank_update = rank_update,
+    .rank_update_f16 = rank_update_f16,
     .gemm_pack_x = gemm_pack_x,
     .gemm_pack_w = gemm_pack_w,
     .gemm_tile = gemm_tile,

@@ -160,6 +160,25 @@ rank_update(int rank, const float *t, const float *bt, size_t ldb, int64_t w, fl
     }
 }
 
+/* rank_update on B held as f16: the same sums, in the same order. */
+static void
+rank_update_f16(int rank, const float *t, const uint16_t *bt, size_t ldb, int64_t w, float *y)
+{
+    int64_t c = 0;
+    for (; c + VW <= w; c += VW) {
+        vf acc = V_ZERO();
+        for (int q = 0; q < rank; q++)
+            acc = V_FMA(V_SET1(t[q]), V_LOADH(bt + (size_t)q * ldb + c), acc);
+        V_STORE(y + c, V_ADD(V_LOAD(y + c), acc));
+    }
+    for (; c < w; c++) {
+        float acc = 0;
+        for (int q = 0; q < rank; q++)
+            acc = fmaf(t[q], S_F16_TO_F32(bt[(size_t)q * ldb + c]), acc);
+        y[c] += acc;
+    }
+}
+
 /* out = x / sqrt(mean(x^2) + eps) * w (RMSNorm), the squares summed in VW lanes. */
 static void
 rmsnorm(float *out, const float *x, const float *w, int n, float eps)

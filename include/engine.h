@@ -63,7 +63,8 @@ int64_t engine_model_n_params(const struct engine_model *m);
 
 /*
  * An adapter as the forward pass applies it, unmerged: for each projection it
- * targets, y += s * B (A x) with A (rank, k) and B (n_out, rank) in f32.
+ * targets, y += s * B (A x) with A (rank, k) and B (n_out, rank) in f32 or
+ * f16 (as the file held them), computed in f32.
  * Built by a loader (adapters/) with engine_lora_new + engine_lora_add, then
  * immutable and refcounted: any thread may ref or unref it; the memory goes
  * with the last reference. The model must outlive it.
@@ -91,12 +92,14 @@ int engine_lora_new(const struct engine_model *m, struct engine_lora **out);
  * Copies A (rank rows of k) and B (n_out rows of rank) for one projection of
  * one layer, applied as scale * B (A x) (scale = alpha / rank, or rsLoRA's
  * alpha / sqrt(rank)). k and n_out must be those of the base weight; values
- * must be finite; each projection at most once. Returns 0, -EINVAL with a
- * message, or -ENOMEM. Only before the adapter is shared.
+ * must be finite; each projection at most once. With f16 they are kept as
+ * f16 (half the memory and the bandwidth; exact when they were read from f16
+ * tensors), else as f32. Returns 0, -EINVAL with a message, or -ENOMEM. Only
+ * before the adapter is shared.
  */
 int engine_lora_add(struct engine_lora *l, int layer, enum engine_lora_target t, int rank,
                     float scale, int64_t k, int64_t n_out, const float *a, const float *b,
-                    char *err, size_t errlen);
+                    bool f16, char *err, size_t errlen);
 
 void engine_lora_ref(struct engine_lora *l);
 void engine_lora_unref(struct engine_lora *l);     /* accepts NULL */

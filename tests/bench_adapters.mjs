@@ -3,7 +3,9 @@
 //
 // 1. Writes rank-16 adapters with seeded random weights (`loraserve
 //    mkadapter`) once, into DIR/adapters: 100 on attn_q and attn_v (PEFT's
-//    default targets for LLaMA) and 8 on all seven projections.
+//    default targets for LLaMA) and 8 on all seven projections, in F32, and
+//    F16 copies of the 8 + 8 used for speed (`loraserve quantize ... f16`: an
+//    F16 adapter is kept and applied as F16, half the bytes a step reads).
 // 2. Throughput: 8 concurrent streaming clients (64 greedy tokens each), each
 //    on a different adapter, over 8 clients on the base model: the median of
 //    4 back-to-back pairs, so drift on a shared machine hits both. Target
@@ -37,6 +39,15 @@ function makeAdapters() {
     const r = spawnSync(bin, ['mkadapter', join(dir, file), '--model', model, '--rank', '16',
       '--seed', String(seed), '--targets', targets], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`mkadapter ${file}: ${r.stderr}`);
+  }
+  for (const kind of ['qv', 'all']) {
+    for (let i = 0; i < CLIENTS; i++) {
+      const f16 = join(dir, `r16-${kind}-f16-${i}.gguf`);
+      if (existsSync(f16)) continue;
+      const r = spawnSync(bin, ['quantize', join(dir, `r16-${kind}-${i}.gguf`), f16, 'f16'],
+        { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`quantize ${f16}: ${r.stderr}`);
+    }
   }
 }
 
@@ -84,10 +95,14 @@ async function speed() {
     for (let k = 0; k < CLIENTS; k++) {    // first use loads them; not what is measured here
       await one(srv.url, 0, { model: `r16-qv-${k}`, max_tokens: 1 });
       await one(srv.url, 0, { model: `r16-all-${k}`, max_tokens: 1 });
+      await one(srv.url, 0, { model: `r16-qv-f16-${k}`, max_tokens: 1 });
+      await one(srv.url, 0, { model: `r16-all-f16-${k}`, max_tokens: 1 });
     }
     const qv = await throughput(srv.url, (k) => `r16-qv-${k}`);
     const all = await throughput(srv.url, (k) => `r16-all-${k}`);
-    return { qv, all };
+    const qv16 = await throughput(srv.url, (k) => `r16-qv-f16-${k}`);
+    const all16 = await throughput(srv.url, (k) => `r16-all-f16-${k}`);
+    return { qv, all, qv16, all16 };
   } finally {
     await srv.stop();
   }
@@ -119,7 +134,7 @@ async function memory() {
 }
 
 makeAdapters();
-const { qv, all } = await speed();
+const { qv, all, qv16, all16 } = await speed();
 const mem = await memory();
 const mb = (x) => (x / 1e6).toFixed(1);
 console.log(`\nAdapters: rank 16, ${CLIENTS} concurrent streaming clients, ${MAX_TOKENS} tokens ` +
@@ -127,17 +142,21 @@ console.log(`\nAdapters: rank 16, ${CLIENTS} concurrent streaming clients, ${MAX
 console.log('| adapters (rank 16) | file MB | base tok/s | adapters tok/s | ratio |');
 console.log('| --- | ---: | ---: | ---: | ---: |');
 const size = (f) => mb(statSync(join(dir, f)).size);
-console.log(`| attn_q, attn_v | ${size('r16-qv-0.gguf')} | ${qv.base.toFixed(1)} | ` +
-  `${qv.lora.toFixed(1)} | ${qv.ratio.toFixed(2)} |`);
-console.log(`| all 7 projections | ${size('r16-all-0.gguf')} | ${all.base.toFixed(1)} | ` +
-  `${all.lora.toFixed(1)} | ${all.ratio.toFixed(2)} |`);
+const rows = [['attn_q, attn_v', 'r16-qv-0.gguf', qv],
+  ['all 7 projections', 'r16-all-0.gguf', all],
+  ['attn_q, attn_v, F16', 'r16-qv-f16-0.gguf', qv16],
+  ['all 7 projections, F16', 'r16-all-f16-0.gguf', all16]];
+for (const [what, file, r] of rows) {
+  console.log(`| ${what} | ${size(file)} | ${r.base.toFixed(1)} | ${r.lora.toFixed(1)} | ` +
+    `${r.ratio.toFixed(2)} |`);
+}
 console.log(`\n${CLIENTS} clients on ${CLIENTS} different adapters / on the base model: ` +
   `${qv.ratio.toFixed(2)} (target >= 0.85; pairs ${qv.all.join(' ')}; all projections ` +
-  `${all.all.join(' ')})`);
+  `${all.all.join(' ')}; F16 ${qv16.all.join(' ')} and ${all16.all.join(' ')})`);
 console.log(`adapter load (POST /v1/adapters, ${mb(mem.file)} MB file): p50 ` +
   `${mem.p50.toFixed(1)} ms, p99 ${mem.p99.toFixed(1)} ms`);
 console.log(`resident memory with ${N_MEMORY} adapters - with none: ${mb(mem.grew)} MB for ` +
   `${mb(mem.bytes)} MB of files: ${(mem.grew / mem.bytes).toFixed(3)} (target <= 1.1)`);
 writeFileSync(join(dirname(model), 'results-adapters.json'), JSON.stringify({
-  qv, all, load: { p50: mem.p50, p99: mem.p99 }, rss: mem.grew / mem.bytes,
+  qv, all, qv16, all16, load: { p50: mem.p50, p99: mem.p99 }, rss: mem.grew / mem.bytes,
 }));

@@ -507,11 +507,11 @@ test_bad_peft(void)
 
 /* ---- PEFT options that change the scale or the matching --------------- */
 
-/* The first logits of prompt short-genesis with l at scale 1 (n_vocab floats, caller frees). */
+/* The first logits of g's prompt with l (or none) at scale 1 (n_vocab floats, caller frees). */
 static float *
 first_logits(struct engine_lora *l, struct golden *g)
 {
-    struct engine_lora_set set = { 1, { l }, { 1.0f } };
+    struct engine_lora_set set = { l != NULL, { l }, { 1.0f } };
     const struct engine_lora_set *sets[1] = { &set };
     int32_t out[1][64];
     int n_out[1] = { 0 };
@@ -752,6 +752,88 @@ test_bad_paths(void)
     tmp_close();
 }
 
+/* ---- F16 adapters are kept as F16 --------------------------------------- */
+
+/* path (an F16 GGUF-LoRA) written again with F32 tensors of the same values. */
+static void
+write_as_f32(const char *path, const char *out)
+{
+    struct gguf *g = NULL;
+    char err[256] = "";
+    CHECK_EQ(gguf_open(path, &g, err, sizeof(err)), 0);
+    struct gguf_writer *w = gguf_writer_new();
+    gguf_writer_set_str(w, "general.type", "adapter");
+    gguf_writer_set_str(w, "adapter.type", "lora");
+    gguf_writer_set_str(w, "general.architecture", "llama");
+    float alpha = 0;
+    CHECK_EQ(gguf_get_f32(g, "adapter.lora.alpha", &alpha), 0);
+    gguf_writer_set_f32(w, "adapter.lora.alpha", alpha);
+    int64_t n_t = gguf_n_tensors(g);
+    float **bufs = calloc((size_t)n_t, sizeof(*bufs));
+    for (int64_t i = 0; i < n_t; i++) {
+        const struct gguf_tensor *te = gguf_tensor(g, i);
+        CHECK_EQ(te->type, GGUF_T_F16);
+        int64_t n = te->ne[0] * te->ne[1];
+        bufs[i] = malloc((size_t)n * sizeof(float));
+        CHECK_EQ(engine_tensor_to_f32(te->type, te->data, bufs[i], n), 0);
+        gguf_writer_add_tensor(w, te->name, GGUF_T_F32, 2, te->ne, bufs[i],
+                               (size_t)n * sizeof(float));
+    }
+    CHECK_EQ(gguf_writer_write(w, out, err, sizeof(err)), 0);
+    gguf_writer_free(w);
+    for (int64_t i = 0; i < n_t; i++)
+        free(bufs[i]);
+    free(bufs);
+    gguf_free(g);
+}
+
+/*
+ * fortunes converted to F16 (loraserve quantize) takes half the memory of the
+ * same values in F32, and gives the same logits and tokens to the bit, the
+ * two in one batch.
+ */
+static void
+test_f16_kept(void)
+{
+    tmp_open();
+    char src[512], f16[128], f32[128], err[512] = "";
+    snprintf(src, sizeof(src), "%s/models/lora/kjv-tiny-lora-fortunes.gguf", test_shared_dir());
+    snprintf(f16, sizeof(f16), "%s/f16.gguf", tmpdir);
+    snprintf(f32, sizeof(f32), "%s/f32.gguf", tmpdir);
+    CHECK_EQ(engine_quantize_file(src, f16, "f16", 1, err, sizeof(err)), 0);
+    write_as_f32(f16, f32);
+    struct engine_lora *l[2] = { NULL, NULL };
+    struct adapters_info info;
+    CHECK_EQ(adapters_load_path(model, f32, 64, &l[0], &info, err, sizeof(err)), 0);
+    CHECK_EQ(adapters_load_path(model, f16, 64, &l[1], &info, err, sizeof(err)), 0);
+    if (l[0] != NULL && l[1] != NULL) {
+        CHECK(engine_lora_bytes(l[0]) > 0);
+        CHECK_EQ(engine_lora_bytes(l[1]) * 2, engine_lora_bytes(l[0]));
+        struct golden g[2];
+        CHECK(load_golden("base", "short-genesis", &g[0]));
+        g[1] = g[0];
+        struct engine_lora_set s0 = { 1, { l[0] }, { 1.0f } }, s1 = { 1, { l[1] }, { 1.0f } };
+        float *first[2] = { first_logits(l[0], &g[0]), first_logits(l[1], &g[0]) };
+        CHECK(memcmp(first[0], first[1], 2048 * sizeof(float)) == 0);
+        /* One batch holding both: the same tokens. */
+        const struct engine_lora_set *sets[2] = { &s0, &s1 };
+        int32_t out[2][64];
+        int n_out[2] = { 0, 0 };
+        run_batch(sets, g, 2, out, n_out, NULL);
+        CHECK(n_out[0] > 0);
+        CHECK_EQ(n_out[0], n_out[1]);
+        CHECK(memcmp(out[0], out[1], (size_t)n_out[0] * sizeof(int32_t)) == 0);
+        float *base = first_logits(NULL, &g[0]);
+        CHECK(memcmp(first[1], base, 2048 * sizeof(float)) != 0);     /* it does adapt */
+        free(first[0]);
+        free(first[1]);
+        free(base);
+    }
+    engine_lora_unref(l[0]);
+    engine_lora_unref(l[1]);
+    tmp_close();
+}
+
 int
 main(int argc, char **argv)
 {
@@ -772,6 +854,7 @@ main(int argc, char **argv)
         { "truncated", test_truncated },
         { "bad_gguf", test_bad_gguf },
         { "bad_paths", test_bad_paths },
+        { "f16_kept", test_f16_kept },
         { NULL, NULL },
     };
     int rc = check_main(tests, argc, argv);
