@@ -140,44 +140,31 @@ silu_mul(float *g, const float *u, int64_t n)
 /*
  * y[c] += sum over q of t[q] * bt[q * ldb + c], for c < w: a LoRA B step on
  * B transposed, the rank sum done first (one FMA chain per column) and then
- * added to y.
+ * added to y. LOADV(p) loads VW elements of B as floats, LOADS(x) one.
  */
-static void
-rank_update(int rank, const float *t, const float *bt, size_t ldb, int64_t w, float *y)
-{
-    int64_t c = 0;
-    for (; c + VW <= w; c += VW) {
-        vf acc = V_ZERO();
-        for (int q = 0; q < rank; q++)
-            acc = V_FMA(V_SET1(t[q]), V_LOAD(bt + (size_t)q * ldb + c), acc);
-        V_STORE(y + c, V_ADD(V_LOAD(y + c), acc));
+#define RANK_UPDATE(name, T, LOADV, LOADS)                                              \
+    static void name(int rank, const float *t, const T *bt, size_t ldb, int64_t w,     \
+                     float *y)                                                         \
+    {                                                                                  \
+        int64_t c = 0;                                                                 \
+        for (; c + VW <= w; c += VW) {                                                 \
+            vf acc = V_ZERO();                                                         \
+            for (int q = 0; q < rank; q++)                                             \
+                acc = V_FMA(V_SET1(t[q]), LOADV(bt + (size_t)q * ldb + c), acc);       \
+            V_STORE(y + c, V_ADD(V_LOAD(y + c), acc));                                 \
+        }                                                                              \
+        for (; c < w; c++) {                                                           \
+            float acc = 0;                                                             \
+            for (int q = 0; q < rank; q++)                                             \
+                acc = fmaf(t[q], LOADS(bt[(size_t)q * ldb + c]), acc);                 \
+            y[c] += acc;                                                               \
+        }                                                                              \
     }
-    for (; c < w; c++) {
-        float acc = 0;
-        for (int q = 0; q < rank; q++)
-            acc = fmaf(t[q], bt[(size_t)q * ldb + c], acc);
-        y[c] += acc;
-    }
-}
 
-/* rank_update on B held as f16: the same sums, in the same order. */
-static void
-rank_update_f16(int rank, const float *t, const uint16_t *bt, size_t ldb, int64_t w, float *y)
-{
-    int64_t c = 0;
-    for (; c + VW <= w; c += VW) {
-        vf acc = V_ZERO();
-        for (int q = 0; q < rank; q++)
-            acc = V_FMA(V_SET1(t[q]), V_LOADH(bt + (size_t)q * ldb + c), acc);
-        V_STORE(y + c, V_ADD(V_LOAD(y + c), acc));
-    }
-    for (; c < w; c++) {
-        float acc = 0;
-        for (int q = 0; q < rank; q++)
-            acc = fmaf(t[q], S_F16_TO_F32(bt[(size_t)q * ldb + c]), acc);
-        y[c] += acc;
-    }
-}
+#define RANK_F32_S(x) (x)
+RANK_UPDATE(rank_update, float, V_LOAD, RANK_F32_S)
+/* B held as f16: the same sums, in the same order. */
+RANK_UPDATE(rank_update_f16, uint16_t, V_LOADH, S_F16_TO_F32)
 
 /* out = x / sqrt(mean(x^2) + eps) * w (RMSNorm), the squares summed in VW lanes. */
 static void
