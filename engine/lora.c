@@ -3,9 +3,9 @@
  *     y = W x + sum over the row's adapters of s * B (A x)
  * An engine_lora holds, per layer and target projection, A (rank rows of k)
  * and B (n_out rows of rank) in f32, or in f16 when the file had them so (the
- * kernels sum the same products in the same order either way), with its own scale (alpha / rank, or
- * alpha / sqrt(rank) for rsLoRA). It is built once by a
- * loader (adapters/), then immutable and refcounted: a running request holds
+ * kernels sum the same products in the same order either way), with its own
+ * scale (alpha / rank, or alpha / sqrt(rank) for rsLoRA). It is built once by
+ * a loader (adapters/), then immutable and refcounted: a running request holds
  * a reference, so a replaced or unloaded adapter's memory goes when the
  * last request using it ends, on whichever thread that happens.
  */

@@ -73,7 +73,7 @@ test('the shutdown deadline cuts what runs past it; the exit is still 0', async 
   }
 });
 
-test('--drain: after SIGTERM it still serves with /health 503, then closes and exits 0', async () => {
+test('--drain: after SIGTERM it serves on with /health 503, then closes and exits 0', async () => {
   const s = await startServer(['--drain', '3']);
   try {
     const running = await stream(s, 'none');
