@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <microhttpd.h>
 
 #include "server_int.h"
@@ -30,14 +29,6 @@ struct tconn {
     bool over;                      /* opened beyond --max-connections: answered 503 */
 };
 
-static double
-mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void
 opened(struct server *s, struct MHD_Connection *c, void **ctx)
 {
@@ -46,7 +37,7 @@ opened(struct server *s, struct MHD_Connection *c, void **ctx)
                                                                  MHD_CONNECTION_INFO_CONNECTION_FD);
     t->c = c;
     t->fd = fi ? fi->connect_fd : -1;
-    t->t0 = mono_s();
+    t->t0 = server__mono_s();
     t->over = ++s->n_conns > s->cfg->max_connections;
     t->next = s->tconns;
     if (s->tconns != NULL)
@@ -101,14 +92,14 @@ server__conn_busy(struct MHD_Connection *c, bool busy)
     if (t == NULL)
         return;
     t->busy = busy;
-    t->t0 = mono_s(); /* idle from now on, once not busy */
+    t->t0 = server__mono_s(); /* idle from now on, once not busy */
 }
 
 void
 server__conns_sweep(uv_timer_t *timer)
 {
     struct server *s = timer->data;
-    double now = mono_s(), limit = s->cfg->request_timeout;
+    double now = server__mono_s(), limit = s->cfg->request_timeout;
     for (struct tconn *t = s->tconns; t != NULL; t = t->next) {
         if (t->busy || t->fd < 0 || now - t->t0 <= limit)
             continue;

@@ -21,7 +21,6 @@
 #include <math.h>
 #include <pthread.h>
 #include <sqlite3.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,30 +93,6 @@ variants_parse(const char *text, struct exp_info *x)
 
 /* ---- SQLite ----------------------------------------------------------- */
 
-/* Runs sql with parameters: 't' text (NULL binds NULL), 'i' long long, 'd' double. */
-static int
-exec(struct experiments *X, const char *sql, const char *types, ...)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(X->db, sql, -1, &st, NULL);
-    va_list ap;
-    va_start(ap, types);
-    for (int i = 0; rc == SQLITE_OK && types[i] != '\0'; i++) {
-        if (types[i] == 't') {
-            rc = sqlite3_bind_text(st, i + 1, va_arg(ap, const char *), -1, SQLITE_TRANSIENT);
-        } else if (types[i] == 'i') {
-            rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, long long));
-        } else {
-            rc = sqlite3_bind_double(st, i + 1, va_arg(ap, double));
-        }
-    }
-    va_end(ap);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(X->db);
-    sqlite3_finalize(st);
-    return rc == SQLITE_OK ? 0 : rc == SQLITE_NOMEM ? -ENOMEM : -EIO;
-}
-
 static int
 mem_add(struct experiments *X, const struct exp_info *x)
 {
@@ -161,14 +136,9 @@ server__experiments_open(const char *db, struct experiments **out, char *err, si
     pthread_mutex_init(&X->wmu, NULL);
     X->tail = &X->pending;
     X->rng = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)X;
-    int rc = sqlite3_open_v2(db, &X->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_busy_timeout(X->db, 5000);
-        rc = sqlite3_exec(X->db, "PRAGMA journal_mode=WAL;", NULL, NULL, NULL);
-    }
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(X->db, schema, NULL, NULL, NULL);
-    int r = rc == SQLITE_OK ? load(X) : -EIO;
+    int r = server__db_open(db, schema, &X->db);
+    if (r == 0)
+        r = load(X);
     if (r < 0) {
         snprintf(err, errlen, "%s: experiments: %s", db, sqlite3_errmsg(X->db));
         server__experiments_close(X);
@@ -283,19 +253,21 @@ flush_locked(struct experiments *X)
     pthread_mutex_unlock(&X->mu);
     if (p == NULL)
         return;
-    exec(X, "BEGIN IMMEDIATE", "");
+    server__db_exec(X->db, "BEGIN IMMEDIATE", "");
     while (p != NULL) {
         const struct exp_record *r = &p->r;
-        exec(X, "INSERT OR REPLACE INTO exp_requests (id, owner, experiment, variant, user,"
-             " latency, ttft, tokens, error, created_at, tenant) VALUES (?1, ?2, ?3, ?4, ?5,"
-             " ?6, ?7, ?8, ?9, ?10, ?11)", "tttttddiiit", r->id, r->owner, r->experiment,
-             r->variant, r->user[0] ? r->user : NULL, r->latency, r->ttft, (long long)r->tokens,
-             (long long)r->error, (long long)time(NULL), r->tenant);
+        server__db_exec(X->db, "INSERT OR REPLACE INTO exp_requests (id, owner, experiment,"
+                        " variant, user, latency, ttft, tokens, error, created_at, tenant)"
+                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        "tttttddiiit", r->id, r->owner, r->experiment, r->variant,
+                        r->user[0] ? r->user : NULL, r->latency, r->ttft,
+                        (long long)r->tokens, (long long)r->error, (long long)time(NULL),
+                        r->tenant);
         struct record *next = p->next;
         free(p);
         p = next;
     }
-    exec(X, "COMMIT", "");
+    server__db_exec(X->db, "COMMIT", "");
 }
 
 void
@@ -349,10 +321,10 @@ server__experiment_put(struct experiments *X, struct exp_info *x, bool create)
         x->sticky_user = cur->sticky_user;
     pthread_mutex_unlock(&X->mu);
     if (rc == 0)
-        rc = exec(X, "INSERT OR REPLACE INTO experiments (owner, name, variants, sticky,"
-                  " created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)", "ttttii",
-                  x->owner, x->name, variants, x->sticky_user ? "user" : "none",
-                  x->created_at, x->updated_at);
+        rc = server__db_exec(X->db, "INSERT OR REPLACE INTO experiments (owner, name, variants,"
+                             " sticky, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                             "ttttii", x->owner, x->name, variants,
+                             x->sticky_user ? "user" : "none", x->created_at, x->updated_at);
     pthread_mutex_lock(&X->mu);
     if (rc == 0 && (cur = find(X, x->owner, x->name)) != NULL)
         *cur = *x;
@@ -373,14 +345,14 @@ server__experiment_delete(struct experiments *X, const char *owner, const char *
     int rc = find(X, owner, name) ? 0 : -ENOENT;
     pthread_mutex_unlock(&X->mu);
     if (rc == 0)
-        rc = exec(X, "BEGIN IMMEDIATE", "");
-    if (rc == 0 && (rc = exec(X, "DELETE FROM exp_requests WHERE owner = ?1 AND"
-                              " experiment = ?2", "tt", owner, name)) == 0 &&
-        (rc = exec(X, "DELETE FROM experiments WHERE owner = ?1 AND name = ?2", "tt", owner,
-                   name)) == 0)
-        rc = exec(X, "COMMIT", "");
+        rc = server__db_exec(X->db, "BEGIN IMMEDIATE", "");
+    if (rc == 0 && (rc = server__db_exec(X->db, "DELETE FROM exp_requests WHERE owner = ?1 AND"
+                                         " experiment = ?2", "tt", owner, name)) == 0 &&
+        (rc = server__db_exec(X->db, "DELETE FROM experiments WHERE owner = ?1 AND name = ?2",
+                              "tt", owner, name)) == 0)
+        rc = server__db_exec(X->db, "COMMIT", "");
     else if (rc != -ENOENT)
-        exec(X, "ROLLBACK", "");
+        server__db_exec(X->db, "ROLLBACK", "");
     pthread_mutex_lock(&X->mu);
     struct exp_info *x = rc == 0 ? find(X, owner, name) : NULL;
     if (x != NULL)
@@ -413,7 +385,8 @@ server__experiment_feedback(struct experiments *X, const struct who *who, const 
     }
     sqlite3_finalize(st);
     if (rc == 0)
-        rc = exec(X, "UPDATE exp_requests SET feedback = ?2 WHERE id = ?1", "td", id, score);
+        rc = server__db_exec(X->db, "UPDATE exp_requests SET feedback = ?2 WHERE id = ?1", "td",
+                             id, score);
     pthread_mutex_unlock(&X->wmu);
     return rc;
 }

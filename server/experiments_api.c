@@ -219,12 +219,6 @@ x_work(struct op *o, void *arg)
 
 /* ---- Checking the request (loop) ------------------------------------- */
 
-static int
-bad(struct oai_err *e, const char *param, const char *what)
-{
-    return server__fail(e, -EINVAL, param, "invalid_value", "%s: expected %s", param, what);
-}
-
 /* A variant's model: the base model, or an adapter of the experiment's owner. */
 static int
 check_model(struct server *s, const struct who *who, const char *model, struct oai_err *e)
@@ -246,7 +240,7 @@ parse_variants(struct server *s, const struct who *who, const cJSON *vs, struct 
     int n = cJSON_GetArraySize(vs);
     double total = 0;
     if (!cJSON_IsArray(vs) || n < 1 || n > EXP_MAX_VARIANTS)
-        return bad(e, "variants", "an array of 1 to 8 {model, weight} objects");
+        return server__bad_value(e, "variants", "an array of 1 to 8 {model, weight} objects");
     x->n = 0;
     const cJSON *v;
     cJSON_ArrayForEach(v, vs) {
@@ -255,10 +249,10 @@ parse_variants(struct server *s, const struct who *who, const cJSON *vs, struct 
         if (!cJSON_IsString(m) || strlen(m->valuestring) > ADAPTERS_NAME_MAX ||
             (w != NULL && (!cJSON_IsNumber(w) || !(w->valuedouble >= 0) ||
                            w->valuedouble > 1e9)))
-            return bad(e, "variants", "{model: a model's id, weight: a number >= 0}");
+            return server__bad_value(e, "variants", "{model: a model's id, weight: a number >= 0}");
         for (int i = 0; i < x->n; i++)
             if (strcmp(x->variants[i].model, m->valuestring) == 0)
-                return bad(e, "variants", "each model once");
+                return server__bad_value(e, "variants", "each model once");
         int rc = check_model(s, who, m->valuestring, e);
         if (rc < 0)
             return rc;
@@ -266,7 +260,7 @@ parse_variants(struct server *s, const struct who *who, const cJSON *vs, struct 
         x->variants[x->n++].weight = w ? w->valuedouble : 1.0;
         total += w ? w->valuedouble : 1.0;
     }
-    return total > 0 ? 0 : bad(e, "variants", "weights that are not all 0");
+    return total > 0 ? 0 : server__bad_value(e, "variants", "weights that are not all 0");
 }
 
 static int
@@ -274,7 +268,8 @@ check_name(struct server *s, const struct who *who, const char *name, struct oai
 {
     char key[ADAPTERS_KEY_MAX + 1];
     if (!adapters_name_valid(name))
-        return bad(e, "name", "1 to 128 of A-Z a-z 0-9 . _ : -, not starting with '.'");
+        return server__bad_value(e, "name",
+                                 "1 to 128 of A-Z a-z 0-9 . _ : -, not starting with '.'");
     server__adapter_key(s, who, name, false, key, sizeof(key));
     if (strcmp(name, s->model_id) == 0 || server__is_encoder(s, name) ||
         strcmp(name, "hash") == 0 || adapters_has(s->reg, key))
@@ -291,7 +286,7 @@ parse_body(struct xreq *r, const char *body, size_t len, struct oai_err *e)
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(root, "name");
     const cJSON *sticky = cJSON_GetObjectItemCaseSensitive(root, "sticky");
     if (rc == 0 && r->kind == X_CREATE && !cJSON_IsString(name))
-        rc = bad(e, "name", "a string");
+        rc = server__bad_value(e, "name", "a string");
     if (rc == 0 && r->kind == X_CREATE && (rc = check_name(r->s, &r->who, name->valuestring,
                                                            e)) == 0)
         snprintf(r->x.name, sizeof(r->x.name), "%s", name->valuestring);
@@ -301,7 +296,7 @@ parse_body(struct xreq *r, const char *body, size_t len, struct oai_err *e)
     if (rc == 0 && sticky != NULL && !cJSON_IsNull(sticky) &&
         (!cJSON_IsString(sticky) || (strcmp(sticky->valuestring, "user") != 0 &&
                                      strcmp(sticky->valuestring, "none") != 0)))
-        rc = bad(e, "sticky", "\"user\" or \"none\"");
+        rc = server__bad_value(e, "sticky", "\"user\" or \"none\"");
     r->x.sticky_user = !cJSON_IsString(sticky) || strcmp(sticky->valuestring, "user") == 0;
     if (rc == 0)
         rc = parse_variants(r->s, &r->who, cJSON_GetObjectItemCaseSensitive(root, "variants"),
@@ -319,10 +314,10 @@ parse_feedback(struct xreq *r, const char *body, size_t len, struct oai_err *e)
     const cJSON *score = cJSON_GetObjectItemCaseSensitive(root, "score");
     if (rc == 0 && (!cJSON_IsString(id) || id->valuestring[0] == '\0' ||
                     strlen(id->valuestring) >= sizeof(r->id)))
-        rc = bad(e, "id", "the id of a completion");
+        rc = server__bad_value(e, "id", "the id of a completion");
     if (rc == 0 && (!cJSON_IsNumber(score) || !(score->valuedouble >= 0) ||
                     score->valuedouble > 1))
-        rc = bad(e, "score", "a number from 0 to 1");
+        rc = server__bad_value(e, "score", "a number from 0 to 1");
     if (rc == 0) {
         snprintf(r->id, sizeof(r->id), "%s", id->valuestring);
         r->score = score->valuedouble;

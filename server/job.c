@@ -69,14 +69,6 @@ struct job {
     char work_msg[256];
 };
 
-static double
-mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static struct oai_usage usage(const struct job *j);
 
 /* The first choice's time to first token in seconds (0 if none came). */
@@ -97,7 +89,7 @@ exp_note(struct job *j, bool error)
     if (!j->routed || j->noted)
         return;
     j->noted = true;
-    struct exp_record r = { .latency = mono_s() - j->t_start, .error = error };
+    struct exp_record r = { .latency = server__mono_s() - j->t_start, .error = error };
     if (j->meta.id[0] != '\0')
         snprintf(r.id, sizeof(r.id), "%s", j->meta.id);
     else
@@ -124,7 +116,7 @@ job_count(struct job *j, int status)
     const char *model = status == 404 || status == 400 ? "unknown"
                         : j->req.model ? j->req.model : j->srv->model_id;
     struct metric_req q = { model, j->who.id, status, u.prompt_tokens, u.completion_tokens,
-                            mono_s() - j->t_start, job_ttft(j) };
+                            server__mono_s() - j->t_start, job_ttft(j) };
     server__metrics_request(j->srv->metrics, &q);
 }
 
@@ -592,7 +584,7 @@ server__job_start(struct server *s, struct MHD_Connection *con, const struct who
     j->srv = s;
     j->who = *who;
     j->ns = *who;
-    j->t_start = mono_s();
+    j->t_start = server__mono_s();
     j->con = con;
     j->refs = 1;
     int later = 0;

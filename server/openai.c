@@ -35,6 +35,12 @@ server__fail(struct oai_err *e, int err, const char *param, const char *code,
 }
 
 int
+server__bad_value(struct oai_err *e, const char *param, const char *what)
+{
+    return server__fail(e, -EINVAL, param, "invalid_value", "%s: expected %s", param, what);
+}
+
+int
 server__status_from_err(int err)
 {
     switch (err) {

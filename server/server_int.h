@@ -45,6 +45,21 @@ void server__buf_release(struct sbuf *b);
 /* Fixed-size bookkeeping: aborts with a message when memory is out. */
 void *server__xcalloc(size_t n, size_t size);
 
+/* Seconds on the monotonic clock. */
+double server__mono_s(void);
+
+/* ---- SQLite (db.c) ----------------------------------------------------- */
+
+struct sqlite3;
+/* Opens (creating) path as every module does (WAL, 5 s busy wait) and runs schema. 0 or -EIO. */
+int server__db_open(const char *path, const char *schema, struct sqlite3 **db);
+/*
+ * Runs sql with parameters, a letter of types each: 't' text (NULL binds
+ * NULL), 'i' long long, 'd' double, 'b' a blob (pointer, then int length).
+ * 0, -ENOMEM or -EIO.
+ */
+int server__db_exec(struct sqlite3 *db, const char *sql, const char *types, ...);
+
 /* ---- UTF-8 (util.c) ---------------------------------------------------- */
 
 /* Strict UTF-8: no overlong forms, surrogates or code points past U+10FFFF. */
@@ -69,6 +84,8 @@ struct oai_err {
 /* Fills e and returns err. */
 int server__fail(struct oai_err *e, int err, const char *param, const char *code,
                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* -EINVAL, invalid_value: "PARAM: expected WHAT". */
+int server__bad_value(struct oai_err *e, const char *param, const char *what);
 /*
  * The one mapping from errors to statuses: -EINVAL, -EBADMSG, -EILSEQ 400,
  * -EACCES 401 (no or a wrong key), -EPERM 403 (not the admin), -ENOENT 404, -EEXIST 409, -EOPNOTSUPP 405, -EMSGSIZE 413, -EAGAIN 429, -ECANCELED,

@@ -25,7 +25,6 @@
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <sqlite3.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,14 +73,6 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS api_keys ("
     " id TEXT PRIMARY KEY, tenant_no INTEGER NOT NULL, salt BLOB NOT NULL,"
     " hash BLOB NOT NULL, created_at INTEGER NOT NULL);";
-
-static double
-mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void
 sha256(const void *a, size_t na, const void *b, size_t nb, unsigned char out[KEY_HASH])
@@ -133,7 +124,7 @@ fill_buckets(struct tenant *t)
     const struct tenant_limits *l = &t->info.limits;
     t->req_bucket = fmax(1.0, l->requests_per_minute / 6.0);
     t->tok_bucket = fmax(1.0, l->tokens_per_minute / 6.0);
-    t->t_refill = mono_s();
+    t->t_refill = server__mono_s();
 }
 
 static int
@@ -229,32 +220,6 @@ load_keys(struct tenants *T, char *err, size_t errlen)
     return done == SQLITE_OK ? 0 : db_fail(T, err, errlen);
 }
 
-/* Runs sql with the text and int parameters given ("t" / "i" per letter of types). */
-static int
-exec(struct tenants *T, const char *sql, const char *types, ...)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(T->db, sql, -1, &st, NULL);
-    va_list ap;
-    va_start(ap, types);
-    for (int i = 0; rc == SQLITE_OK && types[i] != '\0'; i++) {
-        if (types[i] == 't')
-            rc = sqlite3_bind_text(st, i + 1, va_arg(ap, const char *), -1, SQLITE_TRANSIENT);
-        else if (types[i] == 'i')
-            rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, long long));
-        else {
-            const void *blob = va_arg(ap, const void *);
-            int n = va_arg(ap, int);
-            rc = sqlite3_bind_blob(st, i + 1, blob, n, SQLITE_TRANSIENT);
-        }
-    }
-    va_end(ap);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(T->db);
-    sqlite3_finalize(st);
-    return rc == SQLITE_OK ? 0 : rc == SQLITE_NOMEM ? -ENOMEM : -EIO;
-}
-
 /* ---- Lifecycle -------------------------------------------------------- */
 
 int
@@ -269,14 +234,7 @@ server__tenants_open(const char *db, const char *admin_key, struct tenants **out
     T->has_admin = admin_key != NULL && admin_key[0] != '\0';
     if (T->has_admin)
         sha256(admin_key, strlen(admin_key), "", 0, T->admin_hash);
-    int rc = sqlite3_open_v2(db, &T->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_busy_timeout(T->db, 5000);
-        rc = sqlite3_exec(T->db, "PRAGMA journal_mode=WAL;", NULL, NULL, NULL);
-    }
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(T->db, schema, NULL, NULL, NULL);
-    int r = rc == SQLITE_OK ? 0 : db_fail(T, err, errlen);
+    int r = server__db_open(db, schema, &T->db) == 0 ? 0 : db_fail(T, err, errlen);
     if (r == 0 && (r = load_tenants(T, err, errlen)) == 0)
         r = load_keys(T, err, errlen);
     if (r < 0) {
@@ -414,7 +372,7 @@ server__tenant_admit(struct tenants *T, uint32_t tenant, int tokens, int *retry_
     struct tenant *t = find_no(T, tenant);
     int rc = 0;
     if (t != NULL) {
-        refill(t, mono_s());
+        refill(t, server__mono_s());
         const char *limit = "";
         double wait = refusal(t, &limit);
         if (wait > 0) {
@@ -476,10 +434,11 @@ server__tenant_create(struct tenants *T, const char *name, const struct tenant_l
     pthread_mutex_lock(&T->mu);
     in.no = T->next_no;
     pthread_mutex_unlock(&T->mu);
-    int rc = exec(T, "INSERT INTO tenants (no, id, name, max_concurrent, rpm, tpm, created_at)"
-                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)", "ittiiii", (long long)in.no, in.id,
-                  in.name, (long long)lim->max_concurrent, (long long)lim->requests_per_minute,
-                  (long long)lim->tokens_per_minute, in.created_at);
+    int rc = server__db_exec(T->db, "INSERT INTO tenants (no, id, name, max_concurrent, rpm, tpm,"
+                             " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)", "ittiiii",
+                             (long long)in.no, in.id, in.name, (long long)lim->max_concurrent,
+                             (long long)lim->requests_per_minute,
+                             (long long)lim->tokens_per_minute, in.created_at);
     pthread_mutex_lock(&T->mu);
     if (rc == 0)
         rc = mem_add_tenant(T, &in);
@@ -519,9 +478,10 @@ server__tenant_update(struct tenants *T, const char *id, const struct tenant_lim
     pthread_mutex_lock(&T->wmu);
     int rc = server__tenant_get(T, id, out);
     if (rc == 0)
-        rc = exec(T, "UPDATE tenants SET max_concurrent = ?2, rpm = ?3, tpm = ?4 WHERE id = ?1",
-                  "tiii", id, (long long)lim->max_concurrent, (long long)lim->requests_per_minute,
-                  (long long)lim->tokens_per_minute);
+        rc = server__db_exec(T->db, "UPDATE tenants SET max_concurrent = ?2, rpm = ?3, tpm = ?4"
+                             " WHERE id = ?1", "tiii", id, (long long)lim->max_concurrent,
+                             (long long)lim->requests_per_minute,
+                             (long long)lim->tokens_per_minute);
     pthread_mutex_lock(&T->mu);
     struct tenant *t = rc == 0 ? find_id(T, id) : NULL;
     if (t != NULL) {
@@ -554,14 +514,14 @@ server__tenant_delete(struct tenants *T, const char *id)
     pthread_mutex_lock(&T->wmu);
     int rc = server__tenant_get(T, id, &in);
     if (rc == 0)
-        rc = exec(T, "BEGIN IMMEDIATE", "");
-    if (rc == 0 && (rc = exec(T, "DELETE FROM api_keys WHERE tenant_no = ?1", "i",
-                              (long long)in.no)) == 0)
-        rc = exec(T, "DELETE FROM tenants WHERE id = ?1", "t", id);
+        rc = server__db_exec(T->db, "BEGIN IMMEDIATE", "");
+    if (rc == 0 && (rc = server__db_exec(T->db, "DELETE FROM api_keys WHERE tenant_no = ?1",
+                                         "i", (long long)in.no)) == 0)
+        rc = server__db_exec(T->db, "DELETE FROM tenants WHERE id = ?1", "t", id);
     if (rc == 0)
-        rc = exec(T, "COMMIT", "");
+        rc = server__db_exec(T->db, "COMMIT", "");
     else if (rc != -ENOENT)
-        exec(T, "ROLLBACK", "");
+        server__db_exec(T->db, "ROLLBACK", "");
     pthread_mutex_lock(&T->mu);
     for (int i = 0; rc == 0 && i < T->n; i++) {
         if (T->t[i]->info.no != in.no)
@@ -593,9 +553,9 @@ server__tenant_key_create(struct tenants *T, const char *id, char *key_id, char 
     int rc = server__tenant_get(T, id, &in);
     k.tenant = in.no;
     if (rc == 0)
-        rc = exec(T, "INSERT INTO api_keys (id, tenant_no, salt, hash, created_at)"
-                  " VALUES (?1, ?2, ?3, ?4, ?5)", "tibbi", k.id, (long long)k.tenant, k.salt,
-                  KEY_SALT, k.hash, KEY_HASH, k.created_at);
+        rc = server__db_exec(T->db, "INSERT INTO api_keys (id, tenant_no, salt, hash, created_at)"
+                             " VALUES (?1, ?2, ?3, ?4, ?5)", "tibbi", k.id, (long long)k.tenant,
+                             k.salt, KEY_SALT, k.hash, KEY_HASH, k.created_at);
     pthread_mutex_lock(&T->mu);
     if (rc == 0)
         rc = mem_add_key(T, &k);
@@ -622,7 +582,7 @@ server__tenant_key_delete(struct tenants *T, const char *id, const char *key_id)
     if (rc == 0 && !found)
         rc = -ENOENT;
     if (rc == 0)
-        rc = exec(T, "DELETE FROM api_keys WHERE id = ?1", "t", key_id);
+        rc = server__db_exec(T->db, "DELETE FROM api_keys WHERE id = ?1", "t", key_id);
     pthread_mutex_lock(&T->mu);
     if (rc == 0)
         mem_drop_keys(T, in.no, key_id);

@@ -154,12 +154,6 @@ server__limits_admit(struct server *s, const struct who *who, struct oai_err *e)
 
 /* ---- Checking the request (loop) ------------------------------------- */
 
-static int
-bad(struct oai_err *e, const char *param, const char *what)
-{
-    return server__fail(e, -EINVAL, param, "invalid_value", "%s: expected %s", param, what);
-}
-
 /* One limit: absent or null keeps *v; else an integer >= 0. */
 static int
 limit(const cJSON *lim, const char *key, int *v, struct oai_err *e)
@@ -171,7 +165,7 @@ limit(const cJSON *lim, const char *key, int *v, struct oai_err *e)
     snprintf(param, sizeof(param), "limits.%s", key);
     if (!cJSON_IsNumber(x) || x->valuedouble < 0 || x->valuedouble > 1e9 ||
         x->valuedouble != (double)(int)x->valuedouble)
-        return bad(e, param, "an integer from 0 (no limit) to 1000000000");
+        return server__bad_value(e, param, "an integer from 0 (no limit) to 1000000000");
     *v = x->valueint;
     return 0;
 }
@@ -183,7 +177,7 @@ parse_limits(const cJSON *root, struct tenant_limits *l, struct oai_err *e)
     if (lim == NULL || cJSON_IsNull(lim))
         return 0;
     if (!cJSON_IsObject(lim))
-        return bad(e, "limits", "an object");
+        return server__bad_value(e, "limits", "an object");
     for (const cJSON *x = lim->child; x != NULL; x = x->next)
         if (strcmp(x->string, "max_concurrent") != 0 &&
             strcmp(x->string, "requests_per_minute") != 0 &&
@@ -206,7 +200,7 @@ parse_body(struct ten_req *r, const char *body, size_t len, struct oai_err *e)
     if (rc == 0 && r->kind == TEN_CREATE &&
         (!cJSON_IsString(name) || name->valuestring[0] == '\0' ||
          strlen(name->valuestring) > TENANT_NAME_MAX))
-        rc = bad(e, "name", "a string of 1 to 256 bytes");
+        rc = server__bad_value(e, "name", "a string of 1 to 256 bytes");
     if (rc == 0 && r->kind == TEN_PATCH && name != NULL)
         rc = server__fail(e, -EINVAL, "name", "invalid_value", "name: a tenant keeps its name; "
                           "PATCH changes its limits");

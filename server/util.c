@@ -1,5 +1,5 @@
 /*
- * util.c - byte buffers and UTF-8 checks for the server.
+ * util.c - byte buffers, UTF-8 checks and the clock for the server.
  *
  * A struct sbuf grows by doubling and keeps a NUL after its bytes, so a
  * buffer of text can be handed to functions that want a C string. Sizes come
@@ -10,8 +10,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "server_int.h"
+
+double
+server__mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 /* ---- Byte buffers ----------------------------------------------------- */
 
