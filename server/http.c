@@ -38,6 +38,16 @@ struct hdr {
     const char *name, *value;
 };
 
+/*
+ * Traffic should move elsewhere: a shutdown, its --drain, or POST /drain.
+ * /health answers 503 and every answer closes its connection.
+ */
+static bool
+winding_down(const struct server *s)
+{
+    return s->draining || s->leaving || s->paused;
+}
+
 /* Queues body (malloc'd, consumed) with status, content type and extra headers h[0..n). */
 static enum MHD_Result
 reply_hdrs(struct server *s, struct MHD_Connection *con, int status, char *body,
@@ -55,7 +65,7 @@ reply_hdrs(struct server *s, struct MHD_Connection *con, int status, char *body,
     for (int i = 0; i < n; i++)
         if (h[i].name != NULL && h[i].value != NULL)
             MHD_add_response_header(r, h[i].name, h[i].value);
-    if (s->draining || s->leaving || s->paused || server__conn_over(con))
+    if (winding_down(s) || server__conn_over(con))
         MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(con, (unsigned)status, r);
     MHD_destroy_response(r);
@@ -119,8 +129,7 @@ reply_health(struct server *s, struct MHD_Connection *con)
     cJSON *pc = cJSON_AddObjectToObject(o, "prefix_cache");
     cJSON_AddNumberToObject(pc, "hit_tokens", (double)engine_sched_prefix_hits(s->sched));
     cJSON_AddItemToObject(o, "adapters", server__adapters_health(s));
-    return reply(s, con, s->draining || s->leaving || s->paused ? 503 : 200, print_free(o),
-                 NULL);
+    return reply(s, con, winding_down(s) ? 503 : 200, print_free(o), NULL);
 }
 
 static enum MHD_Result
@@ -285,7 +294,7 @@ queue_stream(struct server *s, struct MHD_Connection *con, struct job *j)
         MHD_add_response_header(r, SERVER_ADAPTER_HEADER, server__job_adapter_header(j));
     if (server__job_variant(j) != NULL)
         MHD_add_response_header(r, SERVER_VARIANT_HEADER, server__job_variant(j));
-    if (s->draining || s->leaving || s->paused)
+    if (winding_down(s))
         MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(con, 200, r);
     MHD_destroy_response(r);
