@@ -599,7 +599,9 @@ test_peft_dtypes(void)
         const char *dtype;
         size_t size;
         uint32_t half;      /* 0.5 in that type (F32: the whole word) */
-    } types[] = { { "F32", 4, 0x3f000000u }, { "F16", 2, 0x3800u }, { "BF16", 2, 0x3f00u } };
+        uint32_t inf;       /* +infinity in that type */
+    } types[] = { { "F32", 4, 0x3f000000u, 0x7f800000u }, { "F16", 2, 0x3800u, 0x7c00u },
+                  { "BF16", 2, 0x3f00u, 0x7f80u } };
     float *ref = NULL;
     struct golden g;
     CHECK(load_golden("base", "short-genesis", &g));
@@ -620,6 +622,11 @@ test_peft_dtypes(void)
         for (size_t e = 0; e < 512; e++)
             memcpy(buf + 8 + hl + e * types[i].size, &types[i].half, types[i].size);
         snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
+        /* An infinity in B (whatever it is kept as) is refused with one line. */
+        memcpy(buf + 8 + hl + 300 * types[i].size, &types[i].inf, types[i].size);
+        write_file(path, buf, n);
+        expect_refused(types[i].dtype, dir, 64, -EINVAL, "NaN or infinity");
+        memcpy(buf + 8 + hl + 300 * types[i].size, &types[i].half, types[i].size);
         write_file(path, buf, n);
         free(buf);
         struct engine_lora *l = NULL;
